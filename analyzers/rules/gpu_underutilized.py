@@ -1,0 +1,101 @@
+"""gpu-underutilized: the accelerator is mostly idle while requests wait.
+
+What: mean GPU utilization (DCGM ``DCGM_FI_DEV_GPU_UTIL`` %, ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` or Triton
+``nv_gpu_utilization``) below the threshold while there is latency pressure: queueing in the p95 tail,
+pending requests, or p95 above the SLO.
+Why: requests queue for a device that is idle most of the time — execution is serialized (batch size 1,
+one instance) or starved by host-side work, so adding GPUs would not help.
+Fix: enable/tune dynamic batching, add model instances, tune the runtime.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..finding import Finding, not_evaluated
+from ..fixes import scored
+from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown
+from ..metrics import PENDING, gpu_utilization, series, triton_batch_size
+from ..rule import Context, Rule, Threshold
+
+ID = "gpu-underutilized"
+TITLE = "GPU underutilized while requests wait"
+
+
+def detect(ctx: Context, th: dict) -> list[Finding]:
+    store = ctx.store
+    gpus = gpu_utilization(store)
+    if not gpus:
+        return [not_evaluated(ID, TITLE, "no GPU utilization metrics (DCGM_FI_DEV_GPU_UTIL, "
+                                         "DCGM_FI_PROF_GR_ENGINE_ACTIVE or nv_gpu_utilization)")]
+    per_gpu = {}
+    for s, scale in gpus:
+        vals = s.values[np.isfinite(s.values)] * scale
+        if len(vals):
+            gpu = s.labels.get("gpu") or s.labels.get("UUID") or s.labels.get("gpu_uuid") or s.key
+            per_gpu.setdefault(gpu, {"metric": s.metric, "mean": float(vals.mean()),
+                                     "p95": float(np.percentile(vals, 95)), "samples": int(len(vals))})
+    if not per_gpu:
+        return [not_evaluated(ID, TITLE, "GPU utilization series hold no finite samples")]
+    mean_util = float(np.mean([g["mean"] for g in per_gpu.values()]))
+    if mean_util >= th["utilization"]:
+        return []
+
+    pressure = []
+    queue_share = 0.0
+    breakdown = stage_breakdown(store)
+    for route, stages in breakdown.items():
+        q = stages.get("queue", {}).get("p95_share", 0.0)
+        queue_share = max(queue_share, q)
+    if queue_share >= th["queue_share"]:
+        pressure.append(f"queueing is {queue_share:.0%} of the p95 tail")
+    pending_mean = None
+    pend = series(store, PENDING)
+    if pend:
+        pending_mean = float(np.mean(np.concatenate([s.values for s in pend])))
+        if pending_mean >= th["pending"]:
+            pressure.append(f"{pending_mean:.1f} requests pending on average")
+    slo_p95 = ctx.constraints.slo.get("p95_ms")
+    lat = route_latency(store)
+    worst = max(lat.items(), key=lambda kv: kv[1]["p95_ms"], default=None)
+    if slo_p95 and worst and worst[1]["p95_ms"] > slo_p95:
+        pressure.append(f"p95 {worst[1]['p95_ms']:.0f} ms is above the {slo_p95:.0f} ms SLO")
+    if not pressure:
+        return []
+
+    batch = triton_batch_size(store)
+    exemplars = [r[0] for r in store.query(f"""
+        WITH tail AS ({TAIL_COHORT_SQL})
+        SELECT t.trace_id FROM tail t JOIN request_stages rs
+          ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = 'queue'
+        ORDER BY rs.ns DESC LIMIT 3""")]
+    queue_ms = max((st.get("queue", {}).get("p95_ms", 0.0) for st in breakdown.values()), default=0.0)
+    batch_note = ""
+    if batch:
+        batch_note = "; average batch size " + ", ".join(f"{m} {b:.1f}" for m, b in batch.items())
+    severity = "critical" if mean_util < th["critical_utilization"] and len(pressure) >= 1 and queue_share >= 2 * th["queue_share"] else "warning"
+    return [Finding(
+        rule=ID, severity=severity, title=TITLE,
+        summary=(f"GPU busy {mean_util:.0%} on average (threshold {th['utilization']:.0%}) while "
+                 f"{' and '.join(pressure)}{batch_note}."),
+        scope={"gpus": sorted(per_gpu)},
+        evidence={"mean_utilization": round(mean_util, 4), "threshold": th["utilization"],
+                  "per_gpu": {k: {kk: round(vv, 4) if isinstance(vv, float) else vv for kk, vv in v.items()}
+                              for k, v in per_gpu.items()},
+                  "queue_p95_share": round(queue_share, 4), "queue_p95_ms": queue_ms,
+                  "pending_mean": None if pending_mean is None else round(pending_mean, 3),
+                  "avg_batch_size": batch, "pressure": pressure, "exemplar_trace_ids": exemplars},
+        confidence=min(1.0, 0.5 + (th["utilization"] - mean_util) / th["utilization"]) * (1.0 if len(pressure) > 1 else 0.8),
+        remediations=scored(["enable-dynamic-batching", "increase-instances", "runtime-tuning"],
+                            ctx.constraints.scorecard),
+        impact_ms=queue_ms)]
+
+
+RULE = Rule(
+    id=ID, title=TITLE, category="accelerator",
+    thresholds={
+        "utilization": Threshold(0.40, "fraction", "mean GPU busy below which the GPU counts as underutilized"),
+        "critical_utilization": Threshold(0.20, "fraction", "mean GPU busy below which it is critical"),
+        "queue_share": Threshold(0.15, "fraction", "queue share of the p95 tail that counts as pressure"),
+        "pending": Threshold(1.0, "requests", "mean pending requests that count as pressure"),
+    },
+    doc=__doc__, detect=detect)

@@ -1,0 +1,136 @@
+"""queueing-growth: queue time rises with traffic (or keeps rising), i.e. the service is at capacity.
+
+What: per time bucket, request rate vs mean per-request queue time (from trace stages, or from Triton's
+cumulative queue counters). Fires when queueing is a real part of the p95 tail and it grows with the
+request rate (rank correlation and high-load/low-load ratio), or grows over time at steady load;
+pending-request gauges (Triton, vLLM, TGI) that climb are the same signal from metrics.
+Why: past the knee of the utilization curve, queueing delay grows without bound; p95 follows traffic.
+Fix: add capacity that follows load (autoscale on queue depth), admission control, batching.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..finding import Finding, not_evaluated
+from ..fixes import scored
+from ..latency import TAIL_COHORT_SQL, bucket_seconds, stage_breakdown
+from ..metrics import PENDING, series, triton_queue_per_request
+from ..rule import Context, Rule, Threshold
+from ..stats import spearman, thirds_ratio
+
+ID = "queueing-growth"
+TITLE = "Queueing grows with traffic"
+
+
+def _trend(t, rate, queue, th) -> dict | None:
+    t, rate, queue = (np.asarray(a, dtype=float) for a in (t, rate, queue))
+    if len(t) < th["min_buckets"]:
+        return None
+    corr_rate = spearman(rate, queue)
+    growth_rate, q_low, q_high = thirds_ratio(rate, queue)
+    rate_ratio, r_low, r_high = thirds_ratio(rate, rate)
+    corr_time = spearman(t, queue)
+    growth_time, q_first, q_last = thirds_ratio(t, queue)
+    with_rate = corr_rate >= th["min_correlation"] and growth_rate >= th["min_growth"] and rate_ratio >= 1.3
+    over_time = corr_time >= th["min_correlation"] and growth_time >= th["min_growth"]
+    return {"fires": with_rate or over_time, "with_rate": with_rate, "over_time": over_time,
+            "buckets": int(len(t)), "rate_correlation": round(corr_rate, 3), "time_correlation": round(corr_time, 3),
+            "queue_ms_low_rate": round(q_low, 3), "queue_ms_high_rate": round(q_high, 3),
+            "growth_with_rate": round(growth_rate, 2), "rate_rps_low": round(r_low, 2), "rate_rps_high": round(r_high, 2),
+            "queue_ms_first_third": round(q_first, 3), "queue_ms_last_third": round(q_last, 3),
+            "growth_over_time": round(growth_time, 2)}
+
+
+def _trace_buckets(store, route: str, step_s: float, min_requests: int):
+    step_ns = int(step_s * 1e9)
+    return store.query(f"""
+        WITH t0 AS (SELECT min(start_ns) AS t0 FROM requests),
+        q AS (SELECT q.start_ns, coalesce(rs.ns, 0) AS queue_ns FROM requests q LEFT JOIN request_stages rs
+              ON rs.trace_id = q.trace_id AND rs.root_id = q.root_id AND rs.stage = 'queue' WHERE q.route = ?)
+        SELECT (start_ns - t0) // {step_ns} AS b, count(*) / {step_s}, avg(queue_ns) / 1e6
+        FROM q, t0 GROUP BY b HAVING count(*) >= {min_requests} ORDER BY b""", [route])
+
+
+def detect(ctx: Context, th: dict) -> list[Finding]:
+    store = ctx.store
+    breakdown = stage_breakdown(store)
+    queued_routes = {r: st["queue"] for r, st in breakdown.items() if "queue" in st}
+    triton = triton_queue_per_request(store)
+    pending = series(store, PENDING)
+    if not queued_routes and not triton and not pending:
+        return [not_evaluated(ID, TITLE, "no queue time in the traces (Triton QUEUE_START events, queue spans, "
+                                         "gen_ai.latency.time_in_queue) and no queue metrics")]
+    findings = []
+    step = bucket_seconds(store, 30)
+    for route, q in queued_routes.items():
+        if q["p95_share"] < th["min_queue_share"]:
+            continue
+        rows = _trace_buckets(store, route, step, int(th["min_bucket_requests"]))
+        tr = _trend([r[0] * step for r in rows], [r[1] for r in rows], [r[2] for r in rows], th)
+        if not tr or not tr["fires"]:
+            continue
+        exemplars = [r[0] for r in store.query(f"""
+            WITH tail AS ({TAIL_COHORT_SQL}) SELECT t.trace_id FROM tail t JOIN request_stages rs
+              ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = 'queue'
+            WHERE t.route = ? ORDER BY rs.ns DESC LIMIT 3""", [route])]
+        how = (f"mean queue time rises from {tr['queue_ms_low_rate']:.1f} ms at {tr['rate_rps_low']:.0f} req/s to "
+               f"{tr['queue_ms_high_rate']:.1f} ms at {tr['rate_rps_high']:.0f} req/s (Spearman {tr['rate_correlation']:.2f})"
+               if tr["with_rate"] else
+               f"mean queue time keeps rising, {tr['queue_ms_first_third']:.1f} → {tr['queue_ms_last_third']:.1f} ms "
+               f"over the window (Spearman with time {tr['time_correlation']:.2f})")
+        severity = "critical" if q["p95_share"] >= th["critical_queue_share"] else "warning"
+        findings.append(Finding(
+            rule=ID, severity=severity, title=TITLE,
+            summary=f"{route}: {how}; queueing is {q['p95_share']:.0%} of the p95 tail.",
+            scope={"route": route},
+            evidence={"source": "traces", "queue_p95_share": q["p95_share"], "queue_p50_ms": q["p50_ms"],
+                      "queue_p95_ms": q["p95_ms"], "bucket_s": step, **tr, "exemplar_trace_ids": exemplars},
+            confidence=min(1.0, max(tr["rate_correlation"], tr["time_correlation"])) * min(1.0, tr["buckets"] / 12),
+            remediations=scored(["autoscale", "admission-control", "enable-dynamic-batching"], ctx.constraints.scorecard),
+            impact_ms=max(tr["queue_ms_high_rate"] - tr["queue_ms_low_rate"], q["p95_ms"] * q["p95_share"])))
+    if not findings:
+        findings.extend(_from_metrics(ctx, th, triton, pending))
+    return findings
+
+
+def _from_metrics(ctx: Context, th: dict, triton, pending) -> list[Finding]:
+    out = []
+    for ts, rate, qms in triton:
+        tr = _trend((ts - ts[0]) / 1000.0 if len(ts) else ts, rate, qms, th)
+        if tr and tr["fires"] and tr["queue_ms_high_rate"] >= th["min_queue_ms"]:
+            out.append(Finding(
+                rule=ID, severity="warning", title=TITLE,
+                summary=(f"Triton queue time per request rises from {tr['queue_ms_low_rate']:.1f} ms at "
+                         f"{tr['rate_rps_low']:.0f} req/s to {tr['queue_ms_high_rate']:.1f} ms at {tr['rate_rps_high']:.0f} req/s."),
+                evidence={"source": "nv_inference_queue_duration_us / nv_inference_request_success", **tr},
+                confidence=0.6, impact_ms=tr["queue_ms_high_rate"] - tr["queue_ms_low_rate"],
+                remediations=scored(["autoscale", "admission-control", "enable-dynamic-batching"], ctx.constraints.scorecard)))
+    for s in pending:
+        if len(s.values) < th["min_buckets"]:
+            continue
+        tr = _trend((s.ts_ms - s.ts_ms[0]) / 1000.0, np.ones(len(s.values)), s.values, th)
+        if tr and tr["over_time"] and tr["queue_ms_last_third"] >= th["pending_growth_min"]:
+            out.append(Finding(
+                rule=ID, severity="warning", title=TITLE,
+                summary=(f"{s.key}: pending requests climb from {tr['queue_ms_first_third']:.1f} to "
+                         f"{tr['queue_ms_last_third']:.1f} over the window (Spearman with time {tr['time_correlation']:.2f})."),
+                evidence={"source": s.metric, "series": s.key, "pending_first_third": tr["queue_ms_first_third"],
+                          "pending_last_third": tr["queue_ms_last_third"], "time_correlation": tr["time_correlation"]},
+                confidence=0.5, impact_ms=0.0,
+                remediations=scored(["autoscale", "admission-control"], ctx.constraints.scorecard)))
+    return out
+
+
+RULE = Rule(
+    id=ID, title=TITLE, category="capacity",
+    thresholds={
+        "min_queue_share": Threshold(0.10, "fraction", "queue share of the p95 tail below which growth is ignored"),
+        "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
+        "min_correlation": Threshold(0.6, "Spearman rho", "rank correlation of queue time with rate (or time)"),
+        "min_growth": Threshold(2.0, "ratio", "queue time at high load (or late) over low load (or early)"),
+        "min_buckets": Threshold(6, "buckets", "time buckets needed to judge a trend"),
+        "min_bucket_requests": Threshold(5, "requests", "requests a bucket needs to count"),
+        "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),
+        "pending_growth_min": Threshold(2.0, "requests", "pending requests late in the window that matter"),
+    },
+    doc=__doc__, detect=detect)

@@ -1,0 +1,128 @@
+"""The DuckDB store: schema, one writer, cursors for readers.
+
+In memory by default; a file when a path is given (persist, reopen, share). All writes go through
+``Store`` methods, which hold a lock so that one connection writes at a time; readers call
+``cursor()`` and keep that cursor in their own thread.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    parent_span_id VARCHAR,
+    service VARCHAR,
+    name VARCHAR,
+    kind TINYINT,            -- OTLP SpanKind: 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer
+    start_ns BIGINT,
+    end_ns BIGINT,
+    duration_ns BIGINT,
+    status_code TINYINT,     -- OTLP StatusCode: 0 unset, 1 ok, 2 error
+    status_message VARCHAR,
+    route VARCHAR,           -- http.route (or rpc method), promoted from attributes
+    http_status INTEGER,     -- http.response.status_code / http.status_code
+    resend_count INTEGER,    -- http.request.resend_count (retries)
+    model VARCHAR,           -- triton.model_name / gen_ai.request.model
+    peer VARCHAR,            -- server.address / peer.service / net.peer.name of client spans
+    input_size BIGINT,       -- an input size attribute (tokens), when one is present
+    attributes JSON,
+    resource JSON,
+    source VARCHAR
+);
+CREATE TABLE IF NOT EXISTS span_events (
+    trace_id VARCHAR, span_id VARCHAR, name VARCHAR, ts_ns BIGINT, attributes JSON
+);
+CREATE TABLE IF NOT EXISTS samples (
+    ts_ms BIGINT, metric VARCHAR, labels MAP(VARCHAR, VARCHAR), value DOUBLE, source VARCHAR
+);
+CREATE TABLE IF NOT EXISTS inputs (
+    path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT
+);
+"""
+
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns",
+    "duration_ns", "status_code", "status_message", "route", "http_status", "resend_count", "model",
+    "peer", "input_size", "attributes", "resource", "source",
+)
+EVENT_COLUMNS = ("trace_id", "span_id", "name", "ts_ns", "attributes")
+
+_INT_COLUMNS = {"kind", "start_ns", "end_ns", "duration_ns", "status_code", "http_status", "resend_count",
+                "input_size", "ts_ns", "ts_ms"}
+
+
+def _column(name: str, values: list) -> np.ndarray:
+    if name in _INT_COLUMNS and None not in values:
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=object)
+
+
+class Store:
+    """One DuckDB database. ``Store()`` is in memory; ``Store(path)`` persists to a file."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = str(path) if path else ":memory:"
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(self.path)
+        self._lock = threading.Lock()
+        self._con.execute(SCHEMA)
+
+    # -- readers -------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for the calling thread (DuckDB connections must not be shared across threads)."""
+        return self._con.cursor()
+
+    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
+        cur = self.cursor()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            cur.close()
+
+    def scalar(self, sql: str, params: list | tuple | None = None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    # -- the writer ----------------------------------------------------------------------
+    def execute(self, sql: str, params: list | tuple | None = None) -> None:
+        with self._lock:
+            self._con.execute(sql, params or [])
+
+    def insert_columns(self, table: str, columns: tuple[str, ...], data: dict[str, list]) -> int:
+        """Bulk insert columnar data (a dict of equal-length lists) in one statement."""
+        n = len(data[columns[0]]) if data.get(columns[0]) is not None else 0
+        if n == 0:
+            return 0
+        frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841  (scanned by DuckDB below)
+        cols = ", ".join(columns)
+        with self._lock:
+            self._con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
+        return n
+
+    def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
+        if not ts_ms:
+            return 0
+        frame = {  # noqa: F841
+            "ts_ms": np.asarray(ts_ms, dtype=np.int64),
+            "metric": np.asarray(metric, dtype=object),
+            "lk": np.asarray([list(d.keys()) for d in labels] + [None], dtype=object)[:-1],
+            "lv": np.asarray([list(d.values()) for d in labels] + [None], dtype=object)[:-1],
+            "value": np.asarray(value, dtype=np.float64),
+        }
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO samples SELECT ts_ms, metric, map(lk::VARCHAR[], lv::VARCHAR[]), value, ? FROM frame",
+                [source],
+            )
+        return len(ts_ms)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

@@ -1,0 +1,130 @@
+"""The command line: ``triage`` (TUI on the bundled sample), ``triage replay``, ``triage report``.
+
+Exit codes of ``report``: 0 nothing at/above --fail-on, 1 something is, 2 usage or unreadable input.
+Heavy imports (textual, torch, onnxruntime) stay out of this module's import time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analyzers.constraints import ConstraintsError
+
+VERSION = "0.1.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="triage",
+        description="Find what is eating p95 of an ML inference service, from OpenTelemetry traces and "
+                    "Prometheus metrics. With no command, opens the TUI on the bundled sample incident.",
+        epilog="Examples:\n  triage                          # TUI on the bundled sample incident\n"
+               "  triage replay capture/           # TUI on a captured incident (formats detected by content)\n"
+               "  triage report capture/ --format json --fail-on warning",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"triage {VERSION}")
+    p.add_argument("--db", metavar="PATH", help="persist the DuckDB store to PATH (reopened if it exists)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp):
+        sp.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
+        sp.add_argument("--constraints", metavar="FILE", help="triage.toml (default: one next to the capture)")
+        sp.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="persist the DuckDB store to PATH (reopened if it exists)")
+
+    r = sub.add_parser("replay", help="open the TUI on captured files/folders")
+    common(r)
+    r.add_argument("--sample", metavar="NAME", help="open a bundled sample incident by name")
+    rep = sub.add_parser("report", help="print a report (headless)")
+    common(rep)
+    rep.add_argument("--format", choices=("md", "json"), default="md")
+    rep.add_argument("--fail-on", choices=("warning", "critical"), help="exit 1 when a finding is at/above this")
+    sub.add_parser("samples", help="list the bundled sample incidents")
+    return p
+
+
+def _progress_to_stderr():
+    if not sys.stderr.isatty():
+        return None
+
+    def progress(done: int, total: int, path: str) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        sys.stderr.write(f"\r\x1b[2Kingesting {pct:5.1f}%  {Path(path).name if path else 'done'}")
+        if done >= total:
+            sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
+    return progress
+
+
+def _check_paths(paths: list[str], db: str | None) -> str | None:
+    if not paths and not db:
+        return "no input: give one or more files or folders (or --db PATH of an existing store)"
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        return f"no such file or directory: {', '.join(missing)}"
+    return None
+
+
+def cmd_report(args) -> int:
+    import orjson
+
+    from analyzers.report import exit_code, to_markdown
+    from analyzers.session import analyze
+
+    err = _check_paths(args.paths, args.db)
+    if err:
+        print(f"triage report: {err}", file=sys.stderr)
+        return 2
+    a = analyze(args.paths, db=args.db, constraints_file=args.constraints, progress=_progress_to_stderr())
+    rep = a.report()
+    if args.paths and a.ingest.files == 0 and not rep["inputs"]["spans"] and not rep["inputs"]["samples"]:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in rep["inputs"]["skipped"][:5])
+        print(f"triage report: no readable telemetry in the inputs ({reasons})", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(to_markdown(rep))
+    return exit_code(rep, args.fail_on)
+
+
+def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str) -> int:
+    from tui.app import TriageApp
+
+    TriageApp(paths=paths, db=db, constraints_file=constraints, source_title=title).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import sample_traces
+
+    try:
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "samples":
+            for name in sample_traces.names():
+                print(name)
+            return 0
+        if args.command == "replay":
+            if args.sample:
+                if args.sample not in sample_traces.names():
+                    print(f"triage replay: unknown sample {args.sample!r} (have: {', '.join(sample_traces.names())})",
+                          file=sys.stderr)
+                    return 2
+                args.paths = [str(sample_traces.path(args.sample))]
+            err = _check_paths(args.paths, args.db)
+            if err:
+                print(f"triage replay: {err}", file=sys.stderr)
+                return 2
+            return cmd_tui(args.paths, args.db, args.constraints, ", ".join(args.paths) or args.db)
+        default = sample_traces.path()
+        return cmd_tui([str(default)], args.db, None, f"sample: {default.name}")
+    except ConstraintsError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
