@@ -15,6 +15,30 @@ def prepare(store, constraints: Constraints) -> None:
     stages.build(store, tuple(constraints.stage_rules) + stages.DEFAULT_RULES)
 
 
+# (upstream, downstream): when both fire, the downstream one is a symptom of the upstream one.
+RELATIONS: tuple[tuple[str, str, str], ...] = (
+    ("retry-spiral", "queueing-growth", "retries add load, and the added load is what queues"),
+    ("gpu-underutilized", "queueing-growth", "serialized execution on an idle GPU is what queues"),
+)
+
+
+def relate(findings: list[Finding]) -> list[Finding]:
+    """Mark symptoms of another finding and put the upstream cause first."""
+    firing = {f.rule for f in findings if f.evaluated and f.severity != "info"}
+    ordered = sorted(findings, key=Finding.sort_key)
+    for up, down, why in RELATIONS:
+        if up in firing and down in firing:
+            for f in ordered:
+                if f.rule == down:
+                    f.evidence["likely_caused_by"] = {"rule": up, "why": why}
+            ups = [f for f in ordered if f.rule == up]
+            first_down = min(i for i, f in enumerate(ordered) if f.rule == down)
+            if min(i for i, f in enumerate(ordered) if f.rule == up) > first_down:
+                rest = [f for f in ordered if f.rule != up]
+                ordered = rest[:first_down] + ups + rest[first_down:]
+    return ordered
+
+
 def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
     ctx = Context(store=store, constraints=constraints, window=latency.window(store))
     findings: list[Finding] = []
@@ -25,4 +49,4 @@ def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
             findings.append(Finding(rule=rule.id, severity="info", title=f"{rule.title}: rule failed",
                                     summary=f"The rule raised {type(exc).__name__}: {exc}",
                                     evidence={"traceback": traceback.format_exc(limit=3)}, evaluated=False))
-    return sorted(findings, key=Finding.sort_key)
+    return relate(findings)

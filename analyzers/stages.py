@@ -7,7 +7,8 @@ vLLM carries it as ``gen_ai.latency.time_in_queue``: that part of the self time 
 (a gateway CLIENT span is the parent of Triton's ``InferRequest`` through W3C traceparent).
 
 Outputs (tables, rebuilt by ``build``):
-  span_times(trace_id, span_id, root_id, stage, self_ns, queue_ns)
+  span_roots(trace_id, span_id, root_id, b, e)   -- b, e: the span clipped to its ancestors
+  span_times(trace_id, span_id, parent_span_id, root_id, kind, start_ns, end_ns, stage, self_ns, queue_ns)
   requests(trace_id, root_id, service, route, start_ns, end_ns, duration_ns, error, input_size)
   request_stages(trace_id, root_id, route, stage, ns)
 """
@@ -50,13 +51,34 @@ def _rule_case(rules: tuple[StageRule, ...]) -> str:
 
 
 def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
-    """(Re)build span_times, requests and request_stages from spans and span_events."""
+    """(Re)build span_roots, span_times, requests and request_stages from spans and span_events."""
     name_rules = _rule_case(rules)
     msc = MODEL_SERVER_CALL.replace("'", "''")
+    # 1. Roots, and every span's interval clipped to its parent's clipped interval, so that work a
+    #    callee does after its caller gave up (a timed-out call) or clock skew never inflates a request.
+    store.execute("""
+CREATE OR REPLACE TABLE span_roots AS
+WITH RECURSIVE s AS (
+    SELECT * FROM spans QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY duration_ns DESC) = 1
+),
+tree(trace_id, span_id, root_id, b, e, depth) AS (
+    SELECT s.trace_id, s.span_id, s.span_id, s.start_ns, s.end_ns, 0 FROM s
+    WHERE s.parent_span_id IS NULL
+       OR (s.kind IN (2, 5) AND NOT EXISTS (SELECT 1 FROM s p
+                                            WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id))
+    UNION
+    SELECT c.trace_id, c.span_id, t.root_id, greatest(c.start_ns, t.b), greatest(least(c.end_ns, t.e), greatest(c.start_ns, t.b)), t.depth + 1
+    FROM s c JOIN tree t ON c.trace_id = t.trace_id AND c.parent_span_id = t.span_id
+    WHERE t.depth < 64
+)
+SELECT trace_id, span_id, min(root_id) AS root_id, max(b) AS b, min(e) AS e FROM tree GROUP BY ALL
+""")
+    # 2. Exclusive time per span over the clipped intervals, its stage, and its queue carve-out.
     store.execute(f"""
 CREATE OR REPLACE TABLE span_times AS
 WITH s AS (
-    SELECT * FROM spans QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY duration_ns DESC) = 1
+    SELECT x.*, r.root_id, r.b, r.e FROM spans x JOIN span_roots r USING (trace_id, span_id)
+    QUALIFY row_number() OVER (PARTITION BY x.trace_id, x.span_id ORDER BY x.duration_ns DESC) = 1
 ),
 ev AS (
     SELECT trace_id, span_id,
@@ -64,18 +86,16 @@ ev AS (
            min(ts_ns) FILTER (WHERE name = 'COMPUTE_START') AS compute_start
     FROM span_events GROUP BY ALL
 ),
-kid AS (   -- children clipped to their parent's interval
-    SELECT p.trace_id, p.span_id AS pid,
-           greatest(c.start_ns, p.start_ns) AS cs, least(c.end_ns, p.end_ns) AS ce,
+kid AS (
+    SELECT p.trace_id, p.span_id AS pid, c.b AS cs, c.e AS ce,
            coalesce(cev.compute_start, c.start_ns) AS child_compute_start
     FROM s c JOIN s p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
     LEFT JOIN ev cev ON cev.trace_id = c.trace_id AND cev.span_id = c.span_id
 ),
-kid_valid AS (SELECT * FROM kid WHERE ce > cs),
 runs AS (
     SELECT *, max(ce) OVER (PARTITION BY trace_id, pid ORDER BY cs, ce
                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
-    FROM kid_valid
+    FROM kid WHERE ce > cs
 ),
 islands AS (
     SELECT *, sum(CASE WHEN prev_end IS NULL OR cs > prev_end THEN 1 ELSE 0 END)
@@ -83,15 +103,15 @@ islands AS (
     FROM runs
 ),
 covered AS (
-    SELECT trace_id, pid, sum(e - b) AS covered_ns, count(*) AS n_islands
+    SELECT trace_id, pid, sum(e - b) AS covered_ns
     FROM (SELECT trace_id, pid, grp, min(cs) AS b, max(ce) AS e FROM islands GROUP BY ALL) GROUP BY ALL
 ),
 first_compute AS (
     SELECT trace_id, pid, min(child_compute_start) AS compute_start, count(*) AS n_children FROM kid GROUP BY ALL
 ),
 classified AS (
-    SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, s.start_ns, s.end_ns,
-           greatest(s.duration_ns - coalesce(cv.covered_ns, 0), 0) AS self_ns,
+    SELECT s.trace_id, s.span_id, s.parent_span_id, s.root_id, s.kind, s.b, s.e,
+           greatest((s.e - s.b) - coalesce(cv.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
              WHEN ev.queue_start IS NOT NULL THEN 'request'
@@ -108,7 +128,7 @@ classified AS (
            END AS stage,
            CASE
              WHEN ev.queue_start IS NOT NULL THEN
-               greatest(coalesce(fc.compute_start, s.end_ns) - greatest(ev.queue_start, s.start_ns), 0)
+               least(coalesce(fc.compute_start, s.e), s.e) - greatest(ev.queue_start, s.b)
              WHEN json_extract(s.attributes, '$."gen_ai.latency.time_in_queue"') IS NOT NULL THEN
                CAST(TRY_CAST(json_extract_string(s.attributes, '$."gen_ai.latency.time_in_queue"') AS DOUBLE) * 1e9 AS BIGINT)
              ELSE 0
@@ -118,23 +138,9 @@ classified AS (
     LEFT JOIN ev ON ev.trace_id = s.trace_id AND ev.span_id = s.span_id
     LEFT JOIN first_compute fc ON fc.trace_id = s.trace_id AND fc.pid = s.span_id
 )
-SELECT trace_id, span_id, parent_span_id, kind, start_ns, end_ns, stage, self_ns,
+SELECT trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
        least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns
 FROM classified
-""")
-    store.execute("""
-CREATE OR REPLACE TABLE span_roots AS
-WITH RECURSIVE tree(trace_id, span_id, root_id, depth) AS (
-    SELECT s.trace_id, s.span_id, s.span_id, 0 FROM span_times s
-    WHERE s.parent_span_id IS NULL
-       OR (s.kind IN (2, 5) AND NOT EXISTS (SELECT 1 FROM span_times p
-                                            WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id))
-    UNION
-    SELECT c.trace_id, c.span_id, t.root_id, t.depth + 1
-    FROM span_times c JOIN tree t ON c.trace_id = t.trace_id AND c.parent_span_id = t.span_id
-    WHERE t.depth < 64
-)
-SELECT trace_id, span_id, min(root_id) AS root_id FROM tree GROUP BY ALL
 """)
     store.execute("""
 CREATE OR REPLACE TABLE requests AS
@@ -151,11 +157,9 @@ QUALIFY row_number() OVER (PARTITION BY r.trace_id, r.span_id ORDER BY r.duratio
     store.execute("""
 CREATE OR REPLACE TABLE request_stages AS
 WITH parts AS (
-    SELECT t.trace_id, k.root_id, t.stage, t.self_ns - t.queue_ns AS ns FROM span_times t
-    JOIN span_roots k USING (trace_id, span_id)
+    SELECT trace_id, root_id, stage, self_ns - queue_ns AS ns FROM span_times
     UNION ALL
-    SELECT t.trace_id, k.root_id, 'queue', t.queue_ns FROM span_times t
-    JOIN span_roots k USING (trace_id, span_id) WHERE t.queue_ns > 0
+    SELECT trace_id, root_id, 'queue', queue_ns FROM span_times WHERE queue_ns > 0
 )
 SELECT p.trace_id, p.root_id, q.route, p.stage, sum(p.ns)::BIGINT AS ns
 FROM parts p JOIN requests q ON q.trace_id = p.trace_id AND q.root_id = p.root_id

@@ -31,7 +31,8 @@ def _trend(t, rate, queue, th) -> dict | None:
     rate_ratio, r_low, r_high = thirds_ratio(rate, rate)
     corr_time = spearman(t, queue)
     growth_time, q_first, q_last = thirds_ratio(t, queue)
-    with_rate = corr_rate >= th["min_correlation"] and growth_rate >= th["min_growth"] and rate_ratio >= 1.3
+    with_rate = (corr_rate >= th["min_correlation"] and growth_rate >= th["min_growth"]
+                 and rate_ratio >= th["min_rate_ratio"])
     over_time = corr_time >= th["min_correlation"] and growth_time >= th["min_growth"]
     return {"fires": with_rate or over_time, "with_rate": with_rate, "over_time": over_time,
             "buckets": int(len(t)), "rate_correlation": round(corr_rate, 3), "time_correlation": round(corr_time, 3),
@@ -128,6 +129,8 @@ RULE = Rule(
         "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
         "min_correlation": Threshold(0.6, "Spearman rho", "rank correlation of queue time with rate (or time)"),
         "min_growth": Threshold(2.0, "ratio", "queue time at high load (or late) over low load (or early)"),
+        "min_rate_ratio": Threshold(1.5, "ratio", "busiest third of buckets over quietest third: traffic must "
+                                    "really change (Poisson noise at steady load stays well below)"),
         "min_buckets": Threshold(6, "buckets", "time buckets needed to judge a trend"),
         "min_bucket_requests": Threshold(5, "requests", "requests a bucket needs to count"),
         "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),

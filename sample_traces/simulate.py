@@ -1,0 +1,116 @@
+"""A small discrete-event simulation of an inference service: gateway (tokenize → model server → postprocess)
+in front of a single-queue model server, with client timeouts and retries.
+
+It decides *when* things happen; ``generate.py`` turns the result into real OpenTelemetry spans (SDK)
+and Prometheus text. Stage timings are controlled by an ``Incident`` profile.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+MS = 1_000_000  # ns
+
+
+@dataclass
+class Incident:
+    name: str
+    route: str
+    duration_s: float
+    rate: Callable[[float], float]          # requests/s at time t (s)
+    input_sizes: tuple[tuple[int, float], ...]  # (tokens, weight)
+    tokenize_ms_per_token: float
+    server_ms: Callable[[np.random.Generator, int], float]  # per request service time at the model server
+    gpu_fraction: float                      # share of server time the GPU kernel is busy
+    postprocess_ms: float = 0.8
+    client_timeout_ms: float = 10_000.0
+    max_retries: int = 0
+    retry_backoff_ms: float = 5.0
+    instances: int = 1
+    cause: str = ""
+    expected_rule: str = ""
+    story: str = ""
+
+
+@dataclass
+class Attempt:
+    resend: int
+    sent_ns: int           # client span start
+    arrive_ns: int         # at the server
+    start_ns: int = 0      # compute start
+    end_ns: int = 0        # compute end
+    client_end_ns: int = 0
+    timed_out: bool = False
+
+
+@dataclass
+class Request:
+    idx: int
+    start_ns: int
+    tokens: int
+    tokenize_end_ns: int
+    attempts: list[Attempt] = field(default_factory=list)
+    post_start_ns: int = 0
+    end_ns: int = 0
+    failed: bool = False
+
+
+def arrivals(inc: Incident, rng: np.random.Generator, t0_ns: int) -> list[int]:
+    """Non-homogeneous Poisson arrivals by thinning."""
+    peak = max(inc.rate(t) for t in np.linspace(0, inc.duration_s, 200)) * 1.05
+    t, out = 0.0, []
+    while True:
+        t += rng.exponential(1.0 / peak)
+        if t >= inc.duration_s:
+            return out
+        if rng.random() < inc.rate(t) / peak:
+            out.append(t0_ns + int(t * 1e9))
+
+
+def run(inc: Incident, seed: int, t0_ns: int) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    sizes = np.array([s for s, _ in inc.input_sizes])
+    weights = np.array([w for _, w in inc.input_sizes], dtype=float)
+    weights /= weights.sum()
+    reqs: list[Request] = []
+    heap: list[tuple[int, int, int]] = []  # (arrive_ns, request idx, resend)
+    for i, a in enumerate(arrivals(inc, rng, t0_ns)):
+        tokens = int(rng.choice(sizes, p=weights))
+        tok_ms = tokens * inc.tokenize_ms_per_token * rng.lognormal(0, 0.15) + 0.05
+        tok_start = a + int(0.15 * MS)
+        r = Request(i, a, tokens, tok_start + int(tok_ms * MS))
+        reqs.append(r)
+        sent = r.tokenize_end_ns + int(0.05 * MS)
+        r.attempts.append(Attempt(0, sent, sent + int(0.3 * MS)))
+        heapq.heappush(heap, (sent + int(0.3 * MS), i, 0))
+    free = [t0_ns] * inc.instances
+    timeout_ns = int(inc.client_timeout_ms * MS)
+    while heap:
+        arrive, i, resend = heapq.heappop(heap)
+        r = reqs[i]
+        att = r.attempts[resend]
+        k = int(np.argmin(free))
+        att.start_ns = max(arrive, free[k])
+        att.end_ns = att.start_ns + int(inc.server_ms(rng, r.tokens) * MS)
+        free[k] = att.end_ns
+        done_at_client = att.end_ns + int(0.4 * MS)
+        if done_at_client - att.sent_ns > timeout_ns:
+            att.timed_out = True
+            att.client_end_ns = att.sent_ns + timeout_ns
+            if resend < inc.max_retries:
+                sent = att.client_end_ns + int(inc.retry_backoff_ms * MS)
+                r.attempts.append(Attempt(resend + 1, sent, sent + int(0.3 * MS)))
+                heapq.heappush(heap, (sent + int(0.3 * MS), i, resend + 1))
+            else:
+                r.failed = True
+                r.post_start_ns = att.client_end_ns
+                r.end_ns = att.client_end_ns + int(0.2 * MS)
+        else:
+            att.client_end_ns = done_at_client
+            r.post_start_ns = done_at_client + int(0.05 * MS)
+            post = inc.postprocess_ms * rng.lognormal(0, 0.2)
+            r.end_ns = r.post_start_ns + int(post * MS) + int(0.1 * MS)
+    return reqs
