@@ -89,7 +89,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             confidence=min(1.0, max(tr["rate_correlation"], tr["time_correlation"])) * min(1.0, tr["buckets"] / 12),
             remediations=scored(["autoscale", "admission-control", "enable-dynamic-batching"], ctx.constraints.scorecard),
             impact_ms=max(tr["queue_ms_high_rate"] - tr["queue_ms_low_rate"], q["p95_ms"] * q["p95_share"])))
-    if not findings:
+    if not queued_routes:  # traces say more (per route, per request); metrics only when they are all we have
         findings.extend(_from_metrics(ctx, th, triton, pending))
     return findings
 

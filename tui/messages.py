@@ -1,0 +1,24 @@
+"""Messages from workers to the UI: results come back as messages, never as shared state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class IngestProgress(Message):
+    done: int
+    total: int
+    path: str
+
+
+@dataclass
+class AnalysisReady(Message):
+    report: dict
+    series: dict   # route -> list of time buckets (analyzers.latency.timeseries)
+
+
+@dataclass
+class AnalysisFailed(Message):
+    error: str

@@ -1,0 +1,101 @@
+"""Findings: the ordered list; the selected finding shows its evidence and candidate fixes."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ..format import badge, fmt_value
+
+
+class FindingsScreen(Screen):
+    BINDINGS = [
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
+        Binding("i", "toggle_info", "Show/hide info"),
+        Binding("pagedown", "scroll_detail(1)", "Scroll details", show=False),
+        Binding("pageup", "scroll_detail(-1)", "Scroll details", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.findings: list[dict] = []
+        self.show_info = True
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="findings", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="detail-scroll"):
+            yield Static("Loading…", id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#findings", DataTable).add_columns("severity", "rule", "summary")
+        if self.findings:
+            self._fill()
+
+    def show(self, report: dict) -> None:
+        """Take the report's findings; rendered now if the screen is mounted, else on mount."""
+        self.findings = report["findings"]
+        if self.is_mounted:
+            self._fill()
+
+    def _visible(self) -> list[dict]:
+        return [f for f in self.findings if self.show_info or f["severity"] != "info"]
+
+    def _fill(self) -> None:
+        table = self.query_one("#findings", DataTable)
+        table.clear()
+        for i, f in enumerate(self._visible()):
+            table.add_row(badge(f["severity"]), f["rule"], f["summary"], key=str(i))
+        if not self._visible():
+            self.query_one("#detail", Static).update("[green]No findings.[/]")
+        else:
+            table.move_cursor(row=0)
+            self._detail(0)
+
+    def action_cursor(self, step: int) -> None:
+        table = self.query_one("#findings", DataTable)
+        table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+
+    def action_scroll_detail(self, direction: int) -> None:
+        scroll = self.query_one("#detail-scroll", VerticalScroll)
+        (scroll.scroll_page_down if direction > 0 else scroll.scroll_page_up)()
+
+    def action_toggle_info(self) -> None:
+        self.show_info = not self.show_info
+        self._fill()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._detail(event.cursor_row)
+
+    def _detail(self, row: int) -> None:
+        vis = self._visible()
+        if not 0 <= row < len(vis):
+            return
+        f = vis[row]
+        lines = [f"{badge(f['severity'])} [b]{f['title']}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
+                 "", f["summary"], ""]
+        if f["scope"]:
+            lines.append("[b]Scope[/] " + ", ".join(f"{k}: {fmt_value(v)}" for k, v in f["scope"].items()))
+        ev = dict(f["evidence"])
+        caused = ev.pop("likely_caused_by", None)
+        if caused:
+            lines.append(f"[yellow]Likely a symptom of [b]{caused['rule']}[/]: {caused['why']}[/]")
+        exemplars = ev.pop("exemplar_trace_ids", None)
+        if ev:
+            lines.append("[b]Evidence[/]")
+            lines += [f"  {k}: {fmt_value(v)}" for k, v in ev.items()]
+        if exemplars:
+            lines.append("[b]Exemplar traces[/]")
+            lines += [f"  {t}" for t in exemplars]
+        if f["remediations"]:
+            lines += ["", "[b]Candidate fixes[/] (score = weighted impact / feasibility / risk)"]
+            for fix in f["remediations"]:
+                lines.append(f"  [b]{fix['score']:.1f}[/] {fix['title']}  [dim]impact {fix['impact']} · "
+                             f"feasibility {fix['feasibility']} · risk {fix['risk']}[/]")
+                if fix.get("how"):
+                    lines.append(f"      [dim]{fix['how']}[/]")
+        self.query_one("#detail", Static).update("\n".join(lines))

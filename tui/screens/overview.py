@@ -1,0 +1,95 @@
+"""Overview: request count, error rate, p50/p95/p99 over time, and where the p95 goes per route."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+
+from ..format import badge, share_bar
+from ..widgets.latency_plot import LatencyPlot
+
+
+class OverviewScreen(Screen):
+    BINDINGS = [
+        Binding("right_square_bracket", "route(1)", "Next route"),
+        Binding("left_square_bracket", "route(-1)", "Prev route"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: dict | None = None
+        self.series: dict = {}
+        self.route_index = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="loading"):
+            yield Static("Loading…", id="load-status")
+            yield ProgressBar(total=100, id="load-progress", show_eta=False)
+        yield Static("", id="summary")
+        yield Static("", id="top-finding")
+        yield LatencyPlot(id="plot")
+        yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#stages", DataTable)
+        table.add_columns("stage", "share of p95 tail", "", "p50 ms", "p95 ms")
+        for wid in ("#summary", "#top-finding", "#plot", "#stages"):
+            self.query_one(wid).display = False
+
+    def set_progress(self, done: int, total: int, path: str) -> None:
+        bar = self.query_one("#load-progress", ProgressBar)
+        bar.update(total=max(total, 1), progress=done)
+        self.query_one("#load-status", Static).update(f"Ingesting {path or '…'}")
+
+    def set_error(self, error: str) -> None:
+        self.query_one("#load-status", Static).update(f"[red]Could not load: {error}[/]")
+
+    def show(self, report: dict, series: dict) -> None:
+        self.report, self.series = report, series
+        self.query_one("#loading").display = False
+        for wid in ("#summary", "#top-finding", "#plot", "#stages"):
+            self.query_one(wid).display = True
+        self._render_route()
+
+    @property
+    def routes(self) -> list[str]:
+        return list(self.report["latency"]) if self.report else []
+
+    def action_route(self, step: int) -> None:
+        if self.routes:
+            self.route_index = (self.route_index + step) % len(self.routes)
+            self._render_route()
+
+    def _render_route(self) -> None:
+        rep = self.report
+        summary = self.query_one("#summary", Static)
+        if not self.routes:
+            summary.update(f"No requests found. {rep['inputs']['spans']:,} spans, {rep['inputs']['samples']:,} samples; "
+                           f"{len(rep['inputs']['skipped'])} files skipped.")
+            return
+        route = self.routes[self.route_index]
+        lat = rep["latency"][route]
+        more = f"  [dim]route {self.route_index + 1}/{len(self.routes)} ([ ])[/]" if len(self.routes) > 1 else ""
+        summary.update(
+            f"[b]{route}[/]{more}\n"
+            f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "
+            f"p50 [b]{lat['p50_ms']:.1f}[/] · p95 [b]{lat['p95_ms']:.1f}[/] · p99 [b]{lat['p99_ms']:.1f}[/] ms")
+        actionable = [f for f in rep["findings"] if f["severity"] != "info"]
+        top = self.query_one("#top-finding", Static)
+        if actionable:
+            f = actionable[0]
+            extra = f"  [dim](+{len(actionable) - 1} more: press f)[/]" if len(actionable) > 1 else "  [dim](f: details)[/]"
+            top.update(f"{badge(f['severity'])} [b]{f['rule']}[/] {f['summary']}{extra}")
+        else:
+            top.update("[green]No warning or critical findings.[/]")
+        self.query_one("#plot", LatencyPlot).show(self.series.get(route, []), "latency over time (ms)")
+        table = self.query_one("#stages", DataTable)
+        table.clear()
+        stages = rep["stages"].get(route, {})
+        for stage, d in sorted(stages.items(), key=lambda kv: -kv[1]["p95_share"]):
+            table.add_row(stage, share_bar(d["p95_share"]), f"{d['p95_share']:.0%}", f"{d['p50_ms']:.1f}",
+                          f"{d['p95_ms']:.1f}", key=stage)
