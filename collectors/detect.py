@@ -20,6 +20,11 @@ def detect(head: bytes, read_all) -> tuple[str | None, str]:
     if stripped[:1] in (b"{", b"["):
         if b'"resourceSpans"' in head or b'"resourceSpans"' in read_all():
             return OTLP_JSON, ""
+        body = read_all()
+        if b'"traceID"' in body and b'"spans"' in body:
+            return None, "Jaeger JSON (not supported yet; export OTLP instead)"
+        if b'"traceId"' in body and (b'"localEndpoint"' in body or b'"remoteEndpoint"' in body):
+            return None, "Zipkin v2 JSON (not supported yet; export OTLP instead)"
         return None, "JSON, but not an OTLP trace export (no resourceSpans)"
     try:
         text = None if b"\x00" in head else head[:-4].decode("utf-8") if len(head) > 4 else head.decode("utf-8")

@@ -1,6 +1,8 @@
 """The Textual app: ingest and analysis in a worker thread, results delivered as messages."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import work
 from textual.app import App
 from textual.binding import Binding
@@ -12,7 +14,7 @@ from .screens.overview import OverviewScreen
 
 
 class TriageApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "triage"
     BINDINGS = [
         Binding("o", "show('overview')", "Overview"),

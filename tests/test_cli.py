@@ -1,0 +1,88 @@
+"""`triage report`: JSON contract (DESIGN.md §8), exit codes, Markdown, --db persistence, each sample's top finding."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CAPTURE, ROOT, SAMPLES, need
+from sample_traces.incidents import INCIDENTS
+from tui.cli import main
+
+
+def run_cli(*args):
+    out = subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return out.returncode, out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_each_sample_puts_its_expected_rule_first(name, capsys):
+    rc = main(["report", str(SAMPLES / name), "--format", "json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert rep["findings"][0]["rule"] == INCIDENTS[name][0].expected_rule
+    assert rep["findings"][0]["severity"] in ("critical", "warning")
+    readme = (SAMPLES / name / "README.md").read_text()
+    assert f"`{INCIDENTS[name][0].expected_rule}`" in readme
+
+
+def test_json_report_shape(capsys):
+    main(["report", str(SAMPLES / "slow-tokenizer"), "--format", "json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep) == {"version", "window", "inputs", "latency", "stages", "findings"}
+    assert rep["version"] == 1 and rep["window"]["start"].endswith("Z")
+    assert {"spans", "traces", "samples", "files", "skipped"} <= set(rep["inputs"])
+    for d in rep["latency"].values():
+        assert set(d) == {"requests", "p50_ms", "p95_ms", "p99_ms", "error_rate"}
+    for st in rep["stages"].values():
+        for d in st.values():
+            assert set(d) == {"p95_share", "p50_ms", "p95_ms"}
+    for f in rep["findings"]:
+        assert {"rule", "severity", "title", "summary", "scope", "evidence", "confidence", "remediations"} == set(f)
+        for r in f["remediations"]:
+            assert {"id", "title", "impact", "feasibility", "risk", "score"} <= set(r)
+
+
+def test_exit_codes():
+    assert run_cli("report", SAMPLES / "slow-tokenizer", "--fail-on", "warning")[0] == 1
+    assert run_cli("report", SAMPLES / "slow-tokenizer", "--fail-on", "critical")[0] == 1
+    assert run_cli("report", need(CAPTURE), "--fail-on", "warning")[0] == 0
+    rc, _, err = run_cli("report", "/nonexistent/capture")
+    assert rc == 2 and "no such file" in err
+    rc, _, err = run_cli("report", ROOT / "pyproject.toml")
+    assert rc == 2 and "no readable telemetry" in err
+
+
+def test_markdown_is_pasteable(capsys):
+    main(["report", str(SAMPLES / "retry-storm")])
+    md = capsys.readouterr().out
+    assert md.startswith("## triage report")
+    assert "CRITICAL `retry-spiral`" in md and "| route | requests |" in md and "exemplar traces" in md
+
+
+def test_db_persists_and_reopens(tmp_path, capsys):
+    db = tmp_path / "incident.duckdb"
+    main(["report", str(SAMPLES / "overload"), "--db", str(db), "--format", "json"])
+    first = json.loads(capsys.readouterr().out)
+    assert db.exists()
+    main(["report", "--db", str(db), "--format", "json"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["inputs"]["spans"] == first["inputs"]["spans"] > 0
+    assert again["latency"] == first["latency"]
+    # ingesting the same capture again does not duplicate it
+    main(["report", str(SAMPLES / "overload"), "--db", str(db), "--format", "json"])
+    third = json.loads(capsys.readouterr().out)
+    assert third["inputs"]["spans"] == first["inputs"]["spans"]
+
+
+def test_constraints_error_names_key_and_line(tmp_path):
+    bad = tmp_path / "triage.toml"
+    bad.write_text("[slo]\np95_ms = 300\n\n[rules.preprocessing-share]\nshare = 0.2\nshar = 0.3\n")
+    rc, _, err = run_cli("report", SAMPLES / "slow-tokenizer", "--constraints", bad)
+    assert rc == 2 and "triage.toml:6" in err and "shar" in err
+
+
+def test_version_and_help():
+    assert run_cli("--version")[1].startswith("triage ")
+    rc, out, _ = run_cli("--help")
+    assert rc == 0 and "replay" in out and "report" in out

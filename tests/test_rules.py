@@ -1,0 +1,130 @@
+"""Each rule: a positive fixture, a negative fixture, and 'not evaluated' when its data is absent.
+Positives are the bundled incidents (generated with the OpenTelemetry SDK); negatives include the real
+Triton capture and the other incidents, whose causes differ."""
+import pytest
+
+from analyzers.constraints import Constraints
+from analyzers import engine
+from analyzers.rules import BY_ID, RULES
+from conftest import CAPTURE, SAMPLES, SHARED, analysis_of, need, rules_of
+
+
+def findings(path, rule_id):
+    return [f for f in analysis_of(str(path)).report()["findings"] if f["rule"] == rule_id]
+
+
+def firing(path, rule_id):
+    return [f for f in findings(path, rule_id) if f["severity"] in ("critical", "warning")]
+
+
+def test_every_rule_is_documented():
+    for r in RULES:
+        for part in ("What", "Why", "Fix"):
+            assert f"{part}:" in r.doc, (r.id, part)
+        assert r.thresholds and all(t.unit and t.meaning for t in r.thresholds.values())
+
+
+# -- preprocessing-share ---------------------------------------------------------------------------
+
+def test_preprocessing_share_positive():
+    [f] = firing(SAMPLES / "slow-tokenizer", "preprocessing-share")
+    ev = f["evidence"]
+    assert ev["p95_share"] > 0.8 and ev["cohort"] >= 50
+    assert ev["spans"][0]["name"] == "tokenize"
+    assert ev["input_size_correlation"] > 0.9
+    assert len(ev["exemplar_trace_ids"]) == 3
+    assert f["remediations"][0]["score"] >= f["remediations"][-1]["score"]
+
+
+@pytest.mark.parametrize("where", ["capture", "overload"])
+def test_preprocessing_share_negative(where):
+    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    assert firing(path, "preprocessing-share") == []
+
+
+def test_preprocessing_share_not_evaluated_without_preprocess_spans():
+    [f] = findings(need(SHARED / "traces" / "otlp_proto_example_trace.json"), "preprocessing-share")
+    assert f["severity"] == "info" and f["summary"].startswith("Not evaluated")
+
+
+def test_threshold_override_from_constraints():
+    a = analysis_of(str(SAMPLES / "slow-tokenizer"))
+    strict = Constraints(rules={"preprocessing-share": {"share": 0.99}})
+    assert [f for f in BY_ID["preprocessing-share"].run(_ctx(a, strict)) if f.severity != "info"] == []
+
+
+def _ctx(a, constraints):
+    from analyzers.rule import Context
+    return Context(a.store, constraints, (None, None))
+
+
+# -- gpu-underutilized ----------------------------------------------------------------------------
+
+def test_gpu_underutilized_positive():
+    [f] = firing(SAMPLES / "gpu-idle", "gpu-underutilized")
+    ev = f["evidence"]
+    assert ev["mean_utilization"] < 0.25
+    assert ev["avg_batch_size"] == {"clf": 1.0}
+    assert ev["queue_p95_share"] > 0.5
+
+
+def test_gpu_underutilized_negative_when_gpu_is_busy():
+    assert firing(SAMPLES / "overload", "gpu-underutilized") == []
+
+
+def test_gpu_underutilized_not_evaluated_without_gpu_metrics():
+    [f] = findings(need(CAPTURE), "gpu-underutilized")
+    assert f["severity"] == "info" and "no GPU utilization metrics" in f["summary"]
+
+
+# -- queueing-growth ------------------------------------------------------------------------------
+
+def test_queueing_growth_positive():
+    [f] = firing(SAMPLES / "overload", "queueing-growth")
+    ev = f["evidence"]
+    assert ev["with_rate"] and ev["rate_correlation"] > 0.8
+    assert ev["queue_ms_high_rate"] > 5 * ev["queue_ms_low_rate"]
+
+
+@pytest.mark.parametrize("where", ["capture", "gpu-idle", "slow-tokenizer"])
+def test_queueing_growth_negative(where):
+    """Real capture: rate x5 but queue flat at the batch window. gpu-idle: steady load (queue is high but not
+    growing). slow-tokenizer: no queueing to speak of."""
+    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    assert firing(path, "queueing-growth") == []
+
+
+# -- retry-spiral ---------------------------------------------------------------------------------
+
+def test_retry_spiral_positive_and_ranked_above_its_symptom():
+    rep = analysis_of(str(SAMPLES / "retry-storm")).report()
+    [f] = [x for x in rep["findings"] if x["rule"] == "retry-spiral"]
+    assert f["evidence"]["amplification"] > 1.5 and f["evidence"]["retries"] > 0
+    ranked = rules_of(rep)
+    assert ranked[0] == "retry-spiral"
+    if "queueing-growth" in ranked:
+        q = next(x for x in rep["findings"] if x["rule"] == "queueing-growth")
+        assert q["evidence"]["likely_caused_by"]["rule"] == "retry-spiral"
+
+
+@pytest.mark.parametrize("where", ["capture", "overload"])
+def test_retry_spiral_negative(where):
+    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    assert firing(path, "retry-spiral") == []
+
+
+def test_retry_spiral_not_evaluated_without_client_spans():
+    [f] = findings(need(SHARED / "traces" / "otlp_proto_example_trace.json"), "retry-spiral")
+    assert f["severity"] == "info" and "no CLIENT spans" in f["summary"]
+
+
+def test_a_broken_rule_does_not_hide_the_others():
+    from analyzers.rule import Rule
+
+    def boom(ctx, th):
+        raise RuntimeError("boom")
+
+    a = analysis_of(str(SAMPLES / "slow-tokenizer"))
+    out = engine.run_rules(a.store, Constraints(), rules=(Rule("broken", "Broken", "x", {}, "", boom),) + RULES)
+    assert out[0].rule == "preprocessing-share"
+    assert any(f.rule == "broken" and "RuntimeError" in f.summary for f in out)

@@ -1,0 +1,93 @@
+"""Pilot tests: the app opens a capture, ingests in a worker, shows findings, and is driven by keys alone."""
+import pytest
+from textual.widgets import DataTable, Static
+
+from conftest import SAMPLES
+from tui.app import TriageApp
+from tui.screens.findings import FindingsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.overview import OverviewScreen
+
+
+async def _loaded(pilot):
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_opens_sample_and_shows_its_findings(size):
+    app = TriageApp(paths=[str(SAMPLES / "slow-tokenizer")], source_title="sample")
+    async with app.run_test(size=size) as pilot:
+        await _loaded(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        summary = str(app.screen.query_one("#summary", Static).render())
+        assert "1,070 requests" in summary and "p95 131.6" in summary
+        assert "preprocessing-share" in str(app.screen.query_one("#top-finding", Static).render())
+        stages = app.screen.query_one("#stages", DataTable)
+        assert stages.row_count >= 5 and stages.get_row_at(0)[0] == "preprocess"
+
+        await pilot.press("f")
+        assert isinstance(app.screen, FindingsScreen)
+        table = app.screen.query_one("#findings", DataTable)
+        assert table.get_row_at(0)[1] == "preprocessing-share"
+        detail = str(app.screen.query_one("#detail", Static).render())
+        assert "Candidate fixes" in detail and "Exemplar traces" in detail
+
+
+async def test_keyboard_navigation_and_help():
+    app = TriageApp(paths=[str(SAMPLES / "retry-storm")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot)
+        await pilot.press("f")
+        table = app.screen.query_one("#findings", DataTable)
+        assert table.get_row_at(0)[1] == "retry-spiral"
+        first = str(app.screen.query_one("#detail", Static).render())
+        await pilot.press("j")
+        assert table.cursor_row == 1
+        assert str(app.screen.query_one("#detail", Static).render()) != first
+        await pilot.press("k")
+        assert table.cursor_row == 0
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "Findings" in str(app.screen.query_one("#help-text", Static).render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, FindingsScreen)
+        await pilot.press("o")
+        assert isinstance(app.screen, OverviewScreen)
+        await pilot.press("right_square_bracket")  # one route: stays put, no error
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_unreadable_input_keeps_the_ui_up(tmp_path):
+    (tmp_path / "junk.bin").write_bytes(b"\x00\x01garbage")
+    app = TriageApp(paths=[str(tmp_path)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot)
+        assert "No requests found" in str(app.screen.query_one("#summary", Static).render())
+        await pilot.press("f")
+        table = app.screen.query_one("#findings", DataTable)
+        assert table.row_count == 4  # every rule says "not evaluated", at info level
+        await pilot.press("i")  # hide info-level findings
+        assert table.row_count == 0
+        await pilot.press("question_mark")
+        await pilot.press("escape")
+        assert isinstance(app.screen, FindingsScreen)
+
+
+async def test_progress_arrives_as_messages_while_the_worker_runs():
+    seen = []
+
+    class Spy(TriageApp):
+        def on_ingest_progress(self, msg):
+            seen.append((msg.done, msg.total))
+            super().on_ingest_progress(msg)
+
+    app = Spy(paths=[str(SAMPLES / "overload")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")  # the UI answers keys while ingest runs in its thread
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await _loaded(pilot)
+    assert seen and seen[-1][0] == seen[-1][1] > 0
