@@ -232,8 +232,12 @@ Triton/DCGM metrics as Prometheus text with timestamps in `metrics.prom`.
 """)
 
 
-def generate(name: str, out_root: Path = ROOT) -> Path:
-    inc, seed = INCIDENTS[name]
+def generate(name: str, out_root: Path = ROOT, incident: Incident | None = None, seed: int | None = None) -> Path:
+    """Write incident ``name`` (a bundled one, or ``incident`` when given) under ``out_root``."""
+    if incident is None:
+        incident, bundled_seed = INCIDENTS[name]
+        seed = bundled_seed if seed is None else seed
+    inc, seed = incident, (seed if seed is not None else 1)
     reqs = run(inc, seed, T0)
     folder = out_root / name
     if folder.exists():

@@ -72,7 +72,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     batch_note = ""
     if batch:
         batch_note = "; average batch size " + ", ".join(f"{m} {b:.1f}" for m, b in batch.items())
-    severity = "critical" if mean_util < th["critical_utilization"] and len(pressure) >= 1 and queue_share >= 2 * th["queue_share"] else "warning"
+    # Critical only when the idle device is what the tail is made of (queueing dominates p95).
+    severity = ("critical" if mean_util < th["critical_utilization"] and queue_share >= th["critical_queue_share"]
+                else "warning")
     return [Finding(
         rule=ID, severity=severity, title=TITLE,
         summary=(f"GPU busy {mean_util:.0%} on average (threshold {th['utilization']:.0%}) while "
@@ -96,6 +98,7 @@ RULE = Rule(
         "utilization": Threshold(0.40, "fraction", "mean GPU busy below which the GPU counts as underutilized"),
         "critical_utilization": Threshold(0.20, "fraction", "mean GPU busy below which it is critical"),
         "queue_share": Threshold(0.15, "fraction", "queue share of the p95 tail that counts as pressure"),
+        "critical_queue_share": Threshold(0.50, "fraction", "queue share of the p95 tail at which it is critical"),
         "pending": Threshold(1.0, "requests", "mean pending requests that count as pressure"),
     },
     doc=__doc__, detect=detect)

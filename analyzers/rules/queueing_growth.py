@@ -22,24 +22,33 @@ ID = "queueing-growth"
 TITLE = "Queueing grows with traffic"
 
 
-def _trend(t, rate, queue, th) -> dict | None:
+def dispersion(counts) -> float:
+    """Variance over mean of per-bucket request counts: about 1 for steady (Poisson) traffic, far above
+    1 when the rate really changes. Guards 'grows with traffic' against bucket-to-bucket noise."""
+    c = np.asarray(counts, dtype=float)
+    return float(c.var(ddof=1) / c.mean()) if len(c) > 1 and c.mean() > 0 else 0.0
+
+
+def _trend(t, rate, queue, th, counts=None) -> dict | None:
     t, rate, queue = (np.asarray(a, dtype=float) for a in (t, rate, queue))
     if len(t) < th["min_buckets"]:
         return None
+    disp = dispersion(counts) if counts is not None else float("inf")
     corr_rate = spearman(rate, queue)
     growth_rate, q_low, q_high = thirds_ratio(rate, queue)
     rate_ratio, r_low, r_high = thirds_ratio(rate, rate)
     corr_time = spearman(t, queue)
     growth_time, q_first, q_last = thirds_ratio(t, queue)
     with_rate = (corr_rate >= th["min_correlation"] and growth_rate >= th["min_growth"]
-                 and rate_ratio >= th["min_rate_ratio"])
+                 and rate_ratio >= th["min_rate_ratio"] and disp >= th["min_dispersion"])
     over_time = corr_time >= th["min_correlation"] and growth_time >= th["min_growth"]
     return {"fires": with_rate or over_time, "with_rate": with_rate, "over_time": over_time,
             "buckets": int(len(t)), "rate_correlation": round(corr_rate, 3), "time_correlation": round(corr_time, 3),
             "queue_ms_low_rate": round(q_low, 3), "queue_ms_high_rate": round(q_high, 3),
             "growth_with_rate": round(growth_rate, 2), "rate_rps_low": round(r_low, 2), "rate_rps_high": round(r_high, 2),
             "queue_ms_first_third": round(q_first, 3), "queue_ms_last_third": round(q_last, 3),
-            "growth_over_time": round(growth_time, 2)}
+            "growth_over_time": round(growth_time, 2),
+            "rate_dispersion": None if counts is None else round(disp, 2)}
 
 
 def _trace_buckets(store, route: str, step_s: float, min_requests: int):
@@ -48,7 +57,7 @@ def _trace_buckets(store, route: str, step_s: float, min_requests: int):
         WITH t0 AS (SELECT min(start_ns) AS t0 FROM requests),
         q AS (SELECT q.start_ns, coalesce(rs.ns, 0) AS queue_ns FROM requests q LEFT JOIN request_stages rs
               ON rs.trace_id = q.trace_id AND rs.root_id = q.root_id AND rs.stage = 'queue' WHERE q.route = ?)
-        SELECT (start_ns - t0) // {step_ns} AS b, count(*) / {step_s}, avg(queue_ns) / 1e6
+        SELECT (start_ns - t0) // {step_ns} AS b, count(*) / {step_s}, avg(queue_ns) / 1e6, count(*)
         FROM q, t0 GROUP BY b HAVING count(*) >= {min_requests} ORDER BY b""", [route])
 
 
@@ -67,7 +76,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         if q["p95_share"] < th["min_queue_share"]:
             continue
         rows = _trace_buckets(store, route, step, int(th["min_bucket_requests"]))
-        tr = _trend([r[0] * step for r in rows], [r[1] for r in rows], [r[2] for r in rows], th)
+        tr = _trend([r[0] * step for r in rows], [r[1] for r in rows], [r[2] for r in rows], th,
+                    counts=[r[3] for r in rows])
         if not tr or not tr["fires"]:
             continue
         exemplars = [r[0] for r in store.query(f"""
@@ -131,6 +141,8 @@ RULE = Rule(
         "min_growth": Threshold(2.0, "ratio", "queue time at high load (or late) over low load (or early)"),
         "min_rate_ratio": Threshold(1.5, "ratio", "busiest third of buckets over quietest third: traffic must "
                                     "really change (Poisson noise at steady load stays well below)"),
+        "min_dispersion": Threshold(3.0, "variance/mean", "over-dispersion of per-bucket request counts that "
+                                    "shows the rate changed (steady Poisson traffic is ~1)"),
         "min_buckets": Threshold(6, "buckets", "time buckets needed to judge a trend"),
         "min_bucket_requests": Threshold(5, "requests", "requests a bucket needs to count"),
         "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),
