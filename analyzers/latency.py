@@ -34,6 +34,15 @@ TAIL_COHORT_SQL = """
 """
 
 
+def tail_exemplars(store, stage: str, route: str | None = None, n: int = 3) -> list[str]:
+    """Trace ids of the tail-cohort requests that spent the most time in ``stage``."""
+    where = "AND t.route = ?" if route else ""
+    return [r[0] for r in store.query(f"""
+        WITH tail AS ({TAIL_COHORT_SQL}) SELECT t.trace_id FROM tail t JOIN request_stages rs
+          ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = ?
+        WHERE true {where} ORDER BY rs.ns DESC LIMIT {int(n)}""", [stage] + ([route] if route else []))]
+
+
 def stage_breakdown(store) -> dict[str, dict[str, dict]]:
     """Per route and stage: median share of end-to-end time over the tail cohort (``p95_share``),
     and the stage's own p50/p95 across all requests of the route (0 where a request lacks it)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown
+from ..latency import route_latency, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, gpu_utilization, series, triton_batch_size
 from ..rule import Context, Rule, Threshold
 
@@ -63,11 +63,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         return []
 
     batch = triton_batch_size(store)
-    exemplars = [r[0] for r in store.query(f"""
-        WITH tail AS ({TAIL_COHORT_SQL})
-        SELECT t.trace_id FROM tail t JOIN request_stages rs
-          ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = 'queue'
-        ORDER BY rs.ns DESC LIMIT 3""")]
+    exemplars = tail_exemplars(store, "queue")
     queue_ms = max((st.get("queue", {}).get("p95_ms", 0.0) for st in breakdown.values()), default=0.0)
     batch_note = ""
     if batch:

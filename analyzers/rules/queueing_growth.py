@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import TAIL_COHORT_SQL, bucket_seconds, stage_breakdown
+from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, series, triton_queue_per_request
 from ..rule import Context, Rule, Threshold
 from ..stats import spearman, thirds_ratio
@@ -80,10 +80,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                     counts=[r[3] for r in rows])
         if not tr or not tr["fires"]:
             continue
-        exemplars = [r[0] for r in store.query(f"""
-            WITH tail AS ({TAIL_COHORT_SQL}) SELECT t.trace_id FROM tail t JOIN request_stages rs
-              ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = 'queue'
-            WHERE t.route = ? ORDER BY rs.ns DESC LIMIT 3""", [route])]
+        exemplars = tail_exemplars(store, "queue", route)
         how = (f"mean queue time rises from {tr['queue_ms_low_rate']:.1f} ms at {tr['rate_rps_low']:.0f} req/s to "
                f"{tr['queue_ms_high_rate']:.1f} ms at {tr['rate_rps_high']:.0f} req/s (Spearman {tr['rate_correlation']:.2f})"
                if tr["with_rate"] else
