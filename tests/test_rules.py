@@ -128,3 +128,20 @@ def test_a_broken_rule_does_not_hide_the_others():
     out = engine.run_rules(a.store, Constraints(), rules=(Rule("broken", "Broken", "x", {}, "", boom),) + RULES)
     assert out[0].rule == "preprocessing-share"
     assert any(f.rule == "broken" and "RuntimeError" in f.summary for f in out)
+
+
+@pytest.mark.parametrize("name,fires", [("overload", True), ("gpu-idle", False)])
+def test_queueing_growth_from_triton_metrics_alone(name, fires):
+    """Without traces, Triton's cumulative queue counters carry the signal; steady load must not fire."""
+    from analyzers import stages
+    from analyzers.rule import Context
+    from collectors.ingest import ingest_paths
+    from collectors.store import Store
+
+    store = Store()
+    ingest_paths(store, [SAMPLES / name / "metrics.prom"])
+    stages.build(store)
+    out = [f for f in BY_ID["queueing-growth"].run(Context(store, Constraints(), (None, None))) if f.severity != "info"]
+    assert bool(out) is fires
+    if fires:
+        assert out[0].evidence["queue_ms_high_rate"] > 3 * out[0].evidence["queue_ms_low_rate"]

@@ -104,7 +104,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
 def _from_metrics(ctx: Context, th: dict, triton, pending) -> list[Finding]:
     out = []
     for ts, rate, qms in triton:
-        tr = _trend((ts - ts[0]) / 1000.0 if len(ts) else ts, rate, qms, th)
+        dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else 1.0
+        tr = _trend((ts - ts[0]) / 1000.0 if len(ts) else ts, rate, qms, th, counts=rate * dt_s)
         if tr and tr["fires"] and tr["queue_ms_high_rate"] >= th["min_queue_ms"]:
             out.append(Finding(
                 rule=ID, severity="warning", title=TITLE,
