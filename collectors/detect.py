@@ -1,4 +1,4 @@
-"""Format detection by content, never by file name alone."""
+"""Format detection by content (after decompression), never by file name alone."""
 from __future__ import annotations
 
 import re
@@ -7,34 +7,46 @@ from . import otlp_proto, prom_text
 
 OTLP_JSON = "otlp-json"
 OTLP_PROTO = "otlp-proto"
+OTLP_PROTO_FRAMED = "otlp-proto-framed"
+JAEGER_JSON = "jaeger-json"
+ZIPKIN_JSON = "zipkin-json"
 PROM_TEXT = "prometheus-text"
+PROM_API_JSON = "prometheus-api-json"
+HEAD_BYTES = 64 << 10
 
-_TRITON_CONFIG = re.compile(r"^\s*(name|platform|backend|max_batch_size|input|output|dynamic_batching|instance_group)\s*[:\[{]", re.M)
+_TRITON_CONFIG = re.compile(rb"^\s*(name|platform|backend|max_batch_size|input|output|dynamic_batching|instance_group)\s*[:\[{]", re.M)
 
 
-def detect(head: bytes, read_all) -> tuple[str | None, str]:
-    """(format, reason). ``head`` is the first bytes; ``read_all()`` returns the whole file if needed."""
+def detect(head: bytes, size: int) -> tuple[str | None, str]:
+    """(format, reason). ``head`` is the first decompressed bytes; ``size`` the raw file size."""
     if not head.strip():
         return None, "empty file"
     stripped = head.lstrip()
     if stripped[:1] in (b"{", b"["):
-        if b'"resourceSpans"' in head or b'"resourceSpans"' in read_all():
+        if b'"resourceSpans"' in head:
             return OTLP_JSON, ""
-        body = read_all()
-        if b'"traceID"' in body and b'"spans"' in body:
-            return None, "Jaeger JSON (not supported yet; export OTLP instead)"
-        if b'"traceId"' in body and (b'"localEndpoint"' in body or b'"remoteEndpoint"' in body):
-            return None, "Zipkin v2 JSON (not supported yet; export OTLP instead)"
-        return None, "JSON, but not an OTLP trace export (no resourceSpans)"
-    try:
-        text = None if b"\x00" in head else head[:-4].decode("utf-8") if len(head) > 4 else head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+        if b'"resultType"' in head:
+            return PROM_API_JSON, ""
+        if b'"spanID"' in head or b'"traceID"' in head:
+            return JAEGER_JSON, ""
+        if stripped[:1] == b"[" and b'"traceId"' in head and (b'"localEndpoint"' in head or b'"timestamp"' in head):
+            return ZIPKIN_JSON, ""
+        return None, "JSON, but no known telemetry layout (OTLP, Jaeger, Zipkin, Prometheus API)"
+    text = None
+    if b"\x00" not in head:
+        try:
+            text = head[:-4].decode("utf-8") if len(head) > 4 else head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
     if text is not None:
         if prom_text.is_prometheus_text(text):
             return PROM_TEXT, ""
-        if _TRITON_CONFIG.search(text):
+        if _TRITON_CONFIG.search(head):
             return None, "Triton model configuration (not telemetry)"
-    if otlp_proto.looks_like_request(read_all()):
+    if otlp_proto.looks_length_prefixed(head, size):
+        return OTLP_PROTO_FRAMED, ""
+    if len(head) < HEAD_BYTES and otlp_proto.looks_like_request(head):
         return OTLP_PROTO, ""
+    if len(head) >= HEAD_BYTES and head[:1] == b"\x0a":
+        return OTLP_PROTO, ""  # large body: the full parse decides (and reports) below
     return None, "unknown format"

@@ -1,7 +1,9 @@
 """Walk capture paths, detect each file's format by content, read it into the store.
 
 One progress callback ``progress(done_bytes, total_bytes, path)`` serves the TUI's bar and the CLI.
-Unknown files are skipped and listed; damaged records are counted as problems; nothing raises.
+Files are streamed (JSON lines and Prometheus text in chunks, parsed by worker processes when large);
+gzip and zstd are decompressed on the fly. Unknown files are skipped and listed; damaged records are
+counted as problems with their file and line/offset; nothing raises.
 """
 from __future__ import annotations
 
@@ -10,15 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import detect, otlp_json, otlp_proto, prom_text
+import orjson
+
+from . import checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom_text, streams, zipkin_json
+from .parallel import Pool
 from .problems import Problems
+from .salvage import salvage
 from .spans import SpanSink
 from .store import Store
 
 Progress = Callable[[int, int, str], None]
-HEAD_BYTES = 4096
 _IGNORED_NAMES = {".DS_Store"}
-_IGNORED_SUFFIXES = {".md", ".toml", ".txt", ".py", ".pyc"}
+_IGNORED_SUFFIXES = {".md", ".toml", ".txt", ".py", ".pyc", ".png", ".svg"}
 
 
 @dataclass
@@ -47,55 +52,121 @@ def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
     return files, missing
 
 
-def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None) -> IngestResult:
+def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
+                 workers: int | None = None) -> IngestResult:
     files, missing = walk(paths)
     result = IngestResult(skipped=list(missing))
-    total = sum(f.stat().st_size for f in files) or 1
+    sizes = {f: f.stat().st_size for f in files}
+    total = sum(sizes.values()) or 1
     done = 0
-    for f in files:
-        size = f.stat().st_size
-        if progress:
-            progress(done, total, str(f))
-        ingest_file(store, f, result)
-        done += size
+    with Pool(workers) as pool:
+        for f in files:
+            if progress:
+                progress(done, total, str(f))
+            base = done
+            ingest_file(store, f, result, pool,
+                        (lambda pos, f=f, base=base: progress(min(base + pos, total), total, str(f))) if progress else None)
+            done += sizes[f]
+    if result.files:
+        checks.capture_checks(store, result.problems)
     if progress:
         progress(total, total, "")
     return result
 
 
-def ingest_file(store: Store, path: Path, result: IngestResult) -> None:
-    src = str(path)
+def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | None = None,
+                tick: Callable[[int], None] | None = None) -> None:
+    src_name = str(path)
     if path.name in _IGNORED_NAMES or path.suffix.lower() in _IGNORED_SUFFIXES:
-        result.skipped.append({"path": src, "reason": f"not telemetry ({path.suffix or path.name})"})
+        result.skipped.append({"path": src_name, "reason": f"not telemetry ({path.suffix or path.name})"})
         return
-    if store.scalar("SELECT count(*) FROM inputs WHERE path = ?", [src]):
-        result.skipped.append({"path": src, "reason": "already in the store (--db)"})
+    if store.scalar("SELECT count(*) FROM inputs WHERE path = ?", [src_name]):
+        result.skipped.append({"path": src_name, "reason": "already in the store (--db)"})
         return
     try:
-        data = path.read_bytes()
+        src = streams.open_source(path)
     except OSError as exc:
-        result.skipped.append({"path": src, "reason": f"unreadable: {exc.strerror or exc}"})
+        result.skipped.append({"path": src_name, "reason": f"unreadable: {exc.strerror or exc}"})
         return
-    fmt, why = detect.detect(data[:HEAD_BYTES], lambda: data)
-    if fmt is None:
-        result.skipped.append({"path": src, "reason": why})
-        return
-    spans = samples = 0
-    before = result.problems.count
-    if fmt in (detect.OTLP_JSON, detect.OTLP_PROTO):
-        sink = SpanSink(store, src, result.problems)
-        reader = otlp_json if fmt == detect.OTLP_JSON else otlp_proto
-        reader.read_file(data, sink)
+    own_pool = pool is None
+    pool = pool or Pool(1)
+    try:
+        head = streams.peek(src, detect.HEAD_BYTES)
+        size = os.stat(path).st_size
+        fmt, why = detect.detect(head, size)
+        if fmt is None:
+            reason = why if not src.errors else f"{why}; {src.errors[0]}"
+            if src.compression and not head:
+                reason = f"empty or damaged {src.compression} file" + (f": {src.errors[0]}" if src.errors else "")
+            result.skipped.append({"path": src_name, "reason": reason})
+            return
+        before = result.problems.count
+        spans, samples = _read(store, src, fmt, result.problems, pool,
+                               (lambda: tick(src.position())) if tick else None)
+        for err in src.errors:
+            result.problems.add(src_name, f"byte {src.position()}", err)
+        result.files += 1
+        result.spans += spans
+        result.samples += samples
+        result.paths.append(src_name)
+        label = f"{fmt}+{src.compression}" if src.compression else fmt
+        store.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
+                      [src_name, label, spans, samples, result.problems.count - before])
+    finally:
+        src.close()
+        if own_pool:
+            pool.close()
+
+
+def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool: Pool, tick) -> tuple[int, int]:
+    name = str(src.path)
+    if fmt == detect.PROM_TEXT:
+        return 0, _read_prom_text(store, src, problems, tick)
+    sink = SpanSink(store, name, problems)
+    if fmt == detect.OTLP_JSON:
+        otlp_json.read(src, sink, pool, tick)
+    elif fmt == detect.OTLP_PROTO:
+        otlp_proto.read_body(src, sink)
+    elif fmt == detect.OTLP_PROTO_FRAMED:
+        otlp_proto.read_length_prefixed(src, sink, tick)
+    else:
+        doc = _load_document(src, problems)
+        if doc is None:
+            return 0, 0
+        if fmt == detect.PROM_API_JSON:
+            if not prom_api.is_prom_api(doc):
+                problems.add(name, "offset 0", "not a Prometheus API response (no data.resultType)")
+                return 0, 0
+            return 0, store.insert_samples(*prom_api.parse(doc, name, problems), source=name)
+        reader = jaeger_json if fmt == detect.JAEGER_JSON else zipkin_json
+        ok = jaeger_json.is_jaeger(doc) if fmt == detect.JAEGER_JSON else zipkin_json.is_zipkin(doc)
+        if not ok:
+            problems.add(name, "offset 0", f"does not have the {fmt} layout")
+            return 0, 0
+        reader.parse(doc, sink)
         sink.flush()
-        spans = sink.spans_written
-    elif fmt == detect.PROM_TEXT:
-        text = data.decode("utf-8", errors="replace")
-        mtime_ms = int(os.stat(path).st_mtime * 1000)
-        cols = prom_text.parse(text, src, result.problems, mtime_ms)
-        samples = store.insert_samples(*cols, source=src)
-    result.files += 1
-    result.spans += spans
-    result.samples += samples
-    result.paths.append(src)
-    store.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
-                  [src, fmt, spans, samples, result.problems.count - before])
+    sink.flush()
+    return sink.spans_written, 0
+
+
+def _load_document(src: streams.Source, problems: Problems):
+    data = streams.read_all(src)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        doc = salvage(data)
+        problems.add(str(src.path), f"offset {getattr(exc, 'pos', '?')}",
+                     f"invalid JSON ({exc}); " + ("loaded the records before the damage" if doc is not None
+                                                  else "nothing recoverable"))
+        return doc
+
+
+def _read_prom_text(store: Store, src: streams.Source, problems: Problems, tick) -> int:
+    default_ts = int(os.stat(src.path).st_mtime * 1000)
+    n = 0
+    for chunk, first_line in streams.line_chunks(src):
+        cols = prom_text.parse(chunk.decode("utf-8", errors="replace"), str(src.path), problems, default_ts, first_line)
+        n += store.insert_samples(*cols, source=str(src.path))
+        if tick:
+            tick()
+    return n

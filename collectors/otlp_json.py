@@ -4,16 +4,23 @@ Jaeger's API v3.
 
 Ids are hex (Tempo's base64 is accepted too); 64-bit integers may be strings or numbers; enums may be
 ints or names. protobuf's ``json_format`` is deliberately not used: it decodes hex ids as base64.
+JSON lines stream in chunks parsed by worker processes; a single document is read whole (a truncated one
+is salvaged up to the damage).
 """
 from __future__ import annotations
 
 import orjson
 
-from .spans import SpanSink
+from . import otlp_model as m
+from . import streams
+from .parallel import Pool
+from .salvage import salvage
+from .spans import SpanColumns, SpanSink, resource_json
 
 SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
               "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
 STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+PARALLEL_MIN_BYTES = 4 << 20
 
 
 def any_value(v):
@@ -35,9 +42,9 @@ def any_value(v):
     if "boolValue" in v:
         return bool(v["boolValue"])
     if "arrayValue" in v:
-        return [any_value(x) for x in (v["arrayValue"] or {}).get("values", []) or []]
+        return [any_value(x) for x in ((v["arrayValue"] or {}).get("values") or [])]
     if "kvlistValue" in v:
-        return attributes((v["kvlistValue"] or {}).get("values", []))
+        return attributes((v["kvlistValue"] or {}).get("values"))
     if "bytesValue" in v:
         return v["bytesValue"]
     return None
@@ -45,9 +52,15 @@ def any_value(v):
 
 def attributes(kvs) -> dict:
     out = {}
-    for kv in kvs or []:
+    if not isinstance(kvs, list):
+        return out
+    for kv in kvs:
         if isinstance(kv, dict) and "key" in kv:
-            out[str(kv["key"])] = any_value(kv.get("value"))
+            v = kv.get("value")
+            if isinstance(v, dict) and "stringValue" in v:  # the common case, inline
+                out[str(kv["key"])] = v["stringValue"]
+            else:
+                out[str(kv["key"])] = any_value(v)
     return out
 
 
@@ -59,7 +72,9 @@ def _enum(value, names: dict) -> int:
             return int(value)
         except ValueError:
             return 0
-    return int(value or 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return 0
 
 
 def unwrap(doc):
@@ -71,64 +86,128 @@ def unwrap(doc):
     return None
 
 
-def read_request(doc: dict, sink: SpanSink, where: str) -> int:
-    """Feed the spans of one ExportTraceServiceRequest (as decoded JSON) to the sink."""
+def parse_request(doc: dict, cols: SpanColumns, where: str) -> int:
+    """Feed the spans of one ExportTraceServiceRequest (as decoded JSON) to the columns."""
     n = 0
-    for i, rs in enumerate(doc.get("resourceSpans") or []):
+    rss = doc.get("resourceSpans")
+    if not isinstance(rss, list):
+        cols.problems.add(cols.source, f"{where} resourceSpans", "not a list")
+        return 0
+    for i, rs in enumerate(rss):
         if not isinstance(rs, dict):
-            sink.problems.add(sink.source, f"{where} resourceSpans[{i}]", "not an object")
+            cols.problems.add(cols.source, f"{where} resourceSpans[{i}]", "not an object")
             continue
-        resource = attributes((rs.get("resource") or {}).get("attributes"))
+        resource = attributes((rs.get("resource") or {}).get("attributes") if isinstance(rs.get("resource"), dict) else None)
+        rjson = resource_json(resource)
         service = resource.get("service.name")
+        service = str(service) if service is not None else None
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
-        for j, ss in enumerate(scopes):
-            for k, sp in enumerate((ss or {}).get("spans") or []):
-                loc = f"{where} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
+        for j, ss in enumerate(scopes if isinstance(scopes, list) else []):
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            for k, sp in enumerate(spans if isinstance(spans, list) else []):
+                def loc(i=i, j=j, k=k):
+                    return f"{where} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]".strip()
                 if not isinstance(sp, dict):
-                    sink.problems.add(sink.source, loc, "span is not an object")
+                    cols.problems.add(cols.source, loc(), "span is not an object")
                     continue
-                try:
-                    status = sp.get("status") or {}
-                    events = [(str(e.get("name", "")), e.get("timeUnixNano"), attributes(e.get("attributes")))
-                              for e in sp.get("events") or [] if isinstance(e, dict)]
-                    ok = sink.add(
-                        trace_id=sp.get("traceId"), span_id=sp.get("spanId"),
-                        parent_span_id=sp.get("parentSpanId"), service=service, resource=resource,
-                        name=str(sp.get("name", "")), kind=_enum(sp.get("kind"), SPAN_KINDS),
-                        start_ns=sp.get("startTimeUnixNano"), end_ns=sp.get("endTimeUnixNano"),
-                        status_code=_enum(status.get("code"), STATUS_CODES),
-                        status_message=status.get("message"), attributes=attributes(sp.get("attributes")),
-                        events=events, where=loc)
-                except (TypeError, ValueError, AttributeError) as exc:
-                    sink.problems.add(sink.source, loc, f"malformed span: {exc}")
-                    continue
-                n += ok
+                status = sp.get("status")
+                status = status if isinstance(status, dict) else {}
+                evs = sp.get("events")
+                events = [(e.get("name", ""), e.get("timeUnixNano"), attributes(e.get("attributes")))
+                          for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
+                n += cols.add(
+                    sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), service, rjson,
+                    sp.get("name", ""), _enum(sp.get("kind"), SPAN_KINDS),
+                    sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano"),
+                    _enum(status.get("code"), STATUS_CODES), status.get("message"),
+                    attributes(sp.get("attributes")), events, loc)
     return n
 
 
-def read_file(data: bytes, sink: SpanSink) -> int:
-    """Read a whole OTLP JSON file (single object or JSON lines). Bad lines are reported, not fatal."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        doc = None
-    if doc is not None:
-        req = unwrap(doc)
-        if req is None:
-            sink.problems.add(sink.source, "offset 0", "JSON document has no resourceSpans")
-            return 0
-        return read_request(req, sink, "")
-    n = 0
-    for lineno, line in enumerate(data.splitlines(), start=1):
+def _parse_typed(req: m.ExportTraceServiceRequest, cols: SpanColumns, where: str) -> None:
+    """The fast path over a typed request (see otlp_model)."""
+    for i, rs in enumerate(req.resourceSpans):
+        resource = m.attributes(rs.resource.attributes) if rs.resource is not None else {}
+        rjson = resource_json(resource)
+        service = resource.get("service.name")
+        service = str(service) if service is not None else None
+        for j, ss in enumerate(rs.scopeSpans or rs.instrumentationLibrarySpans or ()):
+            for k, sp in enumerate(ss.spans):
+                st = sp.status
+                cols.add(sp.traceId, sp.spanId, sp.parentSpanId, service, rjson, sp.name,
+                         _enum(sp.kind, SPAN_KINDS), sp.startTimeUnixNano, sp.endTimeUnixNano,
+                         _enum(st.code, STATUS_CODES) if st is not None else 0,
+                         st.message if st is not None else None, m.attributes(sp.attributes),
+                         [(e.name, e.timeUnixNano, m.attributes(e.attributes) if e.attributes else None)
+                          for e in sp.events] if sp.events else (),
+                         lambda i=i, j=j, k=k: f"{where} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
+
+
+def parse_lines(chunk: bytes, source: str, first_lineno: int) -> SpanColumns:
+    """Parse a chunk of JSON lines (runs in a worker process). Bad lines become problems."""
+    cols = SpanColumns(source)
+    for offset, line in enumerate(chunk.split(b"\n")):
         if not line.strip():
             continue
+        lineno = first_lineno + offset
+        try:
+            _parse_typed(m.DECODER.decode(line), cols, f"line {lineno}")
+            continue
+        except m.Error:
+            pass  # not the plain shape: the tolerant reader below says precisely what is wrong
         try:
             req = unwrap(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
-            sink.problems.add(sink.source, f"line {lineno}", f"invalid JSON: {exc}")
+            cols.problems.add(source, f"line {lineno}", f"invalid JSON: {exc}")
             continue
         if req is None:
-            sink.problems.add(sink.source, f"line {lineno}", "JSON line has no resourceSpans")
+            cols.problems.add(source, f"line {lineno}", "JSON line has no resourceSpans")
             continue
-        n += read_request(req, sink, f"line {lineno}")
-    return n
+        parse_request(req, cols, f"line {lineno}")
+    return cols.packed()
+
+
+def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None:
+    """Read an OTLP JSON source into the sink: streamed when it is JSON lines, whole otherwise."""
+    first = streams.peek(src, streams.CHUNK_BYTES)
+    first_line = first.split(b"\n", 1)[0]
+    try:
+        orjson.loads(first_line)
+        lines_mode = True
+    except orjson.JSONDecodeError:
+        lines_mode = False
+    if not lines_mode:
+        data = streams.read_all(src)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            doc = salvage(data)
+            sink.problems.add(sink.source, f"offset {getattr(exc, 'pos', '?')}",
+                              f"invalid JSON ({exc}); " + ("loaded the spans before the damage" if doc is not None
+                                                           else "nothing recoverable"))
+        req = unwrap(doc) if doc is not None else None
+        if doc is not None and req is None:
+            sink.problems.add(sink.source, "offset 0", "JSON document has no resourceSpans")
+        if req is not None:
+            parse_request(req, sink, "")
+        sink.flush()
+        return
+    from . import otlp_fast
+
+    chunks = streams.line_chunks(src)
+    if len(first) < PARALLEL_MIN_BYTES or pool.workers <= 1:  # small: a pool would cost more than it saves
+        for c, n in chunks:
+            batch = otlp_fast.decode_lines(c, sink.source, n)
+            sink.spans_written += otlp_fast.write(sink.store, batch)
+            sink.problems.merge(batch.problems)
+            if progress:
+                progress()
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="triage-ingest-") as tmp:
+        for staged in pool.map(otlp_fast.decode_to_parquet, ((c, sink.source, n, tmp) for c, n in chunks)):
+            sink.spans_written += otlp_fast.load_staged(sink.store, staged)
+            sink.problems.merge(staged.problems)
+            if progress:
+                progress()

@@ -15,3 +15,9 @@ class Problems:
         self.count += 1
         if len(self.items) < MAX_LISTED:
             self.items.append({"path": path, "where": where, "message": message})
+
+    def merge(self, other: "Problems") -> None:
+        self.count += other.count
+        room = MAX_LISTED - len(self.items)
+        if room > 0:
+            self.items.extend(other.items[:room])

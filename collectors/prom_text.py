@@ -1,6 +1,8 @@
 """Prometheus text exposition (and OpenMetrics) with or without timestamps.
 
-Text format timestamps are milliseconds; OpenMetrics (a file ending in ``# EOF``) uses seconds.
+Text format timestamps are milliseconds; OpenMetrics uses seconds. A file is read in chunks, so the unit
+is decided per sample by magnitude (below 1e11 is seconds: 1e11 ms is 1973, 1e11 s is year 5138), which
+also covers OpenMetrics files whose ``# EOF`` has not been reached yet.
 Samples without a timestamp get ``default_ts_ms`` (the file's modification time): a single scrape.
 Trailing commas in label sets (TorchServe) and metric names with colons (vLLM) are legal.
 """
@@ -55,14 +57,13 @@ def _value(s: str) -> float | None:
         return None
 
 
-def parse(text: str, source: str, problems: Problems, default_ts_ms: int):
+def parse(text: str, source: str, problems: Problems, default_ts_ms: int, first_lineno: int = 1):
     """Returns columns (ts_ms, metric, labels, value) for every sample; bad lines become problems."""
-    openmetrics = bool(re.search(r"^# EOF\s*$", text, re.M))
     ts_out: list[int] = []
     names: list[str] = []
     labels: list[dict] = []
     values: list[float] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.splitlines(), start=first_lineno):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -86,7 +87,10 @@ def parse(text: str, source: str, problems: Problems, default_ts_ms: int):
             if tv is None:
                 problems.add(source, f"line {lineno}", f"invalid timestamp {ts!r}")
                 continue
-            t = int(round(tv * 1000)) if openmetrics else int(tv)
+            if tv != tv or abs(tv) > 9e15:
+                problems.add(source, f"line {lineno}", f"invalid timestamp {ts!r}")
+                continue
+            t = int(round(tv * 1000)) if abs(tv) < 1e11 else int(tv)
         ts_out.append(t)
         names.append(name)
         labels.append(lmap)

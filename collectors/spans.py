@@ -1,66 +1,73 @@
 """Normalised span records, shared by every trace reader.
 
-Readers turn their format into calls of ``SpanSink.add``; the sink promotes the attributes the
-analyzers need into columns, validates what would corrupt the analysis (ids, times), and writes in
-batches through the store's single writer.
+Readers turn their format into calls of ``SpanColumns.add``; it validates what would corrupt the analysis
+(ids, times), promotes the attributes the analyzers need into columns, and accumulates column-wise.
+``SpanColumns`` needs no store, so worker processes can fill one and send it back; ``SpanSink`` is the
+store-backed flavour that writes in batches through the store's single writer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+import binascii
+import re
 
 import orjson
+
+_dumps = orjson.dumps
 
 from .problems import Problems
 from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store
 
-ROUTE_KEYS = ("http.route", "rpc.method", "url.template")
-HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code")
-RESEND_KEYS = ("http.request.resend_count", "http.resend_count")
-MODEL_KEYS = ("triton.model_name", "gen_ai.request.model", "model.name", "model_name")
-PEER_KEYS = ("peer.service", "server.address", "net.peer.name", "http.host")
-INPUT_SIZE_KEYS = ("gen_ai.usage.input_tokens", "app.input_tokens", "input_tokens", "llm.token_count.prompt")
+# attribute key -> (column, priority): the lower priority wins when a span has several keys for one column
+PROMOTED: dict[str, tuple[str, int]] = {}
+for _col, _keys in (
+    ("route", ("http.route", "rpc.method", "url.template")),
+    ("http_status", ("http.response.status_code", "http.status_code")),
+    ("resend_count", ("http.request.resend_count", "http.resend_count")),
+    ("model", ("triton.model_name", "gen_ai.request.model", "model.name", "model_name")),
+    ("peer", ("peer.service", "server.address", "net.peer.name", "http.host")),
+    ("input_size", ("gen_ai.usage.input_tokens", "app.input_tokens", "input_tokens", "llm.token_count.prompt")),
+):
+    for _i, _k in enumerate(_keys):
+        PROMOTED[_k] = (_col, _i)
+_INT_PROMOTED = {"http_status", "resend_count", "input_size"}
 
-_HEX = set("0123456789abcdef")
-
-
-def _first(attrs: dict, keys: tuple[str, ...]):
-    for k in keys:
-        v = attrs.get(k)
-        if v is not None and v != "":
-            return v
-    return None
+_HEX_ID = {8: re.compile(r"[0-9a-f]{16}").fullmatch, 16: re.compile(r"[0-9a-f]{32}").fullmatch}
+_ZERO = {8: "0" * 16, 16: "0" * 32}
 
 
 def _as_int(v) -> int | None:
     if v is None or isinstance(v, bool):
         return None
+    if isinstance(v, int):
+        return v
     try:
         return int(v)
     except (TypeError, ValueError):
-        return None
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return int(f) if f == f and abs(f) < 9.2e18 else None
 
 
 def normalize_id(raw, nbytes: int) -> str | None:
-    """A span/trace id as lowercase hex, from hex text or raw bytes. None when invalid or all zero."""
+    """A span/trace id as lowercase hex, from hex text (any case), base64 text (Tempo) or raw bytes.
+    None when invalid or all zero."""
     if raw is None:
         return None
     if isinstance(raw, (bytes, bytearray)):
-        if len(raw) != nbytes:
-            return None
-        h = raw.hex()
+        h = raw.hex() if len(raw) == nbytes else None
+    elif isinstance(raw, str):
+        h = raw.lower()
+        if not _HEX_ID[nbytes](h):
+            h = _maybe_base64(raw, nbytes)
     else:
-        h = str(raw).strip().lower()
-        if len(h) != nbytes * 2 or not set(h) <= _HEX:
-            h = _maybe_base64(str(raw), nbytes)
-            if h is None:
-                return None
-    return None if h.strip("0") == "" else h
+        return None
+    return None if h is None or h == _ZERO[nbytes] else h
 
 
 def _maybe_base64(s: str, nbytes: int) -> str | None:
-    import base64
-    import binascii
-
     try:
         b = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
@@ -68,79 +75,162 @@ def _maybe_base64(s: str, nbytes: int) -> str | None:
     return b.hex() if len(b) == nbytes else None
 
 
-@dataclass
-class SpanSink:
-    """Collects spans and events column-wise and flushes them to the store in batches."""
+class SpanColumns:
+    """Spans and events accumulated column-wise (plain lists), with the problems met on the way."""
 
-    store: Store
-    source: str
-    problems: Problems
-    batch_size: int = 50_000
-    spans_written: int = 0
-    _spans: dict = field(default_factory=lambda: {c: [] for c in SPAN_COLUMNS})
-    _events: dict = field(default_factory=lambda: {c: [] for c in EVENT_COLUMNS})
+    def __init__(self, source: str, problems: Problems | None = None):
+        self.source = source
+        self.problems = problems if problems is not None else Problems()
+        self.spans: dict[str, list] = {c: [] for c in SPAN_COLUMNS}
+        self.events: dict[str, list] = {c: [] for c in EVENT_COLUMNS}
+        self._bind()
 
-    def add(self, *, trace_id, span_id, parent_span_id, service: str | None, resource: dict, name: str,
-            kind: int, start_ns, end_ns, status_code: int, status_message: str | None, attributes: dict,
-            events: list[tuple[str, int, dict]], where: str) -> bool:
-        """Add one span; returns False (and records a problem) when it cannot be used."""
+    def _bind(self) -> None:
+        """Bound append methods, in column order (SPAN_COLUMNS / EVENT_COLUMNS): the hot path's shortcut."""
+        self._app = tuple(self.spans[c].append for c in SPAN_COLUMNS)
+        self._ev_app = tuple(self.events[c].append for c in EVENT_COLUMNS)
+
+    def __getstate__(self):  # bound methods do not pickle; rebound on arrival
+        state = dict(self.__dict__)
+        state.pop("_app", None)
+        state.pop("_ev_app", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind()
+
+    def __len__(self) -> int:
+        return len(self.spans["trace_id"])
+
+    def add(self, trace_id, span_id, parent_span_id, service, resource_json: str, name, kind, start_ns, end_ns,
+            status_code, status_message, attributes: dict, events, where) -> bool:
+        """Add one span; returns False (and records a problem) when it cannot be used.
+        ``where`` is a string or a zero-argument callable producing one (built only on a problem).
+        This is the per-span hot path of every reader: keep it flat."""
         tid = normalize_id(trace_id, 16)
         sid = normalize_id(span_id, 8)
         if tid is None or sid is None:
-            self.problems.add(self.source, where, f"invalid {'traceId' if tid is None else 'spanId'} {trace_id if tid is None else span_id!r}")
+            bad = ("traceId", trace_id) if tid is None else ("spanId", span_id)
+            self.problems.add(self.source, _where(where), f"invalid {bad[0]} {str(bad[1])[:40]!r}")
             return False
-        pid = normalize_id(parent_span_id, 8) if parent_span_id not in (None, "", b"") else None
-        start, end = _as_int(start_ns), _as_int(end_ns)
+        pid = normalize_id(parent_span_id, 8) if parent_span_id else None
+        start = start_ns if type(start_ns) is int else _as_int(start_ns)
+        end = end_ns if type(end_ns) is int else _as_int(end_ns)
         if start is None or end is None or start <= 0:
-            self.problems.add(self.source, where, f"span {sid}: missing or invalid start/end time")
+            self.problems.add(self.source, _where(where), f"span {sid}: missing or invalid start/end time")
             return False
         if end < start:
-            self.problems.add(self.source, where, f"span {sid}: end before start ({end - start} ns); duration set to 0")
+            self.problems.add(self.source, _where(where),
+                              f"span {sid}: end before start (negative duration {end - start} ns); duration set to 0")
             end = start
-        s = self._spans
-        s["trace_id"].append(tid)
-        s["span_id"].append(sid)
-        s["parent_span_id"].append(pid)
-        s["service"].append(service or "unknown")
-        s["name"].append(name or "")
-        s["kind"].append(int(kind or 0))
-        s["start_ns"].append(start)
-        s["end_ns"].append(end)
-        s["duration_ns"].append(end - start)
-        s["status_code"].append(int(status_code or 0))
-        s["status_message"].append(status_message or None)
-        route = _first(attributes, ROUTE_KEYS)
-        s["route"].append(str(route) if route is not None else None)
-        s["http_status"].append(_as_int(_first(attributes, HTTP_STATUS_KEYS)))
-        s["resend_count"].append(_as_int(_first(attributes, RESEND_KEYS)))
-        model = _first(attributes, MODEL_KEYS)
-        s["model"].append(str(model) if model is not None else None)
-        peer = _first(attributes, PEER_KEYS)
-        s["peer"].append(str(peer) if peer is not None else None)
-        s["input_size"].append(_as_int(_first(attributes, INPUT_SIZE_KEYS)))
-        s["attributes"].append(orjson.dumps(attributes, default=str).decode())
-        s["resource"].append(orjson.dumps(resource, default=str).decode())
-        s["source"].append(self.source)
-        ev = self._events
-        for ev_name, ts, ev_attrs in events:
-            ts = _as_int(ts)
-            if ts is None:
-                self.problems.add(self.source, where, f"span {sid}: event {ev_name!r} without a valid time")
-                continue
-            ev["trace_id"].append(tid)
-            ev["span_id"].append(sid)
-            ev["name"].append(ev_name)
-            ev["ts_ns"].append(ts)
-            ev["attributes"].append(orjson.dumps(ev_attrs, default=str).decode() if ev_attrs else None)
-        if len(s["trace_id"]) >= self.batch_size:
-            self.flush()
+        route = http_status = resend = model = peer = size = None
+        if attributes:
+            prio = None
+            for k, v in attributes.items():
+                hit = PROMOTED.get(k)
+                if hit is None or v is None or v == "":
+                    continue
+                col, p = hit
+                if prio is None:
+                    prio = {}
+                elif prio.get(col, 99) <= p:
+                    continue
+                if col == "route":
+                    route = str(v)
+                elif col == "model":
+                    model = str(v)
+                elif col == "peer":
+                    peer = str(v)
+                else:
+                    iv = v if type(v) is int else _as_int(v)
+                    if iv is None:
+                        continue
+                    if col == "http_status":
+                        http_status = iv
+                    elif col == "resend_count":
+                        resend = iv
+                    else:
+                        size = iv
+                prio[col] = p
+        a = self._app
+        a[0](tid)
+        a[1](sid)
+        a[2](pid)
+        a[3](service or "unknown")
+        a[4](name if type(name) is str else str(name or ""))
+        a[5](kind if type(kind) is int else (_as_int(kind) or 0))
+        a[6](start)
+        a[7](end)
+        a[8](end - start)
+        a[9](status_code if type(status_code) is int else (_as_int(status_code) or 0))
+        a[10](str(status_message) if status_message else None)
+        a[11](route)
+        a[12](http_status)
+        a[13](resend)
+        a[14](model)
+        a[15](peer)
+        a[16](size)
+        a[17](_dumps(attributes, default=str).decode() if attributes else "{}")
+        a[18](resource_json)
+        a[19](self.source)
+        if events:
+            ev = self._ev_app
+            for ev_name, ts, ev_attrs in events:
+                ts = ts if type(ts) is int else _as_int(ts)
+                if ts is None:
+                    self.problems.add(self.source, _where(where), f"span {sid}: event {ev_name!r} without a valid time")
+                    continue
+                ev[0](tid)
+                ev[1](sid)
+                ev[2](ev_name if type(ev_name) is str else str(ev_name))
+                ev[3](ts)
+                ev[4](_dumps(ev_attrs, default=str).decode() if ev_attrs else None)
         return True
 
+    def packed(self) -> "SpanColumns":
+        """Non-null integer columns as numpy arrays: far cheaper to send between processes and to insert."""
+        from .store import pack_columns
+
+        pack_columns(self.spans)
+        pack_columns(self.events)
+        return self
+
+    def clear(self) -> None:
+        for d in (self.spans, self.events):
+            for k in d:
+                d[k] = []
+        self._bind()
+
+
+def _where(where) -> str:
+    return where() if callable(where) else where
+
+
+def resource_json(resource: dict) -> str:
+    return orjson.dumps(resource, default=str).decode()
+
+
+class SpanSink(SpanColumns):
+    """SpanColumns that flushes to the store every ``batch_size`` spans."""
+
+    def __init__(self, store: Store, source: str, problems: Problems, batch_size: int = 50_000):
+        super().__init__(source, problems)
+        self.store = store
+        self.batch_size = batch_size
+        self.spans_written = 0
+
+    def add(self, *args, **kwargs) -> bool:
+        ok = super().add(*args, **kwargs)
+        if len(self) >= self.batch_size:
+            self.flush()
+        return ok
+
+    def write(self, cols: SpanColumns) -> None:
+        """Write columns produced elsewhere (e.g. by a worker process)."""
+        self.spans_written += self.store.insert_columns("spans", SPAN_COLUMNS, cols.spans)
+        self.store.insert_columns("span_events", EVENT_COLUMNS, cols.events)
+
     def flush(self) -> None:
-        n = self.store.insert_columns("spans", SPAN_COLUMNS, self._spans)
-        self.store.insert_columns("span_events", EVENT_COLUMNS, self._events)
-        self.spans_written += n
-        for v in self._spans.values():
-            v.clear()
-        for v in self._events.values():
-            v.clear()
+        self.write(self)
+        self.clear()

@@ -7,6 +7,7 @@ In memory by default; a file when a path is given (persist, reopen, share). All 
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -57,10 +58,19 @@ _INT_COLUMNS = {"kind", "start_ns", "end_ns", "duration_ns", "status_code", "htt
                 "input_size", "ts_ns", "ts_ms"}
 
 
-def _column(name: str, values: list) -> np.ndarray:
+def _column(name: str, values) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
     if name in _INT_COLUMNS and None not in values:
         return np.asarray(values, dtype=np.int64)
     return np.asarray(values, dtype=object)
+
+
+def pack_columns(data: dict) -> None:
+    """Turn integer columns without NULLs into int64 arrays, in place."""
+    for name, values in data.items():
+        if name in _INT_COLUMNS and isinstance(values, list):
+            data[name] = _column(name, values)
 
 
 class Store:
@@ -97,7 +107,8 @@ class Store:
 
     def insert_columns(self, table: str, columns: tuple[str, ...], data: dict[str, list]) -> int:
         """Bulk insert columnar data (a dict of equal-length lists) in one statement."""
-        n = len(data[columns[0]]) if data.get(columns[0]) is not None else 0
+        first = data.get(columns[0])
+        n = len(first) if first is not None else 0
         if n == 0:
             return 0
         frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841  (scanned by DuckDB below)
@@ -105,6 +116,12 @@ class Store:
         with self._lock:
             self._con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
         return n
+
+    @contextmanager
+    def writer(self):
+        """The connection, held for a multi-statement write."""
+        with self._lock:
+            yield self._con
 
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:

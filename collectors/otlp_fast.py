@@ -1,0 +1,336 @@
+"""The fast path for OTLP JSON lines: Python touches only what needs validating (ids, times, kind, status);
+attributes and events stay raw JSON (``msgspec.Raw``) and DuckDB flattens them in bulk, in C++.
+
+Worker processes decode lines into ``RawSpans``; the main process appends them to the staging table
+``spans_otlp_raw`` and moves them into ``spans`` / ``span_events`` with one SQL statement per batch.
+A line that does not fit the typed shape falls back to the tolerant reader (``otlp_json.parse_request``),
+so problems are still reported per span.
+"""
+from __future__ import annotations
+
+import msgspec
+import orjson
+from msgspec import Raw, Struct
+
+from .spans import PROMOTED, SpanColumns, _as_int, normalize_id
+
+_EMPTY_LIST = Raw(b"[]")
+
+
+class Status(Struct):
+    code: int | str | None = None
+    message: str | None = None
+
+
+class Span(Struct):
+    traceId: str | None = None
+    spanId: str | None = None
+    parentSpanId: str | None = None
+    name: str = ""
+    kind: int | str | None = 0
+    startTimeUnixNano: int | str | None = None
+    endTimeUnixNano: int | str | None = None
+    attributes: Raw = _EMPTY_LIST
+    events: Raw = _EMPTY_LIST
+    status: Status | None = None
+
+
+class ScopeSpans(Struct):
+    spans: list[Span] = []
+
+
+class ResourceSpans(Struct):
+    resource: Raw = Raw(b"null")
+    scopeSpans: list[ScopeSpans] | None = None
+    instrumentationLibrarySpans: list[ScopeSpans] | None = None
+
+
+class Request(Struct):
+    resourceSpans: list[ResourceSpans]
+
+
+DECODER = msgspec.json.Decoder(Request)
+Error = (msgspec.ValidationError, msgspec.DecodeError)
+SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
+              "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
+STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+RAW_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns",
+               "status_code", "status_message", "attrs", "events", "resource", "source")
+
+STAGING = """
+CREATE TABLE IF NOT EXISTS spans_otlp_raw (
+    trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, service VARCHAR, name VARCHAR, kind TINYINT,
+    start_ns BIGINT, end_ns BIGINT, status_code TINYINT, status_message VARCHAR, attrs VARCHAR,
+    events VARCHAR, resource VARCHAR, source VARCHAR)
+"""
+
+# An OTLP AnyValue (JSON) as a JSON value of its own: strings quoted, numbers and booleans bare,
+# arrays and key/value lists kept as OTLP JSON.
+_VALUE_JSON = """CASE
+    WHEN (v->>'stringValue') IS NOT NULL THEN to_json((v->>'stringValue'))
+    WHEN TRY_CAST((v->>'intValue') AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST((v->>'intValue') AS HUGEINT) AS VARCHAR)
+    WHEN TRY_CAST((v->>'doubleValue') AS DOUBLE) IS NOT NULL
+         AND isfinite(TRY_CAST((v->>'doubleValue') AS DOUBLE)) THEN CAST(TRY_CAST((v->>'doubleValue') AS DOUBLE) AS VARCHAR)
+    WHEN (v->>'boolValue') IN ('true', 'false') THEN (v->>'boolValue')
+    WHEN (v->'arrayValue') IS NOT NULL THEN CAST((v->'arrayValue') AS VARCHAR)
+    WHEN (v->'kvlistValue') IS NOT NULL THEN CAST((v->'kvlistValue') AS VARCHAR)
+    WHEN (v->>'bytesValue') IS NOT NULL THEN to_json((v->>'bytesValue'))
+    ELSE 'null' END"""
+
+
+def _promoted_sql() -> str:
+    """SQL for the promoted columns from ``p`` (every promoted key extracted in one pass), honouring the
+    same key priority as the Python readers."""
+    keys = list(PROMOTED)
+    by_col: dict[str, list[tuple[int, int]]] = {}
+    for idx, key in enumerate(keys, start=1):
+        col, prio = PROMOTED[key]
+        by_col.setdefault(col, []).append((prio, idx))
+    out = []
+    for col in ("route", "http_status", "resend_count", "model", "peer", "input_size"):
+        picks = ", ".join(f"nullif(p[{i}], '')" for _, i in sorted(by_col[col]))
+        expr = f"coalesce({picks})"
+        if col in ("http_status", "resend_count", "input_size"):
+            expr = f"TRY_CAST(TRY_CAST({expr} AS DOUBLE) AS BIGINT)"
+        out.append(f"{expr} AS {col}")
+    return ",\n       ".join(out)
+
+
+PROMOTED_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in PROMOTED) + "]"
+
+MACROS = f"""
+CREATE OR REPLACE MACRO otlp_str(v) AS coalesce((v->>'stringValue'), (v->>'intValue'), (v->>'doubleValue'), (v->>'boolValue'));
+CREATE OR REPLACE MACRO kv_str(l, k) AS nullif(otlp_str(list_filter(l, lambda x: x.key = k)[1].value), '');
+CREATE OR REPLACE MACRO otlp_value_json(v) AS ({_VALUE_JSON});
+"""
+
+MOVE = f"""
+INSERT INTO spans
+WITH parsed AS (
+    SELECT r.*, from_json(attrs, '[{{"key": "VARCHAR", "value": "JSON"}}]') AS l FROM spans_otlp_raw r
+),
+flat AS (
+    SELECT *, CASE WHEN len(l) = 0 THEN '{{}}' ELSE
+         '{{' || array_to_string(list_transform(list_filter(l, lambda x: x.key IS NOT NULL),
+                 lambda x: to_json(x.key) || ':' || otlp_value_json(x.value)), ',') || '}}' END AS attributes
+    FROM parsed
+),
+promo AS (SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM flat)
+SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, end_ns - start_ns,
+       status_code, status_message,
+       {_promoted_sql()},
+       attributes, resource, source
+FROM promo;
+INSERT INTO span_events
+SELECT trace_id, span_id, e.name, TRY_CAST(e.timeUnixNano AS BIGINT),
+       CASE WHEN len(e.attributes) = 0 THEN NULL ELSE
+         '{{' || array_to_string(list_transform(e.attributes, lambda x: to_json(x.key) || ':' || otlp_value_json(x.value)), ',') || '}}' END
+FROM (SELECT trace_id, span_id,
+             unnest(from_json(events, '[{{"name": "VARCHAR", "timeUnixNano": "VARCHAR",
+                                          "attributes": [{{"key": "VARCHAR", "value": "JSON"}}]}}]')) AS e
+      FROM spans_otlp_raw WHERE events <> '[]')
+WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NOT NULL;
+"""
+
+COUNT_BAD_EVENTS = """
+SELECT count(*) FROM (SELECT unnest(from_json(events, '[{"timeUnixNano": "VARCHAR"}]')) AS e
+                      FROM spans_otlp_raw WHERE events <> '[]') WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NULL
+"""
+
+
+class RawSpans(SpanColumns):
+    """Validated span fields plus raw attribute/event JSON, column-wise (what workers send back)."""
+
+    def __init__(self, source: str):
+        super().__init__(source)
+        self.raw: dict[str, list] = {c: [] for c in RAW_COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.raw["trace_id"]) + len(self.spans["trace_id"])
+
+
+def _is_list(raw: bytes) -> bool:
+    return raw[:1] == b"[" or raw.lstrip()[:1] == b"["
+
+
+def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
+    """Worker entry point: a chunk of JSON lines → RawSpans (fast path) + SpanColumns (fallback lines)."""
+    from .otlp_json import parse_request, unwrap
+
+    out = RawSpans(source)
+    r = out.raw
+    app = tuple(r[c].append for c in RAW_COLUMNS)
+    problems = out.problems
+    res_cache: dict[bytes, tuple[str | None, str]] = {}
+    for offset, line in enumerate(chunk.split(b"\n")):
+        if not line.strip():
+            continue
+        lineno = first_lineno + offset
+        try:
+            req = DECODER.decode(line)
+        except Error:
+            try:
+                doc = unwrap(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                problems.add(source, f"line {lineno}", f"invalid JSON: {exc}")
+                continue
+            if doc is None:
+                problems.add(source, f"line {lineno}", "JSON line has no resourceSpans")
+                continue
+            parse_request(doc, out, f"line {lineno}")
+            continue
+        for i, rs in enumerate(req.resourceSpans):
+            key = bytes(rs.resource)
+            if key not in res_cache:
+                res_cache[key] = _resource(key)
+            service, rjson = res_cache[key]
+            for j, ss in enumerate(rs.scopeSpans or rs.instrumentationLibrarySpans or ()):
+                for k, sp in enumerate(ss.spans):
+                    tid = normalize_id(sp.traceId, 16)
+                    sid = normalize_id(sp.spanId, 8)
+                    start, end = sp.startTimeUnixNano, sp.endTimeUnixNano
+                    start = start if type(start) is int else _as_int(start)
+                    end = end if type(end) is int else _as_int(end)
+                    attrs, events = bytes(sp.attributes), bytes(sp.events)
+                    if tid is None or sid is None or start is None or end is None or start <= 0 or end < start \
+                            or not _is_list(attrs) or not _is_list(events):
+                        _slow_span(out, line, i, j, k, lineno)  # the tolerant reader explains and salvages
+                        continue
+                    st = sp.status
+                    app[0](tid)
+                    app[1](sid)
+                    app[2](normalize_id(sp.parentSpanId, 8) if sp.parentSpanId else None)
+                    app[3](service)
+                    app[4](sp.name)
+                    kind = sp.kind
+                    app[5](kind if type(kind) is int else SPAN_KINDS.get(kind, _as_int(kind) or 0))
+                    app[6](start)
+                    app[7](end)
+                    code = st.code if st is not None else 0
+                    app[8](code if type(code) is int else STATUS_CODES.get(code, _as_int(code) or 0))
+                    app[9](st.message or None if st is not None else None)
+                    app[10](attrs.decode("utf-8", errors="replace"))
+                    app[11](events.decode("utf-8", errors="replace"))
+                    app[12](rjson)
+                    app[13](source)
+    return out
+
+
+def _slow_span(out: RawSpans, line: bytes, i: int, j: int, k: int, lineno: int) -> None:
+    from .otlp_json import SPAN_KINDS as _K, STATUS_CODES as _S, _enum, attributes
+    from .spans import resource_json
+
+    doc = orjson.loads(line)
+    doc = doc.get("result", doc)
+    rs = doc["resourceSpans"][i]
+    resource = attributes((rs.get("resource") or {}).get("attributes"))
+    scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
+    sp = scopes[j]["spans"][k]
+    status = sp.get("status") if isinstance(sp.get("status"), dict) else {}
+    evs = sp.get("events")
+    events = [(e.get("name", ""), e.get("timeUnixNano"), attributes(e.get("attributes")))
+              for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
+    svc = resource.get("service.name")
+    out.add(sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), str(svc) if svc is not None else None,
+            resource_json(resource), sp.get("name", ""), _enum(sp.get("kind"), _K), sp.get("startTimeUnixNano"),
+            sp.get("endTimeUnixNano"), _enum(status.get("code"), _S), status.get("message"),
+            attributes(sp.get("attributes")), events,
+            f"line {lineno} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
+
+
+def _resource(raw: bytes) -> tuple[str | None, str]:
+    from .otlp_json import attributes
+    from .spans import resource_json
+
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    resource = attributes(doc.get("attributes")) if isinstance(doc, dict) else {}
+    svc = resource.get("service.name")
+    return (str(svc) if svc is not None else None), resource_json(resource)
+
+
+def load_batch(con, batch: RawSpans) -> int:
+    """Put one batch into the spans/span_events tables of ``con`` (caller holds the writer).
+    Returns the number of spans written."""
+    import numpy as np
+
+    from .store import EVENT_COLUMNS, SPAN_COLUMNS, _column
+
+    n = 0
+    for table, columns, data in (("spans", SPAN_COLUMNS, batch.spans), ("span_events", EVENT_COLUMNS, batch.events)):
+        if len(data[columns[0]]):
+            frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841
+            con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM frame")
+            if table == "spans":
+                n += len(data[columns[0]])
+    if batch.raw["trace_id"]:
+        con.execute(STAGING)
+        con.execute(MACROS)
+        con.execute("DELETE FROM spans_otlp_raw")
+        frame = {c: np.asarray(v, dtype=np.int64 if c in ("kind", "start_ns", "end_ns", "status_code") else object)  # noqa: F841
+                 for c, v in batch.raw.items()}
+        cols = ", ".join(RAW_COLUMNS)
+        con.execute(f"INSERT INTO spans_otlp_raw ({cols}) SELECT {cols} FROM frame")
+        bad_events = con.execute(COUNT_BAD_EVENTS).fetchone()[0]
+        con.execute(MOVE)
+        con.execute("DELETE FROM spans_otlp_raw")
+        if bad_events:
+            batch.problems.add(batch.source, "events", f"{bad_events} event(s) without a valid timeUnixNano skipped")
+        n += len(batch.raw["trace_id"])
+    return n
+
+
+def write(store, batch: RawSpans) -> int:
+    """Load a batch decoded in this process straight into the store."""
+    with store.writer() as con:
+        return load_batch(con, batch)
+
+
+_LOCAL = None
+
+
+def decode_to_parquet(chunk: bytes, source: str, first_lineno: int, tmpdir: str) -> "Staged":
+    """Worker entry point: decode, flatten in this worker's own DuckDB, and stage the rows as Parquet
+    files, so the main process only bulk-loads columnar files (no per-row work, no pickling of rows)."""
+    import os
+    import uuid
+
+    import duckdb
+
+    from .store import SCHEMA
+
+    global _LOCAL
+    if _LOCAL is None:
+        _LOCAL = duckdb.connect(config={"threads": 1})
+        _LOCAL.execute(SCHEMA)
+    batch = decode_lines(chunk, source, first_lineno)
+    n = load_batch(_LOCAL, batch)
+    stem = os.path.join(tmpdir, uuid.uuid4().hex)
+    _LOCAL.execute(f"COPY spans TO '{stem}-spans.parquet' (FORMAT parquet)")
+    _LOCAL.execute(f"COPY span_events TO '{stem}-events.parquet' (FORMAT parquet)")
+    _LOCAL.execute("DELETE FROM spans")
+    _LOCAL.execute("DELETE FROM span_events")
+    return Staged(stem, n, batch.problems)
+
+
+class Staged(Struct):
+    stem: str
+    spans: int
+    problems: object
+
+
+def load_staged(store, staged: "Staged") -> int:
+    import os
+
+    with store.writer() as con:
+        con.execute(f"INSERT INTO spans SELECT * FROM read_parquet('{staged.stem}-spans.parquet')")
+        con.execute(f"INSERT INTO span_events SELECT * FROM read_parquet('{staged.stem}-events.parquet')")
+    for suffix in ("-spans.parquet", "-events.parquet"):
+        try:
+            os.unlink(staged.stem + suffix)
+        except OSError:
+            pass
+    return staged.spans

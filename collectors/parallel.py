@@ -1,0 +1,73 @@
+"""Parse chunks in worker processes (both cores) while the main process writes to the store.
+
+Results come back in input order; at most ``max_inflight`` chunks are in flight, so memory stays bounded
+however large the file. Small inputs never pay for a pool: ``Pool`` starts its processes on first use.
+If the pool cannot run (a script without a ``__main__`` guard, a killed worker), the remaining work is
+done in this process: slower, never lost.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Pool:
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or default_workers()
+        self._ex: ProcessPoolExecutor | None = None
+        self.broken = False
+
+    def map(self, fn, items, max_inflight: int | None = None):
+        """Ordered map of ``fn(*item)``; inline when there is one worker or the pool broke."""
+        if self.workers <= 1 or self.broken:
+            for it in items:
+                yield fn(*it)
+            return
+        if self._ex is None:
+            # spawn, not fork: the parent holds DuckDB (and UI) threads, which must not be forked
+            self._ex = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        limit = max_inflight or self.workers + 2
+        pending: deque = deque()
+
+        def result(fut, args):
+            if self.broken:
+                return fn(*args)
+            try:
+                return fut.result()
+            except BrokenProcessPool:
+                self.broken = True
+                return fn(*args)
+
+        for it in items:
+            if self.broken:
+                while pending:
+                    yield result(*pending.popleft())
+                yield fn(*it)
+                continue
+            try:
+                pending.append((self._ex.submit(fn, *it), it))
+            except (BrokenProcessPool, RuntimeError):
+                self.broken = True
+                pending.append((None, it))
+            if len(pending) >= limit:
+                yield result(*pending.popleft())
+        while pending:
+            yield result(*pending.popleft())
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=not self.broken, cancel_futures=True)
+            self._ex = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
