@@ -164,9 +164,15 @@ def _load_document(src: streams.Source, problems: Problems):
 def _read_prom_text(store: Store, src: streams.Source, problems: Problems, tick) -> int:
     default_ts = int(os.stat(src.path).st_mtime * 1000)
     n = 0
+    last, first_line = b"\n", 1
     for chunk, first_line in streams.line_chunks(src):
         cols = prom_text.parse(chunk.decode("utf-8", errors="replace"), str(src.path), problems, default_ts, first_line)
         n += store.insert_samples(*cols, source=str(src.path))
+        last = chunk
         if tick:
             tick()
+    if not last.endswith(b"\n"):  # the exposition format ends every line with a line feed
+        lineno = first_line + last.count(b"\n")
+        problems.add(str(src.path), f"line {lineno}",
+                     "file ends in the middle of a line (truncated?); its last sample may be cut short")
     return n

@@ -88,12 +88,18 @@ def parse_request(req, cols: SpanColumns, where: str) -> int:
 
 
 def read_body(src: streams.Source, sink: SpanSink) -> None:
+    from .proto_salvage import salvage_request
+
     data = streams.read_all(src)
     try:
         req = parse(data)
     except ValueError as exc:
-        sink.problems.add(sink.source, "offset 0", str(exc))
-        return
+        req = salvage_request(data)
+        sink.problems.add(sink.source, f"byte 0 of {len(data)}",
+                          f"{exc}; " + ("loaded the whole spans before the damage" if req is not None
+                                        else "nothing recoverable"))
+        if req is None:
+            return
     parse_request(req, sink, "")
     sink.flush()
 

@@ -2,7 +2,6 @@
 and a position on the raw file for progress. Nothing here loads a whole file unless asked to."""
 from __future__ import annotations
 
-import gzip
 import io
 import zlib
 from dataclasses import dataclass, field
@@ -38,16 +37,68 @@ class Source:
                 pass
 
 
+class Decompressed(io.RawIOBase):
+    """Incremental decompression (gzip members or zstd frames, back to back) that hands out every byte
+    it could decode: a truncated or corrupt stream ends the data and raises only after that."""
+
+    def __init__(self, raw, codec: str):
+        self.raw, self.codec = raw, codec
+        self._dec = self._new()
+        self._buf = b""
+        self._done = False
+        self._error: Exception | None = None
+
+    def _new(self):
+        if self.codec == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, n: int) -> None:
+        while len(self._buf) < n and not self._done:
+            block = self.raw.read(1 << 20)
+            try:
+                if not block:
+                    if not self._dec.eof if hasattr(self._dec, "eof") else False:
+                        raise EOFError("compressed stream ended before its end marker")
+                    self._done = True
+                    return
+                out = self._dec.decompress(block)
+                while getattr(self._dec, "eof", False) and self._dec.unused_data:
+                    rest = self._dec.unused_data
+                    self._dec = self._new()
+                    out += self._dec.decompress(rest)
+                self._buf += out
+            except Exception as exc:  # zlib.error, zstandard.ZstdError, EOFError
+                self._error, self._done = exc, True
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill(n if n >= 0 else 1 << 62)
+        if n < 0:
+            n = len(self._buf)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        if not out and self._error is not None:
+            err, self._error = self._error, None
+            raise EOFError(str(err))
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
 def open_source(path: Path) -> Source:
     raw = open(path, "rb")
     magic = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
     if magic.startswith(GZIP_MAGIC):
-        return Source(path, raw, gzip.GzipFile(fileobj=raw, mode="rb"), "gzip")
+        return Source(path, raw, Decompressed(raw, "gzip"), "gzip")
     if magic.startswith(ZSTD_MAGIC):
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return Source(path, raw, io.BufferedReader(stream, CHUNK_BYTES), "zstd")
+        return Source(path, raw, Decompressed(raw, "zstd"), "zstd")
     return Source(path, raw, raw, None)
 
 

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     common(rep)
     rep.add_argument("--format", choices=("md", "json"), default="md")
     rep.add_argument("--fail-on", choices=("warning", "critical"), help="exit 1 when a finding is at/above this")
+    rep.add_argument("--strict", action="store_true",
+                     help="exit 2 when any input problem was found (damaged records, skew, duplicates, ...)")
     sub.add_parser("samples", help="list the bundled sample incidents")
     return p
 
@@ -86,6 +88,10 @@ def cmd_report(args) -> int:
         sys.stdout.buffer.write(orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         sys.stdout.write(to_markdown(rep))
+    problems = rep["inputs"]["problems"]["count"]
+    if args.strict and problems:
+        print(f"triage report: --strict: {problems} input problem(s), see inputs.problems", file=sys.stderr)
+        return 2
     return exit_code(rep, args.fail_on)
 
 
