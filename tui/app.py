@@ -45,9 +45,13 @@ class TriageApp(App):
         from analyzers.latency import timeseries
         from analyzers.session import analyze
 
+        def early(a, fraction: float) -> None:
+            rep = a.report()
+            self.post_message(AnalysisReady(rep, {r: timeseries(a.store, r) for r in rep["latency"]}, fraction))
+
         try:
             a = analyze(self.paths, db=self.db, constraints_file=self.constraints_file,
-                        progress=lambda d, t, p: self.post_message(IngestProgress(d, t, p)))
+                        progress=lambda d, t, p: self.post_message(IngestProgress(d, t, p)), preliminary=early)
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
         except Exception as exc:  # shown in the UI; the app stays up
@@ -59,10 +63,15 @@ class TriageApp(App):
         self.overview.set_progress(msg.done, msg.total, msg.path)
 
     def on_analysis_ready(self, msg: AnalysisReady) -> None:
-        self.report = msg.report
-        self.overview.show(msg.report, msg.series)
+        if msg.preliminary is not None and self.report is not None:
+            return  # the final result already arrived
+        self.overview.show(msg.report, msg.series, msg.preliminary)
         self.findings.show(msg.report)
         n = sum(f["severity"] != "info" for f in msg.report["findings"])
+        if msg.preliminary is not None:
+            self.notify(f"Preliminary: {n} finding(s) from the first {msg.preliminary:.0%} of the capture", timeout=3)
+            return
+        self.report = msg.report
         self.notify(f"{msg.report['inputs']['spans']:,} spans, {n} finding(s)", timeout=3)
 
     def on_analysis_failed(self, msg: AnalysisFailed) -> None:

@@ -17,6 +17,7 @@ class IngestProgress(Message):
 class AnalysisReady(Message):
     report: dict
     series: dict   # route -> list of time buckets (analyzers.latency.timeseries)
+    preliminary: float | None = None  # fraction ingested when this is an early look, None when final
 
 
 @dataclass

@@ -21,6 +21,7 @@ class OverviewScreen(Screen):
         super().__init__()
         self.report: dict | None = None
         self.series: dict = {}
+        self.preliminary: float | None = None
         self.route_index = 0
 
     def compose(self) -> ComposeResult:
@@ -48,9 +49,10 @@ class OverviewScreen(Screen):
     def set_error(self, error: str) -> None:
         self.query_one("#load-status", Static).update(f"[red]Could not load: {error}[/]")
 
-    def show(self, report: dict, series: dict) -> None:
-        self.report, self.series = report, series
-        self.query_one("#loading").display = False
+    def show(self, report: dict, series: dict, preliminary: float | None = None) -> None:
+        """Render a report; ``preliminary`` is the fraction ingested when this is an early look."""
+        self.report, self.series, self.preliminary = report, series, preliminary
+        self.query_one("#loading").display = preliminary is not None
         for wid in ("#summary", "#top-finding", "#plot", "#stages"):
             self.query_one(wid).display = True
         self._render_route()
@@ -74,6 +76,8 @@ class OverviewScreen(Screen):
         route = self.routes[self.route_index]
         lat = rep["latency"][route]
         more = f"  [dim]route {self.route_index + 1}/{len(self.routes)} ([ ])[/]" if len(self.routes) > 1 else ""
+        if self.preliminary is not None:
+            more += f"  [black on yellow] preliminary: {self.preliminary:.0%} ingested [/]"
         summary.update(
             f"[b]{route}[/]{more}\n"
             f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "
