@@ -99,4 +99,4 @@ def test_preliminary_analysis_arrives_before_the_end(tmp_path):
     assert len(seen) == 1
     frac, spans, rules = seen[0]
     assert 0 < frac < 1 and 0 < spans < final.ingest.spans
-    assert set(rules) == {f.rule for f in final.findings} or rules  # every rule ran on the partial data
+    assert "gpu-underutilized" in rules  # the rules ran on the partial data (no GPU metrics: not evaluated)
