@@ -83,6 +83,7 @@ class SpanColumns:
         self.problems = problems if problems is not None else Problems()
         self.spans: dict[str, list] = {c: [] for c in SPAN_COLUMNS}
         self.events: dict[str, list] = {c: [] for c in EVENT_COLUMNS}
+        self.rejected = 0  # spans refused (invalid id or time); other problems still load the span
         self._bind()
 
     def _bind(self) -> None:
@@ -113,12 +114,14 @@ class SpanColumns:
         if tid is None or sid is None:
             bad = ("traceId", trace_id) if tid is None else ("spanId", span_id)
             self.problems.add(self.source, _where(where), f"invalid {bad[0]} {str(bad[1])[:40]!r}")
+            self.rejected += 1
             return False
         pid = normalize_id(parent_span_id, 8) if parent_span_id else None
         start = start_ns if type(start_ns) is int else _as_int(start_ns)
         end = end_ns if type(end_ns) is int else _as_int(end_ns)
         if start is None or end is None or start <= 0:
             self.problems.add(self.source, _where(where), f"span {sid}: missing or invalid start/end time")
+            self.rejected += 1
             return False
         if end < start:
             self.problems.add(self.source, _where(where),

@@ -21,11 +21,18 @@ class TriageApp(App):
         Binding("f", "show('findings')", "Findings"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("p", "pause", "Pause/resume", show=False),
+        Binding("comma", "scrub(-1)", "Earlier", show=False),
+        Binding("full_stop", "scrub(1)", "Later", show=False),
     ]
 
     def __init__(self, paths: list[str], db: str | None = None, constraints_file: str | None = None,
-                 source_title: str = "") -> None:
+                 source_title: str = "", live=None, refresh_s: float = 5.0) -> None:
         super().__init__()
+        self.live = live          # an analyzers.live.LiveSession, or None for a capture replay
+        self.refresh_s = refresh_s
+        self.paused = False
+        self.cursor: int | None = None  # index into live snapshots while scrubbing; None = follow latest
         self.paths = paths
         self.db = db
         self.constraints_file = constraints_file
@@ -38,7 +45,53 @@ class TriageApp(App):
         self.install_screen(self.overview, "overview")
         self.install_screen(self.findings, "findings")
         self.push_screen("overview")
-        self.analyze()
+        if self.live is None:
+            self.analyze()
+        else:
+            self.live_refresh()
+
+    # -- live mode: one refresh at a time; the next is armed only when this one is done -------------
+    @work(thread=True, exclusive=True, group="live")
+    def live_refresh(self) -> None:
+        from analyzers.latency import timeseries
+
+        try:
+            snap = self.live.refresh()
+            series = {r: timeseries(self.live.store, r) for r in snap.report["latency"]}
+        except Exception as exc:
+            self.post_message(AnalysisFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(AnalysisReady(snap.report, series, live_status=snap.status))
+        self.call_from_thread(self._arm)
+
+    def _arm(self) -> None:
+        if not self.paused and self.is_running:
+            self.set_timer(self.refresh_s, self.live_refresh)
+
+    def action_pause(self) -> None:
+        if self.live is None:
+            return
+        self.paused = not self.paused
+        self.notify("Paused: , and . scrub through earlier refreshes" if self.paused else "Resumed", timeout=3)
+        if not self.paused:
+            self.cursor = None
+            self._arm()
+
+    def action_scrub(self, step: int) -> None:
+        if self.live is None or not self.live.snapshots:
+            return
+        if not self.paused:
+            self.action_pause()
+        n = len(self.live.snapshots)
+        self.cursor = max(0, min(n - 1, (self.cursor if self.cursor is not None else n - 1) + step))
+        snap = self.live.snapshots[self.cursor]
+        status = dict(snap.status, scrub=f"{self.cursor + 1}/{n}")
+        self.overview.show(snap.report, {}, None, status)
+        self.findings.show(snap.report)
+
+    async def on_unmount(self) -> None:
+        if self.live is not None:
+            self.live.stop()
 
     @work(thread=True, exclusive=True, group="analysis")
     def analyze(self) -> None:
@@ -65,7 +118,9 @@ class TriageApp(App):
     def on_analysis_ready(self, msg: AnalysisReady) -> None:
         if msg.preliminary is not None and self.report is not None:
             return  # the final result already arrived
-        self.overview.show(msg.report, msg.series, msg.preliminary)
+        if self.live is not None and self.paused:
+            return  # scrubbing: keep showing the chosen snapshot
+        self.overview.show(msg.report, msg.series, msg.preliminary, msg.live_status)
         self.findings.show(msg.report)
         n = sum(f["severity"] != "info" for f in msg.report["findings"])
         if msg.preliminary is not None:

@@ -43,7 +43,44 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--strict", action="store_true",
                      help="exit 2 when any input problem was found (damaged records, skew, duplicates, ...)")
     sub.add_parser("samples", help="list the bundled sample incidents")
+
+    def live_args(sp):
+        sp.add_argument("--otlp-listen", metavar="HOST:PORT", default="127.0.0.1:4318",
+                        help="OTLP/HTTP receiver address (default 127.0.0.1:4318; 'off' to disable)")
+        sp.add_argument("--prometheus", metavar="URL",
+                        help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables)")
+        sp.add_argument("--window", metavar="DURATION", default="15m", help="rolling analysis window (default 15m)")
+        sp.add_argument("--constraints", metavar="FILE", help="triage.toml")
+
+    lv = sub.add_parser("live", help="watch a live service: OTLP receiver + Prometheus queries")
+    live_args(lv)
+    lv.add_argument("--refresh", metavar="DURATION", default="5s", help="analysis refresh interval (default 5s)")
+    lv.add_argument("--for", dest="duration", metavar="DURATION",
+                    help="headless: collect for DURATION, print the report, exit with report's codes")
+    lv.add_argument("--format", choices=("md", "json"), default="md")
+    lv.add_argument("--fail-on", choices=("warning", "critical"))
+    cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
+    live_args(cap)
+    cap.add_argument("--out", required=True, metavar="DIR", help="capture folder to write (must not exist or be empty)")
+    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="how long to record")
     return p
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '15m', '2h', '500ms' or plain seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text or "")
+    if not m:
+        raise ValueError(f"invalid duration {text!r} (e.g. 30s, 15m, 2h)")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def _listen(text: str):
+    if text in ("off", "none", ""):
+        return None
+    host, _, port = text.rpartition(":")
+    return (host or "127.0.0.1", int(port))
 
 
 def _progress_to_stderr():
@@ -95,6 +132,79 @@ def cmd_report(args) -> int:
     return exit_code(rep, args.fail_on)
 
 
+def _live_session(args):
+    from analyzers.live import LiveSession
+    from analyzers.session import load_constraints
+
+    cons = load_constraints([], args.constraints)
+    return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
+                       window_s=parse_duration(args.window)).start()
+
+
+def cmd_live(args) -> int:
+    import time
+
+    import orjson
+
+    from analyzers.report import exit_code, to_markdown
+
+    if not args.duration:
+        from tui.app import TriageApp
+
+        TriageApp(paths=[], live=_live_session(args), refresh_s=parse_duration(args.refresh),
+                  source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+        return 0
+    session = _live_session(args)
+    try:
+        print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
+              f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
+        end = time.monotonic() + parse_duration(args.duration)
+        refresh = parse_duration(args.refresh)
+        while time.monotonic() < end:
+            time.sleep(max(0.0, min(refresh, end - time.monotonic())))
+            if time.monotonic() < end:
+                session.refresh()
+        snap = session.refresh()
+    finally:
+        session.stop()
+    if snap.status["prometheus"].startswith("stale"):
+        print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(snap.report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(to_markdown(snap.report))
+    return exit_code(snap.report, args.fail_on)
+
+
+def cmd_capture(args) -> int:
+    import shutil
+    import time
+
+    from collectors.export import write_metrics, write_traces
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
+        return 2
+    session = _live_session(args)
+    try:
+        print(f"triage capture: receiving OTLP on {session.otlp_endpoint or 'off'} for {args.duration}",
+              file=sys.stderr)
+        time.sleep(parse_duration(args.duration))
+        session.window_s = max(session.window_s, parse_duration(args.duration) + 60)
+        snap = session.refresh()
+    finally:
+        session.stop()
+    out.mkdir(parents=True, exist_ok=True)
+    n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
+    n_samples = write_metrics(session.store, out / "metrics.prom")
+    if session.constraints.path:
+        shutil.copyfile(session.constraints.path, out / "triage.toml")
+    print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
+          f"(prometheus: {snap.status['prometheus']})", file=sys.stderr)
+    return 0
+
+
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str) -> int:
     from tui.app import TriageApp
 
@@ -109,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "live":
+            return cmd_live(args)
+        if args.command == "capture":
+            return cmd_capture(args)
         if args.command == "samples":
             for name in sample_traces.names():
                 print(name)
@@ -128,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         default = sample_traces.path()
         return cmd_tui([str(default)], args.db, None, f"sample: {default.name}")
     except ConstraintsError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:  # bad durations, ports in use, unreadable files
         print(f"triage: {exc}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ class AnalysisReady(Message):
     report: dict
     series: dict   # route -> list of time buckets (analyzers.latency.timeseries)
     preliminary: float | None = None  # fraction ingested when this is an early look, None when final
+    live_status: dict | None = None   # live mode: window, refresh time, Prometheus state
 
 
 @dataclass

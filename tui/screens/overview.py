@@ -22,6 +22,7 @@ class OverviewScreen(Screen):
         self.report: dict | None = None
         self.series: dict = {}
         self.preliminary: float | None = None
+        self.live: dict | None = None
         self.route_index = 0
 
     def compose(self) -> ComposeResult:
@@ -49,9 +50,10 @@ class OverviewScreen(Screen):
     def set_error(self, error: str) -> None:
         self.query_one("#load-status", Static).update(f"[red]Could not load: {error}[/]")
 
-    def show(self, report: dict, series: dict, preliminary: float | None = None) -> None:
-        """Render a report; ``preliminary`` is the fraction ingested when this is an early look."""
-        self.report, self.series, self.preliminary = report, series, preliminary
+    def show(self, report: dict, series: dict, preliminary: float | None = None, live: dict | None = None) -> None:
+        """Render a report; ``preliminary`` is the fraction ingested when this is an early look; ``live``
+        the live session's status (window, refresh time, Prometheus state, scrub position)."""
+        self.report, self.series, self.preliminary, self.live = report, series, preliminary, live
         self.query_one("#loading").display = preliminary is not None
         for wid in ("#summary", "#top-finding", "#plot", "#stages"):
             self.query_one(wid).display = True
@@ -70,6 +72,10 @@ class OverviewScreen(Screen):
         rep = self.report
         summary = self.query_one("#summary", Static)
         if not self.routes:
+            if self.live is not None:
+                summary.update(f"Waiting for traces at {self.live.get('otlp_endpoint') or '(receiver off)'} · "
+                               f"prometheus {self.live.get('prometheus')}")
+                return
             summary.update(f"No requests found. {rep['inputs']['spans']:,} spans, {rep['inputs']['samples']:,} samples; "
                            f"{len(rep['inputs']['skipped'])} files skipped.")
             return
@@ -78,6 +84,11 @@ class OverviewScreen(Screen):
         more = f"  [dim]route {self.route_index + 1}/{len(self.routes)} ([ ])[/]" if len(self.routes) > 1 else ""
         if self.preliminary is not None:
             more += f"  [black on yellow] preliminary: {self.preliminary:.0%} ingested [/]"
+        if self.live is not None:
+            prom = self.live.get("prometheus", "off")
+            style = "red" if prom.startswith("stale") else "dim"
+            where = f" · snapshot {self.live['scrub']} (p: resume)" if self.live.get("scrub") else ""
+            more += f"\n[dim]LIVE · window {self.live['window_s']:.0f}s · at {self.live['at']}{where}[/] · [{style}]prometheus {prom}[/]"
         summary.update(
             f"[b]{route}[/]{more}\n"
             f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "

@@ -1,0 +1,91 @@
+"""Live mode: traces arrive at the OTLP receiver, metrics come from Prometheus; every refresh analyses
+the rolling window and keeps a snapshot, so the user can pause and scrub back through earlier ones.
+
+Prometheus faults never stop the session: the data is marked stale with the reason, and the next
+attempt waits with exponential backoff (capped), while traces keep flowing.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from collectors.ingest import IngestResult
+from collectors.prometheus import PrometheusError, PrometheusSource
+from collectors.receiver import Receiver
+from collectors.store import Store
+
+from . import engine
+from . import report as report_mod
+from .constraints import Constraints
+
+
+@dataclass
+class Snapshot:
+    at: datetime
+    report: dict              # exactly the `triage report` JSON
+    status: dict              # live-only facts: window, Prometheus state ("ok", "off", "stale: ..."), receiver
+
+
+@dataclass
+class LiveSession:
+    constraints: Constraints
+    listen: tuple[str, int] | None = ("127.0.0.1", 4318)
+    prometheus_url: str | None = None
+    window_s: float = 900.0
+    history: int = 120
+    store: Store = field(default_factory=Store)
+    snapshots: deque = field(default_factory=deque)
+    prometheus_state: str = "off"
+    _receiver: Receiver | None = None
+    _source: PrometheusSource | None = None
+    _backoff_s: float = 0.0
+    _next_prom_try: float = 0.0
+
+    def start(self) -> "LiveSession":
+        self.snapshots = deque(maxlen=self.history)
+        if self.listen:
+            self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1]).start()
+        if self.prometheus_url:
+            self._source = PrometheusSource(self.prometheus_url)
+            self.prometheus_state = "not yet queried"
+        return self
+
+    def stop(self) -> None:
+        if self._receiver:
+            self._receiver.stop()
+            self._receiver = None
+
+    @property
+    def otlp_endpoint(self) -> str | None:
+        return self._receiver.endpoint if self._receiver else None
+
+    def refresh(self, now: datetime | None = None) -> Snapshot:
+        """Pull metrics for the window (unless backing off), drop what left the window, analyse."""
+        now = now or datetime.now(timezone.utc)
+        start = now - timedelta(seconds=self.window_s)
+        if self._source and time.monotonic() >= self._next_prom_try:
+            try:
+                self._source.fetch(self.store, start, now, step_s=max(self.window_s / 300, 1))
+                self.prometheus_state, self._backoff_s = "ok", 0.0
+            except PrometheusError as exc:
+                self._backoff_s = min(max(self._backoff_s * 2, 1.0), 60.0)
+                self._next_prom_try = time.monotonic() + self._backoff_s
+                self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
+        cutoff_ns = int(start.timestamp() * 1e9)
+        self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
+        self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])
+        self.store.execute("DELETE FROM samples WHERE ts_ms < ?", [cutoff_ns // 1_000_000])
+        engine.prepare(self.store, self.constraints)
+        findings = engine.run_rules(self.store, self.constraints)
+        ingest = IngestResult(files=0)
+        if self._receiver:
+            ingest.problems = self._receiver.problems
+        rep = report_mod.build(self.store, ingest, findings)
+        status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
+                  "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,
+                  "receiver": vars(self._receiver.stats).copy() if self._receiver else None}
+        snap = Snapshot(now, rep, status)
+        self.snapshots.append(snap)
+        return snap

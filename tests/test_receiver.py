@@ -1,0 +1,113 @@
+"""The OTLP/HTTP receiver, fed by the real opentelemetry-sdk OTLP exporter, and its answers to faults."""
+import gzip
+import json
+
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from collectors.receiver import Receiver
+from collectors.store import Store
+
+
+@pytest.fixture
+def receiver():
+    store = Store()
+    with Receiver(store, port=0) as r:
+        yield r
+
+
+def _emit(endpoint, n_traces, compression=None):
+    tp = TracerProvider(resource=Resource.create({"service.name": "sdk-client"}))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, compression=compression),
+                                             max_export_batch_size=256))
+    tracer = tp.get_tracer("t")
+    for i in range(n_traces):
+        with tracer.start_as_current_span("POST /v1/classify", attributes={"http.route": "/v1/classify"}):
+            with tracer.start_as_current_span("tokenize", attributes={"app.input_tokens": i}):
+                pass
+            with tracer.start_as_current_span("infer") as s:
+                s.add_event("QUEUE_START")
+    tp.force_flush()
+    tp.shutdown()
+    return 3 * n_traces
+
+
+@pytest.mark.parametrize("compression", [None, Compression.Gzip])
+def test_every_span_from_the_sdk_exporter_is_in_the_store(receiver, compression):
+    sent = _emit(receiver.endpoint, 400, compression)
+    assert receiver.store.scalar("SELECT count(*) FROM spans") == sent == receiver.stats.accepted_spans
+    assert receiver.store.scalar("SELECT count(*) FROM span_events") == 400
+    assert receiver.store.scalar("SELECT count(DISTINCT route) FROM spans WHERE route IS NOT NULL") == 1
+    assert receiver.stats.bad_requests == 0
+
+
+def _post(receiver, body, ctype="application/x-protobuf", **headers):
+    return requests.post(receiver.endpoint, data=body, headers={"Content-Type": ctype, **headers}, timeout=10)
+
+
+def test_json_body_and_partial_success(receiver):
+    good = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "a",
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    bad = dict(good, spanId="nothex")
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]}
+    r = _post(receiver, json.dumps(body), "application/json")
+    assert r.status_code == 200
+    assert r.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert receiver.store.scalar("SELECT count(*) FROM spans") == 1
+
+
+def test_fault_answers(receiver):
+    assert _post(receiver, b"\x0a\xff\xff garbage").status_code == 400
+    assert _post(receiver, b"{not json", "application/json").status_code == 400
+    assert _post(receiver, b"x", "text/plain").status_code == 415
+    assert _post(receiver, b"x" * (receiver.max_body + 1)).status_code == 413
+    bomb = gzip.compress(b"\0" * (80 << 20))  # 80 MiB of zeros in ~80 KiB
+    r = _post(receiver, bomb, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    assert _post(receiver, b"abc", **{"Content-Encoding": "br"}).status_code == 415
+    assert requests.post(receiver.endpoint.replace("/v1/traces", "/v1/logs"), data=b"",
+                         headers={"Content-Type": "application/x-protobuf"}, timeout=5).status_code == 404
+    assert receiver.store.scalar("SELECT count(*) FROM spans") == 0
+
+
+def test_full_queue_answers_503_with_retry_after():
+    import threading
+
+    store = Store()
+    r = Receiver(store, port=0, queue_size=1)
+    gate = threading.Event()
+    original = store.insert_columns
+
+    def slow_insert(*a, **k):
+        gate.wait(10)
+        return original(*a, **k)
+
+    store.insert_columns = slow_insert
+    with r:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        req = ExportTraceServiceRequest()
+        sp = req.resource_spans.add().scope_spans.add().spans.add()
+        sp.trace_id, sp.span_id, sp.name = bytes(range(1, 17)), bytes(range(1, 9)), "x"
+        sp.start_time_unix_nano, sp.end_time_unix_nano = 1, 2
+        body = req.SerializeToString()
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(_post(r, body))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        import time
+
+        time.sleep(1.0)
+        gate.set()
+        for t in threads:
+            t.join()
+        codes = sorted(x.status_code for x in results)
+        assert 503 in codes and 200 in codes
+        assert all(x.headers.get("Retry-After") == "1" for x in results if x.status_code == 503)
+        # every 200 is a span in the store
+        assert store.scalar("SELECT count(*) FROM spans") == codes.count(200)
