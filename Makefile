@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test samples clean
+.PHONY: run test samples clean prometheus
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/triage
 
-test: $(STAMP)
+# The Prometheus tests need the real server (Debian package); installed when missing and we are root.
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) ; } || \
+	  echo "prometheus is not installed: the tests that need it will skip"
+
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q
 
 samples: $(STAMP)

@@ -104,6 +104,8 @@ class PrometheusSource:
         except requests.exceptions.Timeout as exc:
             raise PrometheusError(f"{self.url} did not answer in time") from exc
         except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc).lower():  # with retries off, urllib3 wraps read timeouts this way
+                raise PrometheusError(f"{self.url} did not answer in time") from exc
             raise PrometheusError(f"{self.url} is unreachable") from exc
         except ValueError as exc:  # the client raises ValueError-like errors on garbage bodies
             raise PrometheusError(f"{self.url} answered something that is not Prometheus JSON: {exc}") from exc
@@ -148,7 +150,7 @@ class PrometheusSource:
                     labels.append(lab)
         source = f"prometheus {self.url}"
         store.execute("DELETE FROM samples WHERE source = ? AND ts_ms BETWEEN ? AND ?",
-                      [source, _ms(start), _ms(end)])
+                      [source, _ms(start) - 1, _ms(end) + 1])  # points are rounded to the ms
         return store.insert_samples(ts, names, labels, values, source=source)
 
 

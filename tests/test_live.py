@@ -1,0 +1,277 @@
+"""Live mode against real servers started here on loopback: a Prometheus (Debian package) scraping a
+test target or backfilled with promtool, and the OTLP receiver fed by the real opentelemetry-sdk exporter."""
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from analyzers.constraints import Constraints
+from analyzers.live import LiveSession
+from collectors.prometheus import Credentials, PrometheusError, PrometheusSource
+from collectors.store import Store
+from conftest import ROOT, SAMPLES
+from promserver import PROMTOOL, Prometheus, Target, free_port, need_prometheus
+
+
+# -- a Triton/DCGM target whose GPU idles while requests wait --------------------------------------
+
+class IdleGpuTarget:
+    def __init__(self):
+        self.t0 = time.time()
+        self.target = Target(self.respond)
+
+    def respond(self, handler):
+        n = int((time.time() - self.t0) * 20)
+        body = (
+            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+            'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-test",Hostname="h",modelName="NVIDIA A10G"} 14\n'
+            "# TYPE nv_inference_count counter\n"
+            f'nv_inference_count{{model="clf",version="1"}} {n}\n'
+            "# TYPE nv_inference_exec_count counter\n"
+            f'nv_inference_exec_count{{model="clf",version="1"}} {n}\n'
+            "# TYPE nv_inference_pending_request_count gauge\n"
+            'nv_inference_pending_request_count{model="clf",version="1"} 3\n')
+        return 200, body.encode(), {"Content-Type": "text/plain; version=0.0.4"}
+
+
+@pytest.fixture
+def idle_gpu_prometheus(tmp_path):
+    need_prometheus()
+    tgt = IdleGpuTarget()
+    prom = Prometheus(tmp_path, targets=[tgt.target.address])
+    try:
+        prom.wait_for_series("DCGM_FI_DEV_GPU_UTIL")
+        yield prom
+    finally:
+        prom.stop()
+        tgt.target.stop()
+
+
+def _emit_queued_requests(endpoint: str, n: int = 120):
+    """An OTel-instrumented gateway calling a Triton-like server whose requests mostly wait in its queue."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    providers = []
+    tracers = {}
+    for svc in ("gateway", "triton"):
+        tp = TracerProvider(resource=Resource.create({"service.name": svc}))
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        providers.append(tp)
+        tracers[svc] = tp.get_tracer(svc)
+    now = time.time_ns() - 60 * 10**9
+    ms = 10**6
+    for i in range(n):
+        t = now + i * 400 * ms
+        root = tracers["gateway"].start_span("POST /v1/embed", kind=SpanKind.SERVER, start_time=t,
+                                             attributes={"http.route": "/v1/embed"})
+        ctx = trace.set_span_in_context(root)
+        cl = tracers["gateway"].start_span("POST triton /v2/models/clf/infer", context=ctx, kind=SpanKind.CLIENT,
+                                           start_time=t + 1 * ms)
+        m = tracers["triton"].start_span("clf", context=trace.set_span_in_context(cl), kind=SpanKind.SERVER,
+                                         start_time=t + 2 * ms, attributes={"triton.model_name": "clf"})
+        m.add_event("QUEUE_START", timestamp=t + 2 * ms)
+        c = tracers["triton"].start_span("compute", context=trace.set_span_in_context(m), kind=SpanKind.SERVER,
+                                         start_time=t + 60 * ms)
+        c.add_event("COMPUTE_START", timestamp=t + 60 * ms)
+        c.end(end_time=t + 75 * ms)
+        m.end(end_time=t + 76 * ms)
+        cl.end(end_time=t + 78 * ms)
+        root.end(end_time=t + 80 * ms)
+    for tp in providers:
+        tp.force_flush()
+        tp.shutdown()
+    return 4 * n
+
+
+def test_live_headless_reports_the_right_finding(idle_gpu_prometheus):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}", "--prometheus",
+         idle_gpu_prometheus.url, "--window", "5m", "--refresh", "2s", "--for", "12s", "--format", "json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+    for _ in range(100):
+        try:
+            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    sent = _emit_queued_requests(endpoint)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rep = json.loads(out)
+    assert rep["inputs"]["spans"] == sent
+    assert rep["findings"][0]["rule"] == "gpu-underutilized", rep["findings"][0]
+    assert rep["findings"][0]["evidence"]["mean_utilization"] == pytest.approx(0.14)
+
+
+def test_prometheus_source_pushes_aggregation_down(idle_gpu_prometheus):
+    src = PrometheusSource(idle_gpu_prometheus.url)
+    assert {"DCGM_FI_DEV_GPU_UTIL", "nv_inference_count"} <= src.present_metrics()
+    queries = dict(src.queries())
+    assert queries["nv_inference_count"] == "sum by (model, version) (nv_inference_count)"
+    store = Store()
+    now = datetime.now(timezone.utc)
+    n = src.fetch(store, now - timedelta(minutes=2), now, step_s=1)
+    assert n > 0
+    # aggregated server-side: the instance/job labels are gone
+    labels = store.scalar("SELECT labels FROM samples WHERE metric = 'nv_inference_count' LIMIT 1")
+    assert labels == {"model": "clf", "version": "1"}
+    # a refresh replaces the window rather than duplicating it
+    n2 = src.fetch(store, now - timedelta(minutes=2), now, step_s=1)
+    assert store.scalar("SELECT count(*) FROM samples") == n2
+
+
+def test_backfilled_capture_gives_the_same_metric_finding(tmp_path):
+    """The gpu-idle sample's metrics, backfilled into a real Prometheus with promtool, then queried back:
+    the rule sees the same GPU utilization as from the file."""
+    need_prometheus()
+    from analyzers.session import analyze
+
+    om = tmp_path / "metrics.om"
+    lines = []
+    for line in (SAMPLES / "gpu-idle" / "metrics.prom").read_text().splitlines():
+        if line.startswith("#"):
+            if line.startswith("# TYPE"):
+                lines.append(line)
+            continue
+        name_labels, value, ts = line.rsplit(" ", 2)
+        lines.append(f"{name_labels} {value} {int(ts) / 1000:.3f}")
+    om.write_text("\n".join(lines) + "\n# EOF\n")
+    data = tmp_path / "data"
+    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)], check=True,
+                   capture_output=True)
+    prom = Prometheus(tmp_path, storage=data)
+    try:
+        from_file = analyze([SAMPLES / "gpu-idle"])
+        store = Store()
+        start = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+        PrometheusSource(prom.url).fetch(store, start, start + timedelta(seconds=80), step_s=2)
+        traces_only = [p for p in (SAMPLES / "gpu-idle" / "otlp").iterdir()]
+        from collectors.ingest import ingest_paths
+
+        ingest_paths(store, traces_only)
+        from analyzers import engine
+
+        engine.prepare(store, Constraints())
+        live = {f.rule: f for f in engine.run_rules(store, Constraints())}
+        ref = {f.rule: f for f in from_file.findings}
+        assert live["gpu-underutilized"].severity == ref["gpu-underutilized"].severity
+        assert live["gpu-underutilized"].evidence["mean_utilization"] == pytest.approx(
+            ref["gpu-underutilized"].evidence["mean_utilization"], abs=0.02)
+        assert live["gpu-underutilized"].evidence["avg_batch_size"] == {"clf": 1.0}
+    finally:
+        prom.stop()
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+def _source_for(respond, timeout=2.0):
+    tgt = Target(respond)
+    return tgt, PrometheusSource(tgt.url, timeout_s=timeout)
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("down", "unreachable"), ("slow", "did not answer in time"), ("5xx", "503"), ("garbage", "not Prometheus JSON"),
+])
+def test_prometheus_faults_become_clear_errors(case, expect):
+    if case == "down":
+        src = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    else:
+        def respond(h):
+            if case == "slow":
+                time.sleep(3)
+                return 200, b"{}", {}
+            if case == "5xx":
+                return 503, b"overloaded", {}
+            return 200, b"<html>proxy login</html>", {"Content-Type": "text/html"}
+        tgt, src = _source_for(respond, timeout=1)
+    with pytest.raises(PrometheusError) as exc:
+        src.present_metrics()
+    assert expect in str(exc.value)
+
+
+def test_live_session_marks_stale_and_backs_off_while_traces_flow():
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=f"http://127.0.0.1:{free_port()}",
+                    window_s=600).start()
+    try:
+        _emit_queued_requests(s.otlp_endpoint, n=20)
+        snap = s.refresh()
+        assert snap.status["prometheus"].startswith("stale:") and "unreachable" in snap.status["prometheus"]
+        assert snap.report["inputs"]["spans"] == 80
+        first_backoff = s._backoff_s
+        snap2 = s.refresh()  # within the backoff: no new attempt, still stale
+        assert s._backoff_s == first_backoff and snap2.status["prometheus"].startswith("stale:")
+        assert len(s.snapshots) == 2
+    finally:
+        s.stop()
+
+
+def test_credentials_come_from_env_or_file_and_are_never_printed(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-token\n")
+    creds = Credentials.from_env({"TRIAGE_PROMETHEUS_BEARER_TOKEN_FILE": str(secret)})
+    assert creds.bearer == "s3cr3t-token" and "s3cr3t" not in repr(creds)
+    seen = []
+
+    def respond(h):
+        seen.append(h.headers.get("Authorization"))
+        return 200, json.dumps({"status": "success", "data": []}).encode(), {"Content-Type": "application/json"}
+
+    tgt = Target(respond)
+    PrometheusSource(tgt.url, credentials=creds).present_metrics()
+    assert seen == ["Bearer s3cr3t-token"]
+    basic = Credentials.from_env({"TRIAGE_PROMETHEUS_USERNAME": "u", "TRIAGE_PROMETHEUS_PASSWORD": "p"})
+    assert basic.basic == ("u", "p") and "p'" not in repr(basic)
+
+
+def test_tls_verification_is_on_by_default(tmp_path):
+    """A self-signed HTTPS endpoint is refused unless its CA is given."""
+    import ssl
+
+    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        pytest.skip("openssl not available to make a test certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tgt = Target(lambda h: (200, json.dumps({"status": "success", "data": ["DCGM_FI_DEV_GPU_UTIL"]}).encode(),
+                            {"Content-Type": "application/json"}))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tgt.server.socket = ctx.wrap_socket(tgt.server.socket, server_side=True)
+    url = tgt.url.replace("http://", "https://")
+    with pytest.raises(PrometheusError, match="TLS verification failed"):
+        PrometheusSource(url, timeout_s=2).present_metrics()
+    assert PrometheusSource(url, ca_file=str(cert), timeout_s=2).present_metrics() == {"DCGM_FI_DEV_GPU_UTIL"}
+
+
+def test_live_capture_replay_gives_the_same_findings(tmp_path, idle_gpu_prometheus):
+    from collectors.export import write_metrics, write_traces
+    from analyzers.session import analyze
+
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=idle_gpu_prometheus.url,
+                    window_s=600).start()
+    try:
+        _emit_queued_requests(s.otlp_endpoint, n=60)
+        live = s.refresh()
+    finally:
+        s.stop()
+    out = tmp_path / "capture"
+    out.mkdir()
+    write_traces(s.store, out / "traces.otlp.jsonl")
+    write_metrics(s.store, out / "metrics.prom")
+    replay = analyze([out]).report()
+    key = lambda rep: [(f["rule"], f["severity"]) for f in rep["findings"]]  # noqa: E731
+    assert key(replay) == key(live.report)
+    assert replay["latency"] == live.report["latency"]
+    assert replay["inputs"]["spans"] == live.report["inputs"]["spans"]
