@@ -14,6 +14,7 @@ KEYS = (
     ("Overview", (("[ / ]", "Previous / next route"), ("↑ ↓", "Move in the stage table"))),
     ("Findings", (("↑ ↓  j k", "Select a finding (details below)"), ("i", "Show / hide info-level findings"),
                   ("PgUp PgDn", "Scroll the details"))),
+    ("Live mode", (("p", "Pause / resume refreshing"), (",  .", "Scrub to an earlier / later refresh (pauses)"))),
     ("Help", (("Esc  ?  q", "Close"),)),
 )
 
