@@ -150,7 +150,7 @@ class PrometheusSource:
                     labels.append(lab)
         source = f"prometheus {self.url}"
         store.execute("DELETE FROM samples WHERE source = ? AND ts_ms BETWEEN ? AND ?",
-                      [source, _ms(start) - 1, _ms(end) + 1])  # points are rounded to the ms
+                      [source, _ms(start) - 1000, _ms(end) + 1000])  # the client rounds the range to seconds
         return store.insert_samples(ts, names, labels, values, source=source)
 
 

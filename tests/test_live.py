@@ -275,3 +275,33 @@ def test_live_capture_replay_gives_the_same_findings(tmp_path, idle_gpu_promethe
     assert key(replay) == key(live.report)
     assert replay["latency"] == live.report["latency"]
     assert replay["inputs"]["spans"] == live.report["inputs"]["spans"]
+
+
+def test_capture_command_writes_a_replayable_folder(tmp_path):
+    port = free_port()
+    out = tmp_path / "cap"
+    cons = tmp_path / "triage.toml"
+    cons.write_text("[slo]\np95_ms = 50\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "4s", "--otlp-listen",
+         f"127.0.0.1:{port}", "--constraints", str(cons)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+    for _ in range(100):
+        try:
+            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    sent = _emit_queued_requests(endpoint, n=25)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "traces.otlp.jsonl", "triage.toml"]
+    rep = subprocess.run([sys.executable, "-m", "tui.cli", "report", str(out), "--format", "json"], cwd=ROOT,
+                         capture_output=True, text=True)
+    data = json.loads(rep.stdout)
+    assert data["inputs"]["spans"] == sent and data["latency"]["gateway POST /v1/embed"]["requests"] == 25
+    # refuses to overwrite
+    again = subprocess.run([sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "1s",
+                            "--otlp-listen", "off"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
