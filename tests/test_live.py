@@ -45,6 +45,7 @@ def idle_gpu_prometheus(tmp_path):
     prom = Prometheus(tmp_path, targets=[tgt.target.address])
     try:
         prom.wait_for_series("DCGM_FI_DEV_GPU_UTIL")
+        time.sleep(2.5)  # a few scrapes, so that range queries ending now see data
         yield prom
     finally:
         prom.stop()
