@@ -19,6 +19,8 @@ def prepare(store, constraints: Constraints) -> None:
 RELATIONS: tuple[tuple[str, str, str], ...] = (
     ("retry-spiral", "queueing-growth", "retries add load, and the added load is what queues"),
     ("gpu-underutilized", "queueing-growth", "serialized execution on an idle GPU is what queues"),
+    ("batching-window", "queueing-growth", "the batcher's timer looks like queueing"),
+    ("batching-window", "gpu-underutilized", "batches of one leave the device idle"),
 )
 
 

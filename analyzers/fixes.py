@@ -27,6 +27,8 @@ CATALOG: dict[str, Fix] = {f.id: f for f in (
         "Run preprocessing in a Triton ensemble or a separate worker pool so it scales independently."),
     Fix("enable-dynamic-batching", "Enable or tune dynamic batching", 4, 4, 2,
         "Set dynamic_batching with preferred_batch_size and a max_queue_delay inside the latency budget."),
+    Fix("lower-batch-window", "Lower max_queue_delay_microseconds (or set preferred_batch_size)", 4, 5, 1,
+        "A config-only change: wait no longer than one batch's compute time for company that rarely comes."),
     Fix("increase-instances", "Add model instances (instance_group count)", 3, 4, 2,
         "More concurrent executions per GPU raise utilization when kernels are small."),
     Fix("runtime-tuning", "Tune the runtime (TensorRT/ORT execution provider, CUDA graphs, threads)", 3, 3, 3,

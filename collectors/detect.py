@@ -12,6 +12,7 @@ JAEGER_JSON = "jaeger-json"
 ZIPKIN_JSON = "zipkin-json"
 PROM_TEXT = "prometheus-text"
 PROM_API_JSON = "prometheus-api-json"
+TRITON_CONFIG = "triton-config"
 HEAD_BYTES = 64 << 10
 
 _TRITON_CONFIG = re.compile(rb"^\s*(name|platform|backend|max_batch_size|input|output|dynamic_batching|instance_group)\s*[:\[{]", re.M)
@@ -42,7 +43,7 @@ def detect(head: bytes, size: int) -> tuple[str | None, str]:
         if prom_text.is_prometheus_text(text):
             return PROM_TEXT, ""
         if _TRITON_CONFIG.search(head):
-            return None, "Triton model configuration (not telemetry)"
+            return TRITON_CONFIG, ""
     if otlp_proto.looks_length_prefixed(head, size):
         return OTLP_PROTO_FRAMED, ""
     if len(head) < HEAD_BYTES and otlp_proto.looks_like_request(head):

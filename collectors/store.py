@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS span_events (
 CREATE TABLE IF NOT EXISTS samples (
     ts_ms BIGINT, metric VARCHAR, labels MAP(VARCHAR, VARCHAR), value DOUBLE, source VARCHAR
 );
+CREATE TABLE IF NOT EXISTS model_configs (
+    path VARCHAR, model VARCHAR, text VARCHAR   -- Triton config.pbtxt files found in a capture
+);
 CREATE TABLE IF NOT EXISTS inputs (
     path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT
 );

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from ..rule import Rule
-from . import gpu_underutilized, preprocessing_share, queueing_growth, retry_spiral
+from . import batching_window, gpu_underutilized, preprocessing_share, queueing_growth, retry_spiral
 
 RULES: tuple[Rule, ...] = (
     preprocessing_share.RULE,
     gpu_underutilized.RULE,
     queueing_growth.RULE,
     retry_spiral.RULE,
+    batching_window.RULE,
 )
 
 BY_ID: dict[str, Rule] = {r.id: r for r in RULES}

@@ -1,0 +1,125 @@
+"""batching-window: requests wait out the dynamic batcher's window, but batches stay near size 1.
+
+What: at low load, queue time sits on a plateau at the batching window (``max_queue_delay_microseconds``
+from the model's config.pbtxt when the capture has it, otherwise inferred from a queue-time distribution
+that is nearly constant and nonzero), while batches hold about one request (Triton's
+``nv_inference_count / nv_inference_exec_count``, or compute spans sharing a start in the traces).
+Why: the batcher holds every request for the whole window hoping for company that rarely comes; the
+window is added to every request's latency and buys no throughput. It looks like queueing, but it is
+a timer, not contention, and it does not grow with load.
+Fix: lower ``max_queue_delay_microseconds`` (to about the compute time of one batch, or what the latency
+budget allows), set ``preferred_batch_size``, or disable dynamic batching for this traffic level.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..finding import Finding, not_evaluated
+from ..fixes import scored
+from ..latency import MS, bucket_seconds, stage_breakdown, tail_exemplars
+from ..metrics import triton_batch_size
+from ..rule import Context, Rule, Threshold
+from ..triton_config import batching
+
+ID = "batching-window"
+TITLE = "Batching window adds latency without batching"
+
+
+def _trace_batch_size(store) -> float | None:
+    """Average number of Triton compute spans that start at the same instant (one batch execution)."""
+    v = store.scalar("""SELECT avg(n) FROM (SELECT count(*) AS n FROM span_events WHERE name = 'COMPUTE_START'
+                        GROUP BY ts_ns)""")
+    return float(v) if v is not None else None
+
+
+def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
+    """Queue times (ms) of requests in the quieter half of time buckets, and the rates of both halves."""
+    step = bucket_seconds(store, 30)
+    step_ns = int(step * 1e9)
+    rows = store.query(f"""
+        WITH t0 AS (SELECT min(start_ns) t0 FROM requests),
+        q AS (SELECT (r.start_ns - t0) // {step_ns} AS b, coalesce(rs.ns, 0) / 1e6 AS qms
+              FROM requests r CROSS JOIN t0 LEFT JOIN request_stages rs
+                ON rs.trace_id = r.trace_id AND rs.root_id = r.root_id AND rs.stage = 'queue'
+              WHERE r.route = ?),
+        b AS (SELECT b, count(*) AS n FROM q GROUP BY b)
+        SELECT q.qms, b.n FROM q JOIN b USING (b)""", [route])
+    if not rows:
+        return np.array([]), 0.0, 0.0
+    q = np.array([r[0] for r in rows])
+    n = np.array([r[1] for r in rows], dtype=float)
+    cut = np.median(np.unique(n))
+    low = n <= cut
+    return q[low], float(n[low].mean() / step), float(n[~low].mean() / step) if (~low).any() else float(n.mean() / step)
+
+
+def detect(ctx: Context, th: dict) -> list[Finding]:
+    store = ctx.store
+    configs = batching(store)
+    breakdown = stage_breakdown(store)
+    queued = {r: st["queue"] for r, st in breakdown.items() if "queue" in st}
+    if not queued:
+        return [not_evaluated(ID, TITLE, "no queue time in the traces (Triton QUEUE_START events or queue spans)")]
+    batch_metrics = triton_batch_size(store)
+    batch_traces = _trace_batch_size(store)
+    window_cfg = next((c for c in configs.values() if c.dynamic_batching), None)
+    findings = []
+    for route, q in queued.items():
+        if q["p95_share"] < th["min_queue_share"]:
+            continue
+        low, low_rate, high_rate = _low_load_queue(store, route)
+        if len(low) < th["min_requests"]:
+            continue
+        p25, p50, p90 = (float(np.percentile(low, x)) for x in (25, 50, 90))
+        if window_cfg is not None and window_cfg.max_queue_delay_us > 0:
+            window_ms, source = window_cfg.max_queue_delay_us / 1000.0, f"max_queue_delay_microseconds in {window_cfg.path}"
+        elif p50 >= th["min_window_ms"] and (p90 - p25) / p50 <= th["max_plateau_spread"]:
+            window_ms, source = p50, "inferred: queue time is nearly constant at low load (a timer, not contention)"
+        else:
+            continue
+        if not (th["min_ratio"] <= p50 / window_ms <= th["max_ratio"]):
+            continue
+        batch = next(iter(batch_metrics.values()), None) if batch_metrics else batch_traces
+        max_batch = window_cfg.max_batch_size if window_cfg else None
+        limit = max(th["max_avg_batch"], 0.2 * max_batch) if max_batch else th["max_avg_batch"]
+        if batch is None or batch > limit:
+            continue
+        saving = max(p50 - th["target_window_ms"], 0.0)
+        severity = "critical" if q["p95_share"] >= th["critical_queue_share"] else "warning"
+        findings.append(Finding(
+            rule=ID, severity=severity, title=TITLE,
+            summary=(f"{route}: at low load ({low_rate:.0f} req/s) requests wait {p50:.1f} ms in the batch queue, "
+                     f"the {window_ms:.1f} ms batching window, while batches average {batch:.2f} requests"
+                     + (f" (max {max_batch})" if max_batch else "") + f"; about {saving:.0f} ms of every request "
+                     f"could go."),
+            scope={"route": route, **({"model": window_cfg.model} if window_cfg else {})},
+            evidence={"window_ms": round(window_ms, 3), "window_source": source,
+                      "low_load_rate_rps": round(low_rate, 2), "high_load_rate_rps": round(high_rate, 2),
+                      "low_load_requests": int(len(low)), "low_load_queue_ms": {"p25": round(p25, 3),
+                      "p50": round(p50, 3), "p90": round(p90, 3)},
+                      "avg_batch_size": round(batch, 3),
+                      "avg_batch_source": "nv_inference_count / nv_inference_exec_count" if batch_metrics
+                      else "compute spans per COMPUTE_START", "max_batch_size": max_batch,
+                      "queue_p95_share": q["p95_share"], "estimated_saving_ms": round(saving, 3),
+                      "exemplar_trace_ids": tail_exemplars(store, "queue", route)},
+            confidence=min(1.0, 0.6 + (0.3 if window_cfg else 0.0) + min(len(low) / 1000, 0.1)),
+            remediations=scored(["lower-batch-window", "enable-dynamic-batching", "increase-instances"],
+                                ctx.constraints.scorecard),
+            impact_ms=saving))
+    return findings
+
+
+RULE = Rule(
+    id=ID, title=TITLE, category="batching",
+    thresholds={
+        "min_queue_share": Threshold(0.10, "fraction", "queue share of the p95 tail below which the window does not matter"),
+        "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
+        "min_requests": Threshold(20, "requests", "low-load requests needed to judge"),
+        "min_ratio": Threshold(0.8, "ratio", "low-load median queue over the window, lower bound"),
+        "max_ratio": Threshold(1.5, "ratio", "low-load median queue over the window, upper bound"),
+        "max_avg_batch": Threshold(1.5, "requests", "average batch size that counts as 'near 1'"),
+        "min_window_ms": Threshold(1.0, "ms", "smallest plateau taken for an inferred window"),
+        "max_plateau_spread": Threshold(0.25, "ratio", "(p90 - p25) / p50 of low-load queue time for a plateau"),
+        "target_window_ms": Threshold(1.0, "ms", "window assumed after the fix, for the saving estimate"),
+    },
+    doc=__doc__, detect=detect)
