@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--strict", action="store_true",
                      help="exit 2 when any input problem was found (damaged records, skew, duplicates, ...)")
     sub.add_parser("samples", help="list the bundled sample incidents")
+    cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route with confidence intervals")
+    cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
+    cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")
+    cmp_.add_argument("--format", choices=("md", "json"), default="md")
+    cmp_.add_argument("--constraints", metavar="FILE", help="triage.toml (SLO used for the verdict)")
+    cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any route regressed")
 
     def live_args(sp):
         sp.add_argument("--otlp-listen", metavar="HOST:PORT", default="127.0.0.1:4318",
@@ -205,6 +211,31 @@ def cmd_capture(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import orjson
+
+    from analyzers.compare import compare, durations_ms, to_markdown
+    from analyzers.session import analyze, load_constraints
+
+    for p in (args.before, args.after):
+        if not Path(p).exists():
+            print(f"triage compare: no such file or directory: {p}", file=sys.stderr)
+            return 2
+    cons = load_constraints([args.after], args.constraints)
+    before = durations_ms(analyze([args.before], constraints=cons).store)
+    after = durations_ms(analyze([args.after], constraints=cons).store)
+    if not before or not after:
+        print("triage compare: no requests in " + ("BEFORE" if not before else "AFTER"), file=sys.stderr)
+        return 2
+    result = compare(before, after, cons)
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(to_markdown(result))
+    regressed = any(e["verdict"] == "regressed" for e in result["routes"].values())
+    return 1 if args.fail_on_regression and regressed else 0
+
+
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str) -> int:
     from tui.app import TriageApp
 
@@ -219,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "live":
             return cmd_live(args)
         if args.command == "capture":
