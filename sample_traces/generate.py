@@ -71,7 +71,14 @@ def emit(inc: Incident, reqs: list[Request], seed: int):
         root = gw.start_span(f"POST {inc.route}", kind=SpanKind.SERVER, start_time=r.start_ns, attributes={
             "http.request.method": "POST", "http.route": inc.route, "app.input_tokens": r.tokens})
         ctx = trace.set_span_in_context(root)
-        tok = gw.start_span("tokenize", context=ctx, start_time=r.start_ns + int(0.15 * MS),
+        if r.feature_end_ns:
+            feat = gw.start_span("GET feature-store /v1/features", context=ctx, kind=SpanKind.CLIENT,
+                                 start_time=r.start_ns + int(0.1 * MS), attributes={
+                                     "http.request.method": "GET", "server.address": "feature-store",
+                                     "http.response.status_code": 200})
+            feat.end(end_time=r.feature_end_ns)
+        tok_start = (r.feature_end_ns or r.start_ns) + int(0.15 * MS)
+        tok = gw.start_span("tokenize", context=ctx, start_time=tok_start,
                             attributes={"app.input_tokens": r.tokens})
         tok.end(end_time=r.tokenize_end_ns)
         for att in r.attempts:
@@ -182,6 +189,8 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
         ("nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution"),
         ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
         ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB)."),
+        ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB)."),
+        ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "gauge", "Current clock event reasons (bitmask)."),
     ]
     model = 'model="clf",version="1"'
     gpu = 'gpu="0",UUID="GPU-5f1c0e2a-7d3b-4c9e-9a61-2b8e4f0d7c15",device="nvidia0",modelName="NVIDIA A10G",Hostname="triton-0"'
@@ -204,8 +213,12 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
             elif name == "DCGM_FI_DEV_GPU_UTIL":
                 busy = np.clip(np.minimum(gpu_end, ts) - np.maximum(start, ts - step), 0, None).sum()
                 v = int(round(100 * busy / step / inc.instances))
+            elif name == "DCGM_FI_DEV_FB_USED":
+                v = int(24576 * inc.gpu_memory_frac)
+            elif name == "DCGM_FI_DEV_FB_FREE":
+                v = 24576 - int(24576 * inc.gpu_memory_frac)
             else:
-                v = 6144
+                v = inc.clock_event_reasons
             labels = gpu if name.startswith("DCGM") else model
             lines.append(f"{name}{{{labels}}} {v} {ms}")
     (folder / "metrics.prom").write_text("\n".join(lines) + "\n")

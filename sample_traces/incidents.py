@@ -9,6 +9,14 @@ def _lognormal(median_ms: float, sigma: float = 0.2):
 
 
 INCIDENTS: dict[str, tuple[Incident, int]] = {
+    "healthy": (Incident(
+        name="healthy", route="/v1/classify", duration_s=90, rate=lambda t: 10.0,
+        input_sizes=((32, 50), (64, 40), (128, 10)), tokenize_ms_per_token=0.01,
+        server_ms=_lognormal(18.0, 0.15), gpu_fraction=0.9,
+        cause="nothing is wrong: steady traffic well under capacity, fast preprocessing, no retries, "
+              "a busy-enough GPU and no batching window to wait out.",
+        expected_rule="(none at warning or above)",
+        story="A normal afternoon, for comparison: what triage says when there is nothing to fix."), 5),
     "slow-tokenizer": (Incident(
         name="slow-tokenizer", route="/v1/classify", duration_s=90, rate=lambda t: 12.0,
         input_sizes=((32, 30), (64, 30), (128, 20), (512, 12), (2048, 8)),

@@ -30,6 +30,11 @@ class Incident:
     max_retries: int = 0
     retry_backoff_ms: float = 5.0
     instances: int = 1
+    feature_ms: Callable[[np.random.Generator], float] | None = None  # a feature-store call before tokenize
+    cold_start_s: float = 0.0                # attempts starting this early run cold_factor times slower
+    cold_factor: float = 1.0
+    gpu_memory_frac: float = 0.45            # DCGM framebuffer used / total
+    clock_event_reasons: int = 0             # DCGM_FI_DEV_CLOCKS_EVENT_REASONS bitmask (0: none)
     cause: str = ""
     expected_rule: str = ""
     story: str = ""
@@ -52,6 +57,7 @@ class Request:
     start_ns: int
     tokens: int
     tokenize_end_ns: int
+    feature_end_ns: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     post_start_ns: int = 0
     end_ns: int = 0
@@ -80,8 +86,9 @@ def run(inc: Incident, seed: int, t0_ns: int) -> list[Request]:
     for i, a in enumerate(arrivals(inc, rng, t0_ns)):
         tokens = int(rng.choice(sizes, p=weights))
         tok_ms = tokens * inc.tokenize_ms_per_token * rng.lognormal(0, 0.15) + 0.05
-        tok_start = a + int(0.15 * MS)
-        r = Request(i, a, tokens, tok_start + int(tok_ms * MS))
+        feat_end = a + int(0.1 * MS) + int(inc.feature_ms(rng) * MS) if inc.feature_ms else 0
+        tok_start = (feat_end or a) + int(0.15 * MS)
+        r = Request(i, a, tokens, tok_start + int(tok_ms * MS), feat_end)
         reqs.append(r)
         sent = r.tokenize_end_ns + int(0.05 * MS)
         r.attempts.append(Attempt(0, sent, sent + int(0.3 * MS)))
@@ -94,7 +101,8 @@ def run(inc: Incident, seed: int, t0_ns: int) -> list[Request]:
         att = r.attempts[resend]
         k = int(np.argmin(free))
         att.start_ns = max(arrive, free[k])
-        att.end_ns = att.start_ns + int(inc.server_ms(rng, r.tokens) * MS)
+        cold = inc.cold_factor if att.start_ns - t0_ns < inc.cold_start_s * 1e9 else 1.0
+        att.end_ns = att.start_ns + int(inc.server_ms(rng, r.tokens) * cold * MS)
         free[k] = att.end_ns
         done_at_client = att.end_ns + int(0.4 * MS)
         if done_at_client - att.sent_ns > timeout_ns:

@@ -145,3 +145,20 @@ def test_queueing_growth_from_triton_metrics_alone(name, fires):
     assert bool(out) is fires
     if fires:
         assert out[0].evidence["queue_ms_high_rate"] > 3 * out[0].evidence["queue_ms_low_rate"]
+
+
+def test_example_constraints_file_is_valid():
+    from analyzers.constraints import load
+    from analyzers.rules import default_thresholds
+    from conftest import ROOT
+
+    c = load(ROOT / "triage.example.toml", default_thresholds())
+    assert c.slo["p95_ms"] == 300 and c.budget["inference_ms"] == 250
+    assert c.threshold("preprocessing-share", "share", 0.3) == 0.25
+    assert [r.stage for r in c.stage_rules] == ["preprocess", "network"]
+
+
+def test_healthy_sample_has_nothing_at_warning_or_above():
+    rep = analysis_of(str(SAMPLES / "healthy")).report()
+    assert [f["rule"] for f in rep["findings"] if f["severity"] in ("warning", "critical")] == []
+    assert rep["latency"]["gateway POST /v1/classify"]["requests"] > 800

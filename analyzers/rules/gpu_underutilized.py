@@ -3,6 +3,7 @@
 What: mean GPU utilization (DCGM ``DCGM_FI_DEV_GPU_UTIL`` %, ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` or Triton
 ``nv_gpu_utilization``) below the threshold while there is latency pressure: queueing in the p95 tail,
 pending requests, or p95 above the SLO.
+A service that meets its p95 SLO (triage.toml) is not under pressure: an idle GPU there is a cost question.
 Why: requests queue for a device that is idle most of the time — execution is serialized (batch size 1,
 one instance) or starved by host-side work, so adding GPUs would not help.
 Fix: enable/tune dynamic batching, add model instances, tune the runtime.
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import route_latency, stage_breakdown, tail_exemplars
+from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, gpu_utilization, series, triton_batch_size
 from ..rule import Context, Rule, Threshold
 
@@ -40,22 +41,25 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if mean_util >= th["utilization"]:
         return []
 
+    slo_p95 = ctx.constraints.slo.get("p95_ms")
+    lat = route_latency(store)
+    if slo_p95 and lat and all(v["p95_ms"] <= slo_p95 for v in lat.values()):
+        return []  # the service meets its latency SLO: an idle GPU is a cost question (cost-per-inference)
     pressure = []
     queue_share = 0.0
     breakdown = stage_breakdown(store)
     for route, stages in breakdown.items():
         q = stages.get("queue", {}).get("p95_share", 0.0)
         queue_share = max(queue_share, q)
-    if queue_share >= th["queue_share"]:
-        pressure.append(f"queueing is {queue_share:.0%} of the p95 tail")
+    wait_vs_run = _tail_queue_over_inference(store)
+    if queue_share >= th["queue_share"] and wait_vs_run >= th["queue_to_compute"]:
+        pressure.append(f"queueing is {queue_share:.0%} of the p95 tail ({wait_vs_run:.1f}x the compute time)")
     pending_mean = None
     pend = series(store, PENDING)
     if pend:
         pending_mean = float(np.mean(np.concatenate([s.values for s in pend])))
         if pending_mean >= th["pending"]:
             pressure.append(f"{pending_mean:.1f} requests pending on average")
-    slo_p95 = ctx.constraints.slo.get("p95_ms")
-    lat = route_latency(store)
     worst = max(lat.items(), key=lambda kv: kv[1]["p95_ms"], default=None)
     if slo_p95 and worst and worst[1]["p95_ms"] > slo_p95:
         pressure.append(f"p95 {worst[1]['p95_ms']:.0f} ms is above the {slo_p95:.0f} ms SLO")
@@ -88,12 +92,27 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         impact_ms=queue_ms)]
 
 
+def _tail_queue_over_inference(store) -> float:
+    """Median over the p95 tail of queue time divided by inference time: do requests wait longer than they run?"""
+    v = store.scalar(f"""
+        WITH tail AS ({TAIL_COHORT_SQL}),
+        per AS (SELECT t.trace_id, t.root_id,
+                       sum(rs.ns) FILTER (WHERE rs.stage = 'queue') AS q,
+                       sum(rs.ns) FILTER (WHERE rs.stage = 'inference') AS i
+                FROM tail t JOIN request_stages rs ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id
+                GROUP BY ALL)
+        SELECT median(coalesce(q, 0) / nullif(i, 0)) FROM per""")
+    return float(v) if v is not None else 0.0
+
+
 RULE = Rule(
     id=ID, title=TITLE, category="accelerator",
     thresholds={
         "utilization": Threshold(0.40, "fraction", "mean GPU busy below which the GPU counts as underutilized"),
         "critical_utilization": Threshold(0.20, "fraction", "mean GPU busy below which it is critical"),
         "queue_share": Threshold(0.15, "fraction", "queue share of the p95 tail that counts as pressure"),
+        "queue_to_compute": Threshold(1.5, "ratio", "tail requests must wait this many times longer than they "
+                                      "compute: one request queued behind another is not pressure"),
         "critical_queue_share": Threshold(0.50, "fraction", "queue share of the p95 tail at which it is critical"),
         "pending": Threshold(1.0, "requests", "mean pending requests that count as pressure"),
     },
