@@ -21,6 +21,10 @@ RELATIONS: tuple[tuple[str, str, str], ...] = (
     ("gpu-underutilized", "queueing-growth", "serialized execution on an idle GPU is what queues"),
     ("batching-window", "queueing-growth", "the batcher's timer looks like queueing"),
     ("batching-window", "gpu-underutilized", "batches of one leave the device idle"),
+    ("preprocessing-share", "tail-segment", "preprocessing cost grows with the segment's inputs"),
+    ("io-share", "tail-segment", "the slow dependency is what the segment waits for"),
+    ("cold-start", "tail-segment", "cold requests are what makes the segment slow"),
+    ("throttling", "budget-overrun", "a throttled device overruns the inference budget"),
 )
 
 

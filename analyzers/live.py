@@ -82,7 +82,7 @@ class LiveSession:
         ingest = IngestResult(files=0)
         if self._receiver:
             ingest.problems = self._receiver.problems
-        rep = report_mod.build(self.store, ingest, findings)
+        rep = report_mod.build(self.store, ingest, findings, self.constraints)
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,
                   "receiver": vars(self._receiver.stats).copy() if self._receiver else None}

@@ -15,9 +15,9 @@ def _iso(ns: int | None) -> str | None:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build(store, ingest, findings: list[Finding]) -> dict:
+def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
     t0, t1 = latency.window(store)
-    return {
+    rep = {
         "version": VERSION,
         "window": {"start": _iso(t0), "end": _iso(t1)},
         "inputs": {
@@ -33,6 +33,13 @@ def build(store, ingest, findings: list[Finding]) -> dict:
                    for route, st in latency.stage_breakdown(store).items()},
         "findings": [f.to_dict() for f in findings],
     }
+    if constraints is not None:
+        from .budget import budget_table
+
+        table = budget_table(store, constraints)
+        if table:
+            rep["budget"] = table  # only when triage.toml has a [budget]
+    return rep
 
 
 def worst_severity(report: dict) -> str | None:
@@ -86,6 +93,12 @@ def to_markdown(report: dict) -> str:
                   "|---|---:|---:|---:|"]
         for stage, d in sorted(st.items(), key=lambda kv: -kv[1]["p95_share"]):
             lines.append(f"| {stage} | {d['p95_share']:.0%} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} |")
+    for route, rows in report.get("budget", {}).items():
+        lines += ["", f"### Latency budget — {route}", "", "| stage | budget ms | p95 ms | headroom ms |",
+                  "|---|---:|---:|---:|"]
+        for stage, r in rows.items():
+            flag = " ⚠" if r["over"] else ""
+            lines.append(f"| {stage} | {r['budget_ms']:.0f} | {r['p95_ms']:.1f} | {r['headroom_ms']:+.1f}{flag} |")
     if inp["skipped"]:
         lines += ["", "### Skipped inputs"] + [f"- `{s['path']}`: {s['reason']}" for s in inp["skipped"]]
     if inp["problems"]["count"]:

@@ -24,7 +24,7 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
 
     def report(self) -> dict:
-        return report.build(self.store, self.ingest, self.findings)
+        return report.build(self.store, self.ingest, self.findings, self.constraints)
 
 
 def load_constraints(paths, explicit=None) -> constraints_mod.Constraints:

@@ -201,7 +201,7 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                     app[0](tid)
                     app[1](sid)
                     app[2](normalize_id(sp.parentSpanId, 8) if sp.parentSpanId else None)
-                    app[3](service)
+                    app[3](service or "unknown")
                     app[4](sp.name)
                     kind = sp.kind
                     app[5](kind if type(kind) is int else SPAN_KINDS.get(kind, _as_int(kind) or 0))

@@ -51,7 +51,9 @@ def _providers(seed: int):
     out = {}
     for svc, extra in (("gateway", {"deployment.environment": "prod"}), ("triton", {})):
         exp = InMemorySpanExporter()
-        tp = TracerProvider(resource=Resource.create({"service.name": svc, **extra}), id_generator=ids)
+        # a fixed instance id: the SDK would otherwise draw a random one and the output would not reproduce
+        tp = TracerProvider(resource=Resource.create({"service.name": svc, "service.instance.id": f"{svc}-0", **extra}),
+                            id_generator=ids)
         tp.add_span_processor(SimpleSpanProcessor(exp))
         out[svc] = (tp, exp)
     return out

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from ..rule import Rule
-from . import batching_window, gpu_underutilized, preprocessing_share, queueing_growth, retry_spiral
+from . import (batching_window, budget_overrun, cold_start, cost_per_inference, gpu_underutilized, io_share,
+               memory_pressure, preprocessing_share, queueing_growth, retry_spiral, slo_burn, tail_segment,
+               throttling)
 
 RULES: tuple[Rule, ...] = (
     preprocessing_share.RULE,
@@ -10,6 +12,14 @@ RULES: tuple[Rule, ...] = (
     queueing_growth.RULE,
     retry_spiral.RULE,
     batching_window.RULE,
+    cold_start.RULE,
+    io_share.RULE,
+    tail_segment.RULE,
+    slo_burn.RULE,
+    budget_overrun.RULE,
+    cost_per_inference.RULE,
+    throttling.RULE,
+    memory_pressure.RULE,
 )
 
 BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
