@@ -121,3 +121,24 @@ async def test_live_mode_refreshes_pauses_and_scrubs():
         await pilot.press("p")
         assert not app.paused
         await pilot.press("q")
+
+
+async def test_budget_and_scorecard_screen(tmp_path):
+    import shutil
+
+    from tui.screens.budget import BudgetScreen
+
+    cap = tmp_path / "cap"
+    shutil.copytree(SAMPLES / "slow-tokenizer", cap)
+    (cap / "triage.toml").write_text("[budget]\npreprocess_ms = 20\ninference_ms = 50\ntotal_ms = 300\n")
+    app = TriageApp(paths=[str(cap)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot)
+        await pilot.press("b")
+        assert isinstance(app.screen, BudgetScreen)
+        budget = app.screen.query_one("#budget", DataTable)
+        rows = {budget.get_row_at(i)[1]: budget.get_row_at(i) for i in range(budget.row_count)}
+        assert set(rows) == {"preprocess", "inference", "total"} and "-" in str(rows["preprocess"][4])
+        card = app.screen.query_one("#scorecard", DataTable)
+        scores = [float(card.get_row_at(i)[0]) for i in range(card.row_count)]
+        assert scores == sorted(scores, reverse=True) and card.get_row_at(0)[5] == "preprocessing-share"

@@ -8,6 +8,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from .messages import AnalysisFailed, AnalysisReady, IngestProgress
+from .screens.budget import BudgetScreen
 from .screens.findings import FindingsScreen
 from .screens.help import HelpScreen
 from .screens.overview import OverviewScreen
@@ -19,6 +20,7 @@ class TriageApp(App):
     BINDINGS = [
         Binding("o", "show('overview')", "Overview"),
         Binding("f", "show('findings')", "Findings"),
+        Binding("b", "show('budget')", "Budget"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("p", "pause", "Pause/resume", show=False),
@@ -40,10 +42,12 @@ class TriageApp(App):
         self.report: dict | None = None
         self.overview = OverviewScreen()
         self.findings = FindingsScreen()
+        self.budget = BudgetScreen()
 
     def on_mount(self) -> None:
         self.install_screen(self.overview, "overview")
         self.install_screen(self.findings, "findings")
+        self.install_screen(self.budget, "budget")
         self.push_screen("overview")
         if self.live is None:
             self.analyze()
@@ -88,6 +92,7 @@ class TriageApp(App):
         status = dict(snap.status, scrub=f"{self.cursor + 1}/{n}")
         self.overview.show(snap.report, {}, None, status)
         self.findings.show(snap.report)
+        self.budget.show(snap.report)
 
     async def on_unmount(self) -> None:
         if self.live is not None:
@@ -122,6 +127,7 @@ class TriageApp(App):
             return  # scrubbing: keep showing the chosen snapshot
         self.overview.show(msg.report, msg.series, msg.preliminary, msg.live_status)
         self.findings.show(msg.report)
+        self.budget.show(msg.report)
         n = sum(f["severity"] != "info" for f in msg.report["findings"])
         if msg.preliminary is not None:
             self.notify(f"Preliminary: {n} finding(s) from the first {msg.preliminary:.0%} of the capture", timeout=3)

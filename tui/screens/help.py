@@ -10,6 +10,7 @@ from textual.widgets import Static
 KEYS = (
     ("Everywhere", (("o", "Overview: latency over time and where p95 goes"),
                     ("f", "Findings: ordered list with evidence and candidate fixes"),
+                    ("b", "Budget: stage p95 against the latency budget; scorecard of fixes"),
                     ("?", "This help"), ("q", "Quit"))),
     ("Overview", (("[ / ]", "Previous / next route"), ("↑ ↓", "Move in the stage table"))),
     ("Findings", (("↑ ↓  j k", "Select a finding (details below)"), ("i", "Show / hide info-level findings"),

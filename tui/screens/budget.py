@@ -1,0 +1,64 @@
+"""Budget and scorecard: each route's stages against their latency budget (with headroom), and every
+candidate fix across the findings, ranked by the weighted scorecard (the smallest safe change first)."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+
+class BudgetScreen(Screen):
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="budget-scroll"):
+            yield Static("", id="budget-title")
+            yield DataTable(id="budget", cursor_type="row", zebra_stripes=True)
+            yield Static("[b]Scorecard[/] — candidate fixes, best first (weights from [scorecard] in triage.toml)",
+                         id="scorecard-title")
+            yield DataTable(id="scorecard", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#budget", DataTable).add_columns("route", "stage", "budget ms", "p95 ms", "headroom ms")
+        self.query_one("#scorecard", DataTable).add_columns("score", "fix", "impact", "feas.", "risk", "for")
+        if self.report:
+            self._fill()
+
+    def show(self, report: dict) -> None:
+        self.report = report
+        if self.is_mounted:
+            self._fill()
+
+    def _fill(self) -> None:
+        rep = self.report
+        budget = self.query_one("#budget", DataTable)
+        budget.clear()
+        title = self.query_one("#budget-title", Static)
+        if rep.get("budget"):
+            title.update("[b]Latency budget[/] — p95 per stage against [budget] in triage.toml")
+            for route, rows in rep["budget"].items():
+                for stage, r in rows.items():
+                    head = f"[red]{r['headroom_ms']:+.1f}[/]" if r["over"] else f"[green]{r['headroom_ms']:+.1f}[/]"
+                    budget.add_row(route, stage, f"{r['budget_ms']:.0f}", f"{r['p95_ms']:.1f}", head)
+            budget.display = True
+        else:
+            title.update("[b]Latency budget[/] — none: add a [budget] section to triage.toml "
+                         "(see triage.example.toml)")
+            budget.display = False
+        card = self.query_one("#scorecard", DataTable)
+        card.clear()
+        best: dict[str, tuple[dict, str]] = {}
+        for f in rep["findings"]:
+            if f["severity"] == "info":
+                continue
+            for fix in f["remediations"]:
+                if fix["id"] not in best or fix["score"] > best[fix["id"]][0]["score"]:
+                    best[fix["id"]] = (fix, f["rule"])
+        for fix, rule in sorted(best.values(), key=lambda x: -x[0]["score"]):
+            card.add_row(f"{fix['score']:.1f}", fix["title"], str(fix["impact"]), str(fix["feasibility"]),
+                         str(fix["risk"]), rule)
