@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import orjson
 
-from . import otlp_model as m
 from . import streams
 from .parallel import Pool
 from .salvage import salvage
@@ -122,49 +121,6 @@ def parse_request(doc: dict, cols: SpanColumns, where: str) -> int:
                     _enum(status.get("code"), STATUS_CODES), status.get("message"),
                     attributes(sp.get("attributes")), events, loc)
     return n
-
-
-def _parse_typed(req: m.ExportTraceServiceRequest, cols: SpanColumns, where: str) -> None:
-    """The fast path over a typed request (see otlp_model)."""
-    for i, rs in enumerate(req.resourceSpans):
-        resource = m.attributes(rs.resource.attributes) if rs.resource is not None else {}
-        rjson = resource_json(resource)
-        service = resource.get("service.name")
-        service = str(service) if service is not None else None
-        for j, ss in enumerate(rs.scopeSpans or rs.instrumentationLibrarySpans or ()):
-            for k, sp in enumerate(ss.spans):
-                st = sp.status
-                cols.add(sp.traceId, sp.spanId, sp.parentSpanId, service, rjson, sp.name,
-                         _enum(sp.kind, SPAN_KINDS), sp.startTimeUnixNano, sp.endTimeUnixNano,
-                         _enum(st.code, STATUS_CODES) if st is not None else 0,
-                         st.message if st is not None else None, m.attributes(sp.attributes),
-                         [(e.name, e.timeUnixNano, m.attributes(e.attributes) if e.attributes else None)
-                          for e in sp.events] if sp.events else (),
-                         lambda i=i, j=j, k=k: f"{where} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
-
-
-def parse_lines(chunk: bytes, source: str, first_lineno: int) -> SpanColumns:
-    """Parse a chunk of JSON lines (runs in a worker process). Bad lines become problems."""
-    cols = SpanColumns(source)
-    for offset, line in enumerate(chunk.split(b"\n")):
-        if not line.strip():
-            continue
-        lineno = first_lineno + offset
-        try:
-            _parse_typed(m.DECODER.decode(line), cols, f"line {lineno}")
-            continue
-        except m.Error:
-            pass  # not the plain shape: the tolerant reader below says precisely what is wrong
-        try:
-            req = unwrap(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            cols.problems.add(source, f"line {lineno}", f"invalid JSON: {exc}")
-            continue
-        if req is None:
-            cols.problems.add(source, f"line {lineno}", "JSON line has no resourceSpans")
-            continue
-        parse_request(req, cols, f"line {lineno}")
-    return cols.packed()
 
 
 def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None:

@@ -68,10 +68,14 @@ def _emit_queued_requests(endpoint: str, n: int = 120):
         tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         providers.append(tp)
         tracers[svc] = tp.get_tracer(svc)
+    import random
+
+    rng = random.Random(7)
     now = time.time_ns() - 60 * 10**9
     ms = 10**6
     for i in range(n):
         t = now + i * 400 * ms
+        wait = int(rng.expovariate(1 / 55) * ms) + 2 * ms  # contention: spread out, not a timer's plateau
         root = tracers["gateway"].start_span("POST /v1/embed", kind=SpanKind.SERVER, start_time=t,
                                              attributes={"http.route": "/v1/embed"})
         ctx = trace.set_span_in_context(root)
@@ -81,16 +85,28 @@ def _emit_queued_requests(endpoint: str, n: int = 120):
                                          start_time=t + 2 * ms, attributes={"triton.model_name": "clf"})
         m.add_event("QUEUE_START", timestamp=t + 2 * ms)
         c = tracers["triton"].start_span("compute", context=trace.set_span_in_context(m), kind=SpanKind.SERVER,
-                                         start_time=t + 60 * ms)
-        c.add_event("COMPUTE_START", timestamp=t + 60 * ms)
-        c.end(end_time=t + 75 * ms)
-        m.end(end_time=t + 76 * ms)
-        cl.end(end_time=t + 78 * ms)
-        root.end(end_time=t + 80 * ms)
+                                         start_time=t + 2 * ms + wait)
+        c.add_event("COMPUTE_START", timestamp=t + 2 * ms + wait)
+        c.end(end_time=t + wait + 17 * ms)
+        m.end(end_time=t + wait + 18 * ms)
+        cl.end(end_time=t + wait + 20 * ms)
+        root.end(end_time=t + wait + 22 * ms)
     for tp in providers:
         tp.force_flush()
         tp.shutdown()
     return 4 * n
+
+
+def _wait_for_receiver(port: int) -> str:
+    """The endpoint of a receiver another process is starting, once it accepts connections."""
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+    for _ in range(100):
+        try:
+            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    return endpoint
 
 
 def test_live_headless_reports_the_right_finding(idle_gpu_prometheus):
@@ -99,13 +115,7 @@ def test_live_headless_reports_the_right_finding(idle_gpu_prometheus):
         [sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}", "--prometheus",
          idle_gpu_prometheus.url, "--window", "5m", "--refresh", "2s", "--for", "12s", "--format", "json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    endpoint = f"http://127.0.0.1:{port}/v1/traces"
-    for _ in range(100):
-        try:
-            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    endpoint = _wait_for_receiver(port)
     sent = _emit_queued_requests(endpoint)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -287,13 +297,7 @@ def test_capture_command_writes_a_replayable_folder(tmp_path):
         [sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "4s", "--otlp-listen",
          f"127.0.0.1:{port}", "--constraints", str(cons)], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-    endpoint = f"http://127.0.0.1:{port}/v1/traces"
-    for _ in range(100):
-        try:
-            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    endpoint = _wait_for_receiver(port)
     sent = _emit_queued_requests(endpoint, n=25)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
