@@ -43,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--strict", action="store_true",
                      help="exit 2 when any input problem was found (damaged records, skew, duplicates, ...)")
     sub.add_parser("samples", help="list the bundled sample incidents")
+    qz = sub.add_parser("quantize", help="quantize (or re-export) a model, verify it, install it as a new version")
+    qz.add_argument("model", metavar="MODEL",
+                    help="ONNX file, Triton model directory (or name with --repo), TorchScript file, or module:function")
+    qz.add_argument("--mode", choices=("dynamic", "static", "fp16"), default="dynamic")
+    qz.add_argument("--calib", metavar="FILE", help=".npz of real inputs for calibration and agreement")
+    qz.add_argument("--capture", metavar="PATH", help="draw verification shapes from this capture's input-size mix")
+    qz.add_argument("--repo", metavar="DIR", help="Triton model repository (MODEL is then a model name)")
+    qz.add_argument("--constraints", metavar="FILE", help="triage.toml ([guardrails])")
+    qz.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the measurements")
+    qz.add_argument("--dry-run", action="store_true", help="build and verify, but do not install")
+    qz.add_argument("--format", choices=("md", "json"), default="md")
+    rb = sub.add_parser("rollback", help="undo a change recorded in the ledger")
+    rb.add_argument("ledger_id", metavar="LEDGER_ID")
+    rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
     cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route with confidence intervals")
     cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
     cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")
@@ -236,6 +250,69 @@ def cmd_compare(args) -> int:
     return 1 if args.fail_on_regression and regressed else 0
 
 
+def cmd_quantize(args) -> int:
+    import orjson
+
+    from remediations.quantize import RemediationError, plan, run, shapes_from_capture
+
+    from analyzers.session import load_constraints
+
+    cons = load_constraints([], args.constraints)
+    shapes = None
+    if args.capture:
+        from analyzers.session import analyze
+
+        shapes = shapes_from_capture(analyze([args.capture]).store) or None
+    try:
+        p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
+                 threads=args.threads, shapes=shapes)
+        result = run(p, apply=not args.dry_run, progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
+    except RemediationError as exc:
+        print(f"triage quantize: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(_quantize_md(result))
+    if result["applied"] or args.dry_run and result.get("reason") == "preview only":
+        return 0
+    return 1
+
+
+def _quantize_md(r: dict) -> str:
+    p, v = r["plan"], r["verification"]
+    lines = [f"## triage quantize — {p['mode']}", "", f"**Change:** {p['what_changes']}", "",
+             f"**Expected:** {p['expected_effect']} (risk {p['risk']}/5)", ""]
+    if v.get("before") and v.get("after"):
+        b, a = v["before"], v["after"]
+        lines += ["| | p50 ms | p95 ms | p99 ms | throughput/s | size MB | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, m in (("before", b), ("after", a)):
+            lines.append(f"| {label} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} | {m['p99_ms']:.3f} | "
+                         f"{m['throughput_per_s']:.0f} | {m['size_bytes'] / 1e6:.2f} | {m['peak_rss_mb']} |")
+        lines += ["", f"p95 speedup {v.get('speedup_p95')}x; top-1 agreement {v['top1_agreement']:.2%}; "
+                      f"max abs difference {v['max_abs_diff']:.4f}"]
+    if r["applied"]:
+        lines += ["", f"**Applied.** Installed {r['installed']}; ledger id `{r['ledger_id']}` "
+                      f"(undo: `triage rollback {r['ledger_id']}`)."]
+    else:
+        lines += ["", f"**Not applied:** {r.get('reason')}"]
+        for f in v.get("shape_failures") or []:
+            lines.append(f"- fails on input shape {f['shape']}: {f['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_rollback(args) -> int:
+    from remediations.quantize import RemediationError, rollback
+
+    try:
+        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None)
+    except RemediationError as exc:
+        print(f"triage rollback: {exc}", file=sys.stderr)
+        return 2
+    print(f"rolled back {args.ledger_id}: removed {out['removed']} (ledger id {out['id']})")
+    return 0
+
+
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str) -> int:
     from tui.app import TriageApp
 
@@ -250,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "quantize":
+            return cmd_quantize(args)
+        if args.command == "rollback":
+            return cmd_rollback(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "live":

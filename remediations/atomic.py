@@ -1,0 +1,65 @@
+"""Atomic file operations: write to a temporary name in the same folder, fsync, rename. A reader sees
+the old file or the new one, never half of one; an interruption leaves the original untouched."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``path`` (a file maps to itself)."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: sha256(path)}
+    return {str(p.relative_to(path)): sha256(p) for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_file_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` atomically; refuses to overwrite an existing ``dst``."""
+    dst = Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists; triage never overwrites")
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.link(tmp, dst)  # fails if dst appeared meanwhile: never overwrite
+        _fsync_dir(dst.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def install_dir_atomic(staging: Path, dst: Path) -> None:
+    """Move a fully written staging folder to ``dst`` with one rename; refuses an existing ``dst``."""
+    if Path(dst).exists():
+        raise FileExistsError(f"{dst} exists; triage never overwrites")
+    for p in Path(staging).rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    os.rename(staging, dst)
+    _fsync_dir(Path(dst).parent)
