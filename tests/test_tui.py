@@ -142,3 +142,47 @@ async def test_budget_and_scorecard_screen(tmp_path):
         card = app.screen.query_one("#scorecard", DataTable)
         scores = [float(card.get_row_at(i)[0]) for i in range(card.row_count)]
         assert scores == sorted(scores, reverse=True) and card.get_row_at(0)[5] == "preprocessing-share"
+
+
+async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatch):
+    """A finding whose candidates include quantization: a → preview → y → worker → before/after card;
+    u rolls back; the model repository ends byte-identical."""
+    import shutil
+
+    pytest.importorskip("torch")
+    from remediations import atomic
+    from remediations.demo_model import write_repo
+    from tui.screens.remediate import PreviewScreen, ResultScreen
+
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    repo = tmp_path / "repo"
+    write_repo(repo)
+    before = {k: v for k, v in atomic.tree_digest(repo / "clf").items() if "ledger" not in k}
+    cap = tmp_path / "cap"
+    shutil.copytree(SAMPLES / "healthy", cap)
+    (cap / "triage.toml").write_text("[budget]\ninference_ms = 5\n")
+    app = TriageApp(paths=[str(cap)], model_repo=str(repo))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot)
+        await pilot.press("f")
+        table = app.screen.query_one("#findings", DataTable)
+        row = next(i for i in range(table.row_count) if table.get_row_at(i)[1] == "budget-overrun")
+        table.move_cursor(row=row)
+        await pilot.press("a")
+        assert isinstance(app.screen, PreviewScreen)
+        assert "new version 2" in str(app.screen.query_one(Static).render())
+        await pilot.press("y")
+        for _ in range(300):
+            await pilot.pause(0.1)
+            if isinstance(app.screen, ResultScreen):
+                break
+        assert isinstance(app.screen, ResultScreen)
+        card = str(app.screen.query_one(Static).render())
+        assert "Applied" in card and "p95 ms" in card and (repo / "clf" / "2" / "model.onnx").exists()
+        await pilot.press("escape")
+        await pilot.press("u")
+        for _ in range(50):
+            await pilot.pause(0.1)
+            if not (repo / "clf" / "2").exists():
+                break
+    assert {k: v for k, v in atomic.tree_digest(repo / "clf").items() if "ledger" not in k} == before

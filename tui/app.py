@@ -11,6 +11,7 @@ from .messages import AnalysisFailed, AnalysisReady, IngestProgress
 from .screens.budget import BudgetScreen
 from .screens.findings import FindingsScreen
 from .screens.help import HelpScreen
+from .screens.remediate import PreviewScreen, ResultScreen
 from .screens.overview import OverviewScreen
 
 
@@ -29,8 +30,11 @@ class TriageApp(App):
     ]
 
     def __init__(self, paths: list[str], db: str | None = None, constraints_file: str | None = None,
-                 source_title: str = "", live=None, refresh_s: float = 5.0) -> None:
+                 source_title: str = "", live=None, refresh_s: float = 5.0, model_repo: str | None = None) -> None:
         super().__init__()
+        self.model_repo = model_repo   # where the model fixes act (a Triton model repository)
+        self.applied: list[str] = []   # ledger ids applied in this session, newest last
+        self.guardrails: dict | None = None  # [guardrails] of the constraints in force
         self.live = live          # an analyzers.live.LiveSession, or None for a capture replay
         self.refresh_s = refresh_s
         self.paused = False
@@ -112,6 +116,7 @@ class TriageApp(App):
                         progress=lambda d, t, p: self.post_message(IngestProgress(d, t, p)), preliminary=early)
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
+            self.guardrails = dict(a.constraints.guardrails)
         except Exception as exc:  # shown in the UI; the app stays up
             self.post_message(AnalysisFailed(f"{type(exc).__name__}: {exc}"))
             return
@@ -139,8 +144,79 @@ class TriageApp(App):
         self.overview.set_error(msg.error)
         self.notify(msg.error, severity="error", timeout=10)
 
+    # -- the one-key model fix ---------------------------------------------------------------------
+    def _model_dir(self, finding: dict):
+        from pathlib import Path
+
+        if not self.model_repo:
+            return None
+        repo = Path(self.model_repo)
+        name = finding.get("scope", {}).get("model")
+        if name and (repo / name).is_dir():
+            return repo / name
+        models = [p for p in repo.iterdir() if p.is_dir() and (p / "config.pbtxt").exists()]
+        return models[0] if len(models) == 1 else None
+
+    def preview_quantize(self, finding: dict) -> None:
+        from remediations.quantize import RemediationError, plan
+
+        model_dir = self._model_dir(finding)
+        if model_dir is None:
+            self.notify("No model to act on: start with --model-repo DIR (a Triton model repository)", severity="warning")
+            return
+        guardrails = self.guardrails
+        try:
+            p = plan(str(model_dir), "dynamic", guardrails=guardrails or {"min_top1_agreement": 0.99})
+        except RemediationError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify("Building and verifying the candidate…", timeout=3)
+                self.run_quantize(p)
+
+        self.push_screen(PreviewScreen(p.to_dict(), finding), answered)
+
+    @work(thread=True, exclusive=True, group="remediation")
+    def run_quantize(self, p) -> None:
+        from remediations.quantize import run
+
+        try:
+            result = run(p, progress=lambda m: self.call_from_thread(self.notify, m, timeout=2))
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"Quantization failed: {exc}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self._show_result, result)
+
+    def _show_result(self, result: dict) -> None:
+        if result.get("applied"):
+            self.applied.append(result["ledger_id"])
+        self.push_screen(ResultScreen(result))
+
+    def rollback_last(self) -> None:
+        if not self.applied:
+            self.notify("Nothing applied in this session to roll back", timeout=3)
+            return
+        self.run_rollback(self.applied[-1])
+
+    @work(thread=True, exclusive=True, group="remediation")
+    def run_rollback(self, ledger_id: str) -> None:
+        from remediations.quantize import RemediationError, rollback
+
+        try:
+            out = rollback(ledger_id)
+        except RemediationError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.call_from_thread(self._rolled_back, ledger_id, out["removed"])
+
+    def _rolled_back(self, ledger_id: str, removed: str) -> None:
+        self.applied.remove(ledger_id)
+        self.notify(f"Rolled back {ledger_id}: removed {removed}", timeout=5)
+
     def action_show(self, name: str) -> None:
-        if isinstance(self.screen, HelpScreen):
+        while isinstance(self.screen, (HelpScreen, PreviewScreen, ResultScreen)):
             self.pop_screen()
         self.switch_screen(name)
 

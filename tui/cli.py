@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="open the TUI on captured files/folders")
     common(r)
     r.add_argument("--sample", metavar="NAME", help="open a bundled sample incident by name")
+    r.add_argument("--model-repo", metavar="DIR", help="Triton model repository the one-key model fix acts on")
     rep = sub.add_parser("report", help="print a report (headless)")
     common(rep)
     rep.add_argument("--format", choices=("md", "json"), default="md")
@@ -313,10 +314,10 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str) -> int:
+def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str, model_repo: str | None = None) -> int:
     from tui.app import TriageApp
 
-    TriageApp(paths=paths, db=db, constraints_file=constraints, source_title=title).run()
+    TriageApp(paths=paths, db=db, constraints_file=constraints, source_title=title, model_repo=model_repo).run()
     return 0
 
 
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             if err:
                 print(f"triage replay: {err}", file=sys.stderr)
                 return 2
-            return cmd_tui(args.paths, args.db, args.constraints, ", ".join(args.paths) or args.db)
+            return cmd_tui(args.paths, args.db, args.constraints, ", ".join(args.paths) or args.db, args.model_repo)
         default = sample_traces.path()
         return cmd_tui([str(default)], args.db, None, f"sample: {default.name}")
     except ConstraintsError as exc:

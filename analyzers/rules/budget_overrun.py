@@ -37,7 +37,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                 evidence={**r, "ratio": round(over, 3), "budget_owner": ctx.constraints.budget.get("owner"),
                           "exemplar_trace_ids": tail_exemplars(ctx.store, stage, route) if stage != "total" else []},
                 confidence=0.9,
-                remediations=scored(["right-size-stage"], ctx.constraints.scorecard),
+                remediations=scored(["right-size-stage"] + (["quantize-int8"] if stage in ("inference", "total") else []),
+                                    ctx.constraints.scorecard),
                 impact_ms=-r["headroom_ms"]))
     return out
 

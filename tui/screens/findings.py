@@ -15,6 +15,8 @@ class FindingsScreen(Screen):
         Binding("j", "cursor(1)", "Down", show=False),
         Binding("k", "cursor(-1)", "Up", show=False),
         Binding("i", "toggle_info", "Show/hide info"),
+        Binding("a", "apply_fix", "Apply model fix"),
+        Binding("u", "undo_fix", "Roll back"),
         Binding("pagedown", "scroll_detail(1)", "Scroll details", show=False),
         Binding("pageup", "scroll_detail(-1)", "Scroll details", show=False),
     ]
@@ -63,6 +65,21 @@ class FindingsScreen(Screen):
     def action_scroll_detail(self, direction: int) -> None:
         scroll = self.query_one("#detail-scroll", VerticalScroll)
         (scroll.scroll_page_down if direction > 0 else scroll.scroll_page_up)()
+
+    def selected(self) -> dict | None:
+        vis = self._visible()
+        row = self.query_one("#findings", DataTable).cursor_row
+        return vis[row] if 0 <= row < len(vis) else None
+
+    def action_apply_fix(self) -> None:
+        f = self.selected()
+        if f is None or not any(r["id"] == "quantize-int8" for r in f["remediations"]):
+            self.notify("The selected finding has no model fix (quantization) among its candidates", timeout=4)
+            return
+        self.app.preview_quantize(f)
+
+    def action_undo_fix(self) -> None:
+        self.app.rollback_last()
 
     def action_toggle_info(self) -> None:
         self.show_info = not self.show_info

@@ -14,7 +14,9 @@ KEYS = (
                     ("?", "This help"), ("q", "Quit"))),
     ("Overview", (("[ / ]", "Previous / next route"), ("↑ ↓", "Move in the stage table"))),
     ("Findings", (("↑ ↓  j k", "Select a finding (details below)"), ("i", "Show / hide info-level findings"),
-                  ("PgUp PgDn", "Scroll the details"))),
+                  ("PgUp PgDn", "Scroll the details"),
+                  ("a", "Apply the model fix (quantize) of the selected finding: preview, confirm, measure"),
+                  ("u", "Roll back the last fix applied in this session"))),
     ("Live mode", (("p", "Pause / resume refreshing"), (",  .", "Scrub to an earlier / later refresh (pauses)"))),
     ("Help", (("Esc  ?  q", "Close"),)),
 )
