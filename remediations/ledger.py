@@ -34,7 +34,7 @@ def new_entry(action: str, **fields) -> dict:
         who = getpass.getuser()
     except Exception:
         who = "unknown"
-    return {"id": uuid.uuid4().hex[:12], "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"id": uuid.uuid4().hex[:12], "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             "who": f"{who}@{socket.gethostname()}", "action": action, **fields}
 
 

@@ -52,12 +52,17 @@ def test_each_mode_is_verified_and_installed_as_a_new_version(repo, mode):
     assert e["before"]["p95_ms"] == v["before"]["p95_ms"]
 
 
-def test_rollback_restores_byte_identical_files(repo, capsys):
+def test_rollback_restores_byte_identical_files(repo, capsys, tmp_path):
     before = _models(repo)
-    assert main(["quantize", str(repo / "clf"), "--format", "json"]) == 0
+    db = tmp_path / "ledger.duckdb"
+    assert main(["--db", str(db), "quantize", str(repo / "clf"), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert _models(repo) != before
-    assert main(["rollback", out["ledger_id"]]) == 0
+    assert main(["--db", str(db), "rollback", out["ledger_id"]]) == 0
+    from collectors.store import Store
+
+    assert [r[0] for r in Store(db).query("SELECT action FROM remediations ORDER BY ts")] == [
+        "quantize", "rollback"]
     assert _models(repo) == before
     assert main(["rollback", out["ledger_id"]]) == 2  # once only
     assert [e["action"] for e in ledger.entries(repo / "clf" / ledger.LEDGER_NAME)] == ["quantize", "rollback"]

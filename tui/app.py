@@ -35,6 +35,7 @@ class TriageApp(App):
         self.model_repo = model_repo   # where the model fixes act (a Triton model repository)
         self.applied: list[str] = []   # ledger ids applied in this session, newest last
         self.guardrails: dict | None = None  # [guardrails] of the constraints in force
+        self.store = None
         self.live = live          # an analyzers.live.LiveSession, or None for a capture replay
         self.refresh_s = refresh_s
         self.paused = False
@@ -117,6 +118,7 @@ class TriageApp(App):
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
             self.guardrails = dict(a.constraints.guardrails)
+            self.store = a.store  # the ledger's DuckDB table goes here too
         except Exception as exc:  # shown in the UI; the app stays up
             self.post_message(AnalysisFailed(f"{type(exc).__name__}: {exc}"))
             return
@@ -183,7 +185,7 @@ class TriageApp(App):
         from remediations.quantize import run
 
         try:
-            result = run(p, progress=lambda m: self.call_from_thread(self.notify, m, timeout=2))
+            result = run(p, store=self.store, progress=lambda m: self.call_from_thread(self.notify, m, timeout=2))
         except Exception as exc:
             self.call_from_thread(self.notify, f"Quantization failed: {exc}", severity="error", timeout=10)
             return
@@ -205,7 +207,7 @@ class TriageApp(App):
         from remediations.quantize import RemediationError, rollback
 
         try:
-            out = rollback(ledger_id)
+            out = rollback(ledger_id, store=self.store)
         except RemediationError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return

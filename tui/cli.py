@@ -267,7 +267,13 @@ def cmd_quantize(args) -> int:
     try:
         p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
                  threads=args.threads, shapes=shapes)
-        result = run(p, apply=not args.dry_run, progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
+        store = None
+        if args.db:
+            from collectors.store import Store
+
+            store = Store(args.db)  # the ledger also goes into its remediations table
+        result = run(p, apply=not args.dry_run, store=store,
+                     progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
     except RemediationError as exc:
         print(f"triage quantize: {exc}", file=sys.stderr)
         return 2
@@ -305,8 +311,13 @@ def _quantize_md(r: dict) -> str:
 def cmd_rollback(args) -> int:
     from remediations.quantize import RemediationError, rollback
 
+    store = None
+    if args.db:
+        from collectors.store import Store
+
+        store = Store(args.db)
     try:
-        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None)
+        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=store)
     except RemediationError as exc:
         print(f"triage rollback: {exc}", file=sys.stderr)
         return 2
