@@ -170,11 +170,12 @@ async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatc
         table.move_cursor(row=row)
         await pilot.press("a")
         assert isinstance(app.screen, PreviewScreen)
+        await pilot.pause()
         assert "new version 2" in str(app.screen.query_one(Static).render())
         await pilot.press("y")
         for _ in range(300):
             await pilot.pause(0.1)
-            if isinstance(app.screen, ResultScreen):
+            if isinstance(app.screen, ResultScreen) and app.screen.query(Static):
                 break
         assert isinstance(app.screen, ResultScreen)
         card = str(app.screen.query_one(Static).render())
