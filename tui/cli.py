@@ -251,6 +251,15 @@ def cmd_compare(args) -> int:
     return 1 if args.fail_on_regression and regressed else 0
 
 
+def _ledger_store(args):
+    """With --db, the ledger also goes into that store's remediations table."""
+    if not args.db:
+        return None
+    from collectors.store import Store
+
+    return Store(args.db)
+
+
 def cmd_quantize(args) -> int:
     import orjson
 
@@ -267,12 +276,7 @@ def cmd_quantize(args) -> int:
     try:
         p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
                  threads=args.threads, shapes=shapes)
-        store = None
-        if args.db:
-            from collectors.store import Store
-
-            store = Store(args.db)  # the ledger also goes into its remediations table
-        result = run(p, apply=not args.dry_run, store=store,
+        result = run(p, apply=not args.dry_run, store=_ledger_store(args),
                      progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
     except RemediationError as exc:
         print(f"triage quantize: {exc}", file=sys.stderr)
@@ -311,13 +315,8 @@ def _quantize_md(r: dict) -> str:
 def cmd_rollback(args) -> int:
     from remediations.quantize import RemediationError, rollback
 
-    store = None
-    if args.db:
-        from collectors.store import Store
-
-        store = Store(args.db)
     try:
-        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=store)
+        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
     except RemediationError as exc:
         print(f"triage rollback: {exc}", file=sys.stderr)
         return 2
@@ -337,18 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     import sample_traces
 
     try:
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "quantize":
-            return cmd_quantize(args)
-        if args.command == "rollback":
-            return cmd_rollback(args)
-        if args.command == "compare":
-            return cmd_compare(args)
-        if args.command == "live":
-            return cmd_live(args)
-        if args.command == "capture":
-            return cmd_capture(args)
+        commands = {"report": cmd_report, "quantize": cmd_quantize, "rollback": cmd_rollback,
+                    "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture}
+        if args.command in commands:
+            return commands[args.command](args)
         if args.command == "samples":
             for name in sample_traces.names():
                 print(name)
