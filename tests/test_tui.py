@@ -187,3 +187,18 @@ async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatc
             if not (repo / "clf" / "2").exists():
                 break
     assert {k: v for k, v in atomic.tree_digest(repo / "clf").items() if "ledger" not in k} == before
+
+
+async def test_markup_in_data_is_shown_not_swallowed():
+    """Finding text such as 'no [budget] in triage.toml' must appear as written."""
+    app = TriageApp(paths=[str(SAMPLES / "healthy")])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot)
+        await pilot.press("f")
+        table = app.screen.query_one("#findings", DataTable)
+        from rich.text import Text
+
+        shown = [Text.from_markup(str(table.get_cell_at((i, 2)))).plain for i in range(table.row_count)]
+        assert any("no [budget] in triage.toml" in c for c in shown), shown
+        await pilot.press("b")
+        assert "[budget]" in str(app.screen.query_one("#budget-title", Static).render())

@@ -7,6 +7,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ..format import esc
+
 
 class BudgetScreen(Screen):
     def __init__(self) -> None:
@@ -18,7 +20,7 @@ class BudgetScreen(Screen):
         with VerticalScroll(id="budget-scroll"):
             yield Static("", id="budget-title")
             yield DataTable(id="budget", cursor_type="row", zebra_stripes=True)
-            yield Static("[b]Scorecard[/] — candidate fixes, best first (weights from [scorecard] in triage.toml)",
+            yield Static("[b]Scorecard[/] — candidate fixes, best first (weights from \\[scorecard] in triage.toml)",
                          id="scorecard-title")
             yield DataTable(id="scorecard", cursor_type="row", zebra_stripes=True)
         yield Footer()
@@ -40,14 +42,14 @@ class BudgetScreen(Screen):
         budget.clear()
         title = self.query_one("#budget-title", Static)
         if rep.get("budget"):
-            title.update("[b]Latency budget[/] — p95 per stage against [budget] in triage.toml")
+            title.update("[b]Latency budget[/] — p95 per stage against \\[budget] in triage.toml")
             for route, rows in rep["budget"].items():
                 for stage, r in rows.items():
                     head = f"[red]{r['headroom_ms']:+.1f}[/]" if r["over"] else f"[green]{r['headroom_ms']:+.1f}[/]"
-                    budget.add_row(route, stage, f"{r['budget_ms']:.0f}", f"{r['p95_ms']:.1f}", head)
+                    budget.add_row(esc(route), stage, f"{r['budget_ms']:.0f}", f"{r['p95_ms']:.1f}", head)
             budget.display = True
         else:
-            title.update("[b]Latency budget[/] — none: add a [budget] section to triage.toml "
+            title.update("[b]Latency budget[/] — none: add a \\[budget] section to triage.toml "
                          "(see triage.example.toml)")
             budget.display = False
         card = self.query_one("#scorecard", DataTable)
@@ -60,5 +62,5 @@ class BudgetScreen(Screen):
                 if fix["id"] not in best or fix["score"] > best[fix["id"]][0]["score"]:
                     best[fix["id"]] = (fix, f["rule"])
         for fix, rule in sorted(best.values(), key=lambda x: -x[0]["score"]):
-            card.add_row(f"{fix['score']:.1f}", fix["title"], str(fix["impact"]), str(fix["feasibility"]),
+            card.add_row(f"{fix['score']:.1f}", esc(fix["title"]), str(fix["impact"]), str(fix["feasibility"]),
                          str(fix["risk"]), rule)

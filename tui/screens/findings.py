@@ -7,7 +7,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..format import badge, fmt_value
+from ..format import badge, esc, fmt_value
 
 
 class FindingsScreen(Screen):
@@ -51,7 +51,7 @@ class FindingsScreen(Screen):
         table = self.query_one("#findings", DataTable)
         table.clear()
         for i, f in enumerate(self._visible()):
-            table.add_row(badge(f["severity"]), f["rule"], f["summary"], key=str(i))
+            table.add_row(badge(f["severity"]), f["rule"], esc(f["summary"]), key=str(i))
         if not self._visible():
             self.query_one("#detail", Static).update("[green]No findings.[/]")
         else:
@@ -93,26 +93,26 @@ class FindingsScreen(Screen):
         if not 0 <= row < len(vis):
             return
         f = vis[row]
-        lines = [f"{badge(f['severity'])} [b]{f['title']}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
-                 "", f["summary"], ""]
+        lines = [f"{badge(f['severity'])} [b]{esc(f['title'])}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
+                 "", esc(f["summary"]), ""]
         if f["scope"]:
-            lines.append("[b]Scope[/] " + ", ".join(f"{k}: {fmt_value(v)}" for k, v in f["scope"].items()))
+            lines.append("[b]Scope[/] " + ", ".join(f"{esc(k)}: {fmt_value(v)}" for k, v in f["scope"].items()))
         ev = dict(f["evidence"])
         caused = ev.pop("likely_caused_by", None)
         if caused:
-            lines.append(f"[yellow]Likely a symptom of [b]{caused['rule']}[/]: {caused['why']}[/]")
+            lines.append(f"[yellow]Likely a symptom of [b]{caused['rule']}[/]: {esc(caused['why'])}[/]")
         exemplars = ev.pop("exemplar_trace_ids", None)
         if ev:
             lines.append("[b]Evidence[/]")
-            lines += [f"  {k}: {fmt_value(v)}" for k, v in ev.items()]
+            lines += [f"  {esc(k)}: {fmt_value(v)}" for k, v in ev.items()]
         if exemplars:
             lines.append("[b]Exemplar traces[/]")
             lines += [f"  {t}" for t in exemplars]
         if f["remediations"]:
             lines += ["", "[b]Candidate fixes[/] (score = weighted impact / feasibility / risk)"]
             for fix in f["remediations"]:
-                lines.append(f"  [b]{fix['score']:.1f}[/] {fix['title']}  [dim]impact {fix['impact']} · "
+                lines.append(f"  [b]{fix['score']:.1f}[/] {esc(fix['title'])}  [dim]impact {fix['impact']} · "
                              f"feasibility {fix['feasibility']} · risk {fix['risk']}[/]")
                 if fix.get("how"):
-                    lines.append(f"      [dim]{fix['how']}[/]")
+                    lines.append(f"      [dim]{esc(fix['how'])}[/]")
         self.query_one("#detail", Static).update("\n".join(lines))

@@ -7,7 +7,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
-from ..format import badge, share_bar
+from ..format import badge, esc, share_bar
 from ..widgets.latency_plot import LatencyPlot
 
 
@@ -45,10 +45,10 @@ class OverviewScreen(Screen):
     def set_progress(self, done: int, total: int, path: str) -> None:
         bar = self.query_one("#load-progress", ProgressBar)
         bar.update(total=max(total, 1), progress=done)
-        self.query_one("#load-status", Static).update(f"Ingesting {path or '…'}")
+        self.query_one("#load-status", Static).update(f"Ingesting {esc(path or '…')}")
 
     def set_error(self, error: str) -> None:
-        self.query_one("#load-status", Static).update(f"[red]Could not load: {error}[/]")
+        self.query_one("#load-status", Static).update(f"[red]Could not load: {esc(error)}[/]")
 
     def show(self, report: dict, series: dict, preliminary: float | None = None, live: dict | None = None) -> None:
         """Render a report; ``preliminary`` is the fraction ingested when this is an early look; ``live``
@@ -88,9 +88,9 @@ class OverviewScreen(Screen):
             prom = self.live.get("prometheus", "off")
             style = "red" if prom.startswith("stale") else "dim"
             where = f" · snapshot {self.live['scrub']} (p: resume)" if self.live.get("scrub") else ""
-            more += f"\n[dim]LIVE · window {self.live['window_s']:.0f}s · at {self.live['at']}{where}[/] · [{style}]prometheus {prom}[/]"
+            more += f"\n[dim]LIVE · window {self.live['window_s']:.0f}s · at {self.live['at']}{where}[/] · [{style}]prometheus {esc(prom)}[/]"
         summary.update(
-            f"[b]{route}[/]{more}\n"
+            f"[b]{esc(route)}[/]{more}\n"
             f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "
             f"p50 [b]{lat['p50_ms']:.1f}[/] · p95 [b]{lat['p95_ms']:.1f}[/] · p99 [b]{lat['p99_ms']:.1f}[/] ms")
         actionable = [f for f in rep["findings"] if f["severity"] != "info"]
@@ -98,7 +98,7 @@ class OverviewScreen(Screen):
         if actionable:
             f = actionable[0]
             extra = f"  [dim](+{len(actionable) - 1} more: press f)[/]" if len(actionable) > 1 else "  [dim](f: details)[/]"
-            top.update(f"{badge(f['severity'])} [b]{f['rule']}[/] {f['summary']}{extra}")
+            top.update(f"{badge(f['severity'])} [b]{f['rule']}[/] {esc(f['summary'])}{extra}")
         else:
             top.update("[green]No warning or critical findings.[/]")
         self.query_one("#plot", LatencyPlot).show(self.series.get(route, []), "latency over time (ms)")

@@ -8,6 +8,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..format import esc
+
 
 class PreviewScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Apply"), Binding("n", "answer(False)", "Cancel"),
@@ -22,13 +24,13 @@ class PreviewScreen(ModalScreen[bool]):
         g = ", ".join(f"{k} {v}" for k, v in p["guardrails"].items())
         text = "\n".join([
             f"[b]Apply: {p['mode']} quantization[/]  [dim](for {self.finding['rule']})[/]", "",
-            f"[b]What changes[/]  {p['what_changes']}",
-            f"[b]Expected[/]      {p['expected_effect']}",
+            f"[b]What changes[/]  {esc(p['what_changes'])}",
+            f"[b]Expected[/]      {esc(p['expected_effect'])}",
             f"[b]Risk[/]          {p['risk']}/5 — the original stays; rollback removes the new version exactly",
-            f"[b]Guardrails[/]    {g} (not applied if any fails)",
+            f"[b]Guardrails[/]    {esc(g)} (not applied if any fails)",
             f"[b]Checks[/]        runs on shapes {', '.join('x'.join(map(str, s)) for s in p['shapes'])}; "
-            f"agreement on {p['calibration']}; p50/p95/p99 with {p['threads']} thread(s)",
-            *(f"[yellow]{n}[/]" for n in p["notes"]),
+            f"agreement on {esc(p['calibration'])}; p50/p95/p99 with {p['threads']} thread(s)",
+            *(f"[yellow]{esc(n)}[/]" for n in p["notes"]),
             "", "[b]y[/] apply   [b]n[/] / Esc cancel"])
         with VerticalScroll(id="modal-box"):
             yield Static(text)
@@ -48,7 +50,7 @@ class ResultScreen(ModalScreen[None]):
         r = self.result
         v = r.get("verification", {})
         lines = [f"[b]{'Applied' if r.get('applied') else 'Not applied'}[/]: {r['plan']['mode']} — "
-                 f"{r['plan']['what_changes']}", ""]
+                 f"{esc(r['plan']['what_changes'])}", ""]
         if v.get("before") and v.get("after"):
             b, a = v["before"], v["after"]
             lines += [f"{'':<12}{'before':>12}{'after':>12}",
@@ -61,7 +63,7 @@ class ResultScreen(ModalScreen[None]):
         if r.get("applied"):
             lines += ["", f"Ledger id [b]{r['ledger_id']}[/] — press [b]u[/] on the findings screen to roll back."]
         else:
-            lines += ["", f"[red]{r.get('reason')}[/]"]
+            lines += ["", f"[red]{esc(r.get('reason'))}[/]"]
         lines += ["", "[dim]Enter / Esc to close[/]"]
         with VerticalScroll(id="modal-box"):
             yield Static("\n".join(lines))
