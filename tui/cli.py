@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="undo a change recorded in the ledger")
     rb.add_argument("ledger_id", metavar="LEDGER_ID")
     rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
+    dm = sub.add_parser("demo", help="the whole loop on a real Triton: observe, fix, re-measure, roll back")
+    dm.add_argument("--incident", choices=("batch-window",), default="batch-window")
+    dm.add_argument("--auto-remediate", action="store_true", help="headless: apply the top batching fix and re-measure")
+    dm.add_argument("--keep", action="store_true", help="keep the change instead of rolling it back")
+    dm.add_argument("--load-seconds", type=float, default=20.0, help="length of each measurement")
+    dm.add_argument("--format", choices=("md", "json"), default="json")
     cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route with confidence intervals")
     cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
     cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")
@@ -324,6 +330,25 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    import orjson
+
+    from remediations.demo import run
+    from remediations.triton_server import available
+
+    why = available()
+    if why:
+        print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
+        return 2
+    if not args.auto_remediate:
+        print("triage demo: only the headless loop exists so far; run with --auto-remediate", file=sys.stderr)
+        return 2
+    result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
+                 progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
+    sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if result["remediation"] and result["remediation"].get("applied") else 1
+
+
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str, model_repo: str | None = None) -> int:
     from tui.app import TriageApp
 
@@ -337,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"report": cmd_report, "quantize": cmd_quantize, "rollback": cmd_rollback,
-                    "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture}
+                    "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture, "demo": cmd_demo}
         if args.command in commands:
             return commands[args.command](args)
         if args.command == "samples":

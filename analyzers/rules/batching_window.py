@@ -20,6 +20,7 @@ from ..latency import MS, bucket_seconds, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
 from ..rule import Context, Rule, Threshold
 from ..triton_config import batching
+from .queueing_growth import dispersion
 
 ID = "batching-window"
 TITLE = "Batching window adds latency without batching"
@@ -33,7 +34,8 @@ def _trace_batch_size(store) -> float | None:
 
 
 def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
-    """Queue times (ms) of requests in the quieter half of time buckets, and the rates of both halves."""
+    """Queue times (ms) of requests in the quieter half of time buckets (all of them when the traffic is
+    steady), and the rates of both halves."""
     step = bucket_seconds(store, 30)
     step_ns = int(step * 1e9)
     rows = store.query(f"""
@@ -48,9 +50,14 @@ def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
         return np.array([]), 0.0, 0.0
     q = np.array([r[0] for r in rows])
     n = np.array([r[1] for r in rows], dtype=float)
-    cut = np.median(np.unique(n))
-    low = n <= cut
-    return q[low], float(n[low].mean() / step), float(n[~low].mean() / step) if (~low).any() else float(n.mean() / step)
+    buckets = np.array(store.query(f"""SELECT count(*) FROM requests, (SELECT min(start_ns) t0 FROM requests)
+                                      WHERE route = ? GROUP BY (start_ns - t0) // {step_ns}""", [route]), dtype=float)
+    if dispersion(buckets.ravel()) < 3.0:  # steady traffic: every request is at the same (low or not) load
+        low = np.ones(len(n), dtype=bool)
+    else:
+        low = n <= np.median(np.unique(n))
+    high = ~low if (~low).any() else low
+    return q[low], float(n[low].mean() / step), float(n[high].mean() / step)
 
 
 def detect(ctx: Context, th: dict) -> list[Finding]:

@@ -1,0 +1,141 @@
+"""Dynamic batching remediation for Triton: read the model config (config.pbtxt with Triton's ModelConfig
+protobuf, or the live ``GET /v2/models/<m>/config``), propose ``max_queue_delay_microseconds``,
+``preferred_batch_size``, ``max_batch_size`` and the instance count from measured arrival rate, batch size
+and compute time per batch within the latency budget, show the arithmetic and a diff, apply atomically
+with a backup (and the repository load API under explicit model control), record it, roll it back exactly.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import atomic, ledger
+
+
+@dataclass
+class Measured:
+    arrival_rps: float
+    avg_batch: float
+    compute_ms: float            # per execution (one batch)
+    queue_budget_ms: float | None = None
+
+
+@dataclass
+class Proposal:
+    model: str
+    config_path: str
+    old_text: str
+    new_text: str
+    changes: dict
+    arithmetic: list[str] = field(default_factory=list)
+
+    @property
+    def diff(self) -> str:
+        return "".join(difflib.unified_diff(self.old_text.splitlines(True), self.new_text.splitlines(True),
+                                            "config.pbtxt (now)", "config.pbtxt (proposed)"))
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "config_path": self.config_path, "changes": self.changes,
+                "arithmetic": self.arithmetic, "diff": self.diff}
+
+
+def parse(text: str):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def render(cfg) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(cfg)
+
+
+def propose(config_path: Path, m: Measured) -> Proposal:
+    config_path = Path(config_path)
+    old_text = config_path.read_text()
+    cfg = parse(old_text)
+    new = parse(old_text)
+    lam, comp_s = max(m.arrival_rps, 1e-9), max(m.compute_ms, 1e-3) / 1000.0
+    window_us = cfg.dynamic_batching.max_queue_delay_microseconds
+    instances = sum(g.count or 1 for g in cfg.instance_group) or 1
+    arrivals_in_window = lam * window_us / 1e6
+    arrivals_per_exec = lam * comp_s
+    best = max(1, min(cfg.max_batch_size or 1, round(arrivals_per_exec) + 1))
+    lines = [f"arrival rate λ = {lam:.2f} req/s; compute per batch = {m.compute_ms:.2f} ms; "
+             f"measured average batch = {m.avg_batch:.2f}",
+             f"requests arriving during the current {window_us / 1000:.1f} ms window: λ·W = {arrivals_in_window:.2f}",
+             f"requests arriving during one execution: λ·compute = {arrivals_per_exec:.2f} → useful batch ≈ {best}"]
+    if best <= 1:
+        new_window = 0
+        lines.append("a batch of ~1 is all the traffic can form: waiting buys nothing → max_queue_delay 0 µs "
+                     "(requests that queue during an execution are still batched)")
+    else:
+        wait_s = (best - 1) / lam
+        new_window = int(min(wait_s, comp_s) * 1e6)
+        lines.append(f"to gather {best} requests takes (b−1)/λ = {wait_s * 1000:.1f} ms; capped at one compute time → "
+                     f"{new_window} µs")
+    if m.queue_budget_ms is not None and new_window / 1000 > m.queue_budget_ms:
+        new_window = int(m.queue_budget_ms * 1000)
+        lines.append(f"capped by the queue budget ({m.queue_budget_ms:.1f} ms) → {new_window} µs")
+    new.dynamic_batching.max_queue_delay_microseconds = new_window
+    del new.dynamic_batching.preferred_batch_size[:]
+    if best > 1:
+        new.dynamic_batching.preferred_batch_size.append(best)
+    utilization = arrivals_per_exec / max(best, 1) / instances
+    new_instances = instances + 1 if utilization > 0.7 else instances
+    lines.append(f"utilization per instance ≈ λ·compute/(batch·instances) = {utilization:.2f} → "
+                 f"{'add an instance' if new_instances > instances else 'keep'} ({new_instances})")
+    if new_instances != instances and new.instance_group:
+        new.instance_group[0].count = new_instances - sum(g.count or 1 for g in new.instance_group[1:])
+    changes = {"max_queue_delay_microseconds": [window_us, new_window],
+               "preferred_batch_size": [list(cfg.dynamic_batching.preferred_batch_size),
+                                        list(new.dynamic_batching.preferred_batch_size)],
+               "max_batch_size": [cfg.max_batch_size, new.max_batch_size], "instances": [instances, new_instances]}
+    return Proposal(cfg.name or config_path.parent.name, str(config_path), old_text, render(new), changes, lines)
+
+
+def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> dict:
+    """Write the new config atomically beside a byte-exact backup, reload the model, record it."""
+    path = Path(p.config_path)
+    if path.read_text() != p.old_text:
+        raise RuntimeError(f"{path} changed since the proposal was made; propose again")
+    backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
+    atomic.copy_file_atomic(path, backup)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(p.new_text)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    entry = ledger.new_entry("batching", model=p.model, config=str(path), backup=str(backup),
+                             before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
+                             changes=p.changes, arithmetic=p.arithmetic, measured_before=before or {},
+                             rollback="restore the backup over the config, reload the model")
+    ledger.record(entry, path.parent, store)
+    if reload:
+        reload()
+    return entry
+
+
+def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=None) -> dict:
+    e = ledger.find(entry_id, ledger_path)
+    if e is None or e.get("action") != "batching":
+        raise RuntimeError(f"no batching change {entry_id!r} in the ledger")
+    if ledger.rolled_back(entry_id, ledger_path):
+        raise RuntimeError(f"{entry_id} was already rolled back")
+    path, backup = Path(e["config"]), Path(e["backup"])
+    if atomic.sha256(path) != e["after_sha256"]:
+        raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(backup.read_bytes())
+    os.replace(tmp, path)
+    backup.unlink()
+    out = ledger.new_entry("rollback", of=entry_id, restored=str(path))
+    ledger.record(out, path.parent, store)
+    if reload:
+        reload()
+    return out

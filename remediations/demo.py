@@ -1,0 +1,114 @@
+"""The whole loop on a real Triton, headless: observe → report → apply the top batching fix → re-measure
+the same workload → compare → roll back (unless kept). ``triage demo --incident batch-window --auto-remediate``.
+
+Started on loopback, all stopped on exit: triage's OTLP receiver, a real Triton (nvidia-pytriton's binary,
+Python backend running the demo ONNX model) exporting its own OpenTelemetry traces to that receiver, and
+the load generator.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import requests
+
+INCIDENTS = {
+    # name: (max_queue_delay_us, Poisson rate)
+    "batch-window": (50_000, 10.0),
+}
+
+
+def _triton_counters(metrics_url: str) -> dict[str, float]:
+    text = requests.get(metrics_url, timeout=5).text
+    out: dict[str, float] = {}
+    for name in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us"):
+        m = re.search(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.M)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0, constraints=None,
+        progress=None) -> dict:
+    from analyzers import engine
+    from analyzers.compare import compare
+    from analyzers.constraints import Constraints
+    from collectors.receiver import Receiver
+    from collectors.store import Store
+
+    from . import batching, loadgen
+    from .demo_model import write_repo
+    from .triton_server import Triton, write_model_repository
+
+    say = progress or (lambda m: None)
+    if incident not in INCIDENTS:
+        raise ValueError(f"unknown incident {incident!r} (have: {', '.join(INCIDENTS)})")
+    window_us, rate = INCIDENTS[incident]
+    cons = constraints or Constraints()
+    with tempfile.TemporaryDirectory(prefix="triage-demo-") as tmp:
+        tmp = Path(tmp)
+        say("training and exporting the demo model")
+        onnx_model = write_repo(tmp / "demo")
+        repo = tmp / "repository"
+        mdir = write_model_repository(repo, onnx_model, window_us)
+        store = Store()
+        with Receiver(store, port=0) as receiver:
+            otlp = f"127.0.0.1:{receiver.port}/v1/traces"
+            triton = Triton(repo, otlp_url=otlp)
+            say("starting Triton")
+            with triton:
+                workload = loadgen.Workload(rate_rps=rate, duration_s=load_s, seed=7)
+                say(f"measuring: {rate:g} req/s for {load_s:g}s")
+                c0 = _triton_counters(triton.metrics_url)
+                before = loadgen.run(triton.url, "clf", workload)
+                c1 = _triton_counters(triton.metrics_url)
+                store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
+                              [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
+                _wait_for_traces(store, before.ok)
+                engine.prepare(store, cons)
+                findings = engine.run_rules(store, cons)
+                result = {"incident": incident, "findings": [f.to_dict() for f in findings if f.severity != "info"],
+                          "traces": {"spans": store.scalar("SELECT count(*) FROM spans"),
+                                     "requests": store.scalar("SELECT count(*) FROM requests"),
+                                     "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
+                          "before": before.summary(), "remediation": None, "after": None, "comparison": None}
+                top = next((f for f in findings if f.severity != "info"), None)
+                if top is None or top.rule != "batching-window":
+                    result["remediation"] = {"applied": False, "reason": "no batching finding to act on"}
+                    return result
+                execs = max(c1["nv_inference_exec_count"] - c0["nv_inference_exec_count"], 1)
+                measured = batching.Measured(
+                    arrival_rps=before.sent / before.seconds,
+                    avg_batch=(c1["nv_inference_count"] - c0["nv_inference_count"]) / execs,
+                    compute_ms=(c1["nv_inference_compute_infer_duration_us"] -
+                                c0["nv_inference_compute_infer_duration_us"]) / execs / 1000,
+                    queue_budget_ms=cons.budget.get("queue_ms"))
+                proposal = batching.propose(mdir / "config.pbtxt", measured)
+                say("applying: " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in proposal.changes.items() if v[0] != v[1]))
+                entry = batching.apply(proposal, reload=triton.load, before=result["before"])
+                after = loadgen.run(triton.url, "clf", workload)
+                cmp = compare({"clf": before.latencies_ms}, {"clf": after.latencies_ms}, cons)["routes"]["clf"]
+                result["after"] = after.summary()
+                result["comparison"] = {"verdict": cmp["verdict"], "basis": cmp["verdict_basis"], "change": cmp["change"]}
+                result["remediation"] = {"applied": True, "ledger_id": entry["id"], **proposal.to_dict()}
+                if not keep:
+                    rolled = batching.rollback(entry["id"], reload=triton.load, ledger_path=mdir / ledger_name())
+                    result["remediation"]["rolled_back"] = rolled["id"]
+                    result["remediation"]["config_restored"] = (mdir / "config.pbtxt").read_text() == proposal.old_text
+                else:
+                    result["remediation"]["kept_in"] = str(mdir / "config.pbtxt")
+                return result
+
+
+def ledger_name() -> str:
+    from .ledger import LEDGER_NAME
+
+    return LEDGER_NAME
+
+
+def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
+    """Triton exports its spans in batches: wait until the requests it served are in the store."""
+    from collectors.receiver import wait_until
+
+    wait_until(lambda: (store.scalar("SELECT count(*) FROM spans WHERE name = 'InferRequest'") or 0) >= n * 0.98,
+               timeout=timeout_s, interval=0.25)
