@@ -152,6 +152,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "triage-otlp/1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: avoid the delayed-ACK stall
 
             def log_message(self, *args):  # quiet: the TUI owns the terminal
                 pass

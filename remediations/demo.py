@@ -14,8 +14,11 @@ from pathlib import Path
 import requests
 
 INCIDENTS = {
-    # name: (max_queue_delay_us, Poisson rate)
-    "batch-window": (50_000, 10.0),
+    # name: Triton's batching window, Poisson rate, gateway tokenize cost per token, input sizes (tokens, weight)
+    "batch-window": {"window_us": 50_000, "rate": 10.0, "tokenize_us": 2.0,
+                     "sizes": [(16, 1), (32, 1), (64, 1), (128, 1)], "expect": "batching-window"},
+    "slow-tokenizer": {"window_us": 0, "rate": 10.0, "tokenize_us": 400.0,
+                       "sizes": [(16, 4), (32, 3), (64, 2), (256, 1)], "expect": "preprocessing-share"},
 }
 
 
@@ -30,6 +33,16 @@ def _triton_counters(metrics_url: str) -> dict[str, float]:
 
 def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0, constraints=None,
         progress=None) -> dict:
+    """Run the loop; the result also says which server process ran and that it is gone."""
+    info: dict = {}
+    result = _run(incident, keep, load_s, constraints, progress, info)
+    proc = info.get("proc")
+    result["stopped"] = {"triton_pid": proc.pid if proc else None,
+                         "triton_exited": proc is None or proc.poll() is not None}
+    return result
+
+
+def _run(incident, keep, load_s, constraints, progress, info) -> dict:
     from analyzers import engine
     from analyzers.compare import compare
     from analyzers.constraints import Constraints
@@ -37,13 +50,15 @@ def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0
     from collectors.store import Store
 
     from . import batching, loadgen
+    from .demo_gateway import Gateway
     from .demo_model import write_repo
     from .triton_server import Triton, write_model_repository
 
     say = progress or (lambda m: None)
     if incident not in INCIDENTS:
         raise ValueError(f"unknown incident {incident!r} (have: {', '.join(INCIDENTS)})")
-    window_us, rate = INCIDENTS[incident]
+    spec = INCIDENTS[incident]
+    window_us, rate = spec["window_us"], spec["rate"]
     cons = constraints or Constraints()
     with tempfile.TemporaryDirectory(prefix="triage-demo-") as tmp:
         tmp = Path(tmp)
@@ -57,24 +72,29 @@ def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0
             triton = Triton(repo, otlp_url=otlp)
             say("starting Triton")
             with triton:
-                workload = loadgen.Workload(rate_rps=rate, duration_s=load_s, seed=7)
-                say(f"measuring: {rate:g} req/s for {load_s:g}s")
+                info["proc"] = triton.proc
+                gateway = Gateway(triton.url, f"http://{otlp}", tokenize_us_per_token=spec["tokenize_us"]).start()
+                workload = loadgen.Workload(rate_rps=rate, duration_s=load_s, seed=7, sizes=spec["sizes"],
+                                            target="gateway")
+                say(f"measuring: {rate:g} req/s for {load_s:g}s through the gateway")
                 c0 = _triton_counters(triton.metrics_url)
-                before = loadgen.run(triton.url, "clf", workload)
+                before = loadgen.run(gateway.url, "clf", workload)
                 c1 = _triton_counters(triton.metrics_url)
+                gateway.provider.force_flush()
                 store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
                               [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
                 _wait_for_traces(store, before.ok)
                 engine.prepare(store, cons)
                 findings = engine.run_rules(store, cons)
-                result = {"incident": incident, "findings": [f.to_dict() for f in findings if f.severity != "info"],
+                result = {"incident": incident, "expected_rule": spec["expect"], "findings": [f.to_dict() for f in findings if f.severity != "info"],
                           "traces": {"spans": store.scalar("SELECT count(*) FROM spans"),
                                      "requests": store.scalar("SELECT count(*) FROM requests"),
                                      "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
                           "before": before.summary(), "remediation": None, "after": None, "comparison": None}
                 top = next((f for f in findings if f.severity != "info"), None)
                 if top is None or top.rule != "batching-window":
-                    result["remediation"] = {"applied": False, "reason": "no batching finding to act on"}
+                    result["remediation"] = {"applied": False, "reason": "the top finding has no batching fix"}
+                    gateway.stop()
                     return result
                 execs = max(c1["nv_inference_exec_count"] - c0["nv_inference_exec_count"], 1)
                 measured = batching.Measured(
@@ -86,7 +106,8 @@ def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0
                 proposal = batching.propose(mdir / "config.pbtxt", measured)
                 say("applying: " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in proposal.changes.items() if v[0] != v[1]))
                 entry = batching.apply(proposal, reload=triton.load, before=result["before"])
-                after = loadgen.run(triton.url, "clf", workload)
+                after = loadgen.run(gateway.url, "clf", workload)
+                gateway.stop()
                 cmp = compare({"clf": before.latencies_ms}, {"clf": after.latencies_ms}, cons)["routes"]["clf"]
                 result["after"] = after.summary()
                 result["comparison"] = {"verdict": cmp["verdict"], "basis": cmp["verdict_basis"], "change": cmp["change"]}
@@ -110,5 +131,9 @@ def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
     """Triton exports its spans in batches: wait until the requests it served are in the store."""
     from collectors.receiver import wait_until
 
-    wait_until(lambda: (store.scalar("SELECT count(*) FROM spans WHERE name = 'InferRequest'") or 0) >= n * 0.98,
-               timeout=timeout_s, interval=0.25)
+    def arrived() -> bool:
+        triton = store.scalar("SELECT count(*) FROM spans WHERE name = 'InferRequest'") or 0
+        gateway = store.scalar("SELECT count(*) FROM spans WHERE name = 'POST /v1/classify'") or 0
+        return min(triton, gateway) >= n * 0.98
+
+    wait_until(arrived, timeout=timeout_s, interval=0.25)

@@ -24,6 +24,7 @@ class Workload:
     timeout_s: float = 5.0
     seed: int = 0
     vocab: int = 2000
+    target: str = "triton"             # "triton": /v2/models/<m>/infer; "gateway": POST /v1/classify
 
 
 @dataclass
@@ -61,8 +62,12 @@ def run(url: str, model: str, w: Workload) -> LoadResult:
     p /= p.sum()
     n = w.max_requests
     plan_sizes = rng.choice(sizes, size=n, p=p)
-    payloads = [_payload(rng, int(s), w.vocab) for s in plan_sizes]
-    endpoint = f"{url}/v2/models/{model}/infer"
+    if w.target == "gateway":
+        payloads = [{"tokens": int(s)} for s in plan_sizes]
+        endpoint = f"{url}/v1/classify"
+    else:
+        payloads = [_payload(rng, int(s), w.vocab) for s in plan_sizes]
+        endpoint = f"{url}/v2/models/{model}/infer"
     local = threading.local()
     lat: list[float] = []
     counts = {"ok": 0, "errors": 0, "timeouts": 0, "sent": 0}

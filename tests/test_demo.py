@@ -13,15 +13,20 @@ from remediations.triton_server import available
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real Triton here: {available()}")
 
 
-def test_batch_window_demo_loop(tmp_path):
-    env = {"TRIAGE_HOME": str(tmp_path / "home")}
+def _demo(tmp_path, incident, seconds):
     import os
 
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "demo", "--incident", "batch-window", "--auto-remediate",
-                          "--load-seconds", "8"], cwd=ROOT, capture_output=True, text=True, timeout=400,
-                         env={**os.environ, **env})
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "demo", "--incident", incident, "--auto-remediate",
+                          "--load-seconds", str(seconds)], cwd=ROOT, capture_output=True, text=True, timeout=400,
+                         env={**os.environ, "TRIAGE_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_batch_window_demo_loop(tmp_path):
+    r = _demo(tmp_path, "batch-window", 10)
+    # the gateway's traces and Triton's joined: one request per gateway call
+    assert r["traces"]["requests"] == r["before"]["ok"]
     assert r["findings"][0]["rule"] == "batching-window"
     assert r["findings"][0]["evidence"]["window_ms"] == 50.0
     rem = r["remediation"]
@@ -33,8 +38,20 @@ def test_batch_window_demo_loop(tmp_path):
     assert before["p95_ms"] / after["p95_ms"] >= 2.0
     assert r["comparison"]["verdict"] == "improved" and r["comparison"]["change"]["p95"]["ci_ms"][1] < 0
     assert rem["config_restored"] is True and rem["rolled_back"]
-    leftovers = subprocess.run(["pgrep", "-f", "triage-triton-"], capture_output=True, text=True).stdout.strip()
-    assert leftovers == "", "a tritonserver started by the demo is still running"
+    assert r["stopped"]["triton_exited"]
+    import os
+
+    with pytest.raises(ProcessLookupError):  # the server it started is gone
+        os.kill(r["stopped"]["triton_pid"], 0)
+
+
+def test_slow_tokenizer_demo_finds_preprocessing(tmp_path):
+    r = _demo(tmp_path, "slow-tokenizer", 12)
+    top = r["findings"][0]
+    assert top["rule"] == "preprocessing-share"
+    assert top["evidence"]["spans"][0]["name"] == "tokenize" and top["evidence"]["p95_share"] > 0.5
+    assert top["evidence"]["input_size_correlation"] > 0.5
+    assert r["remediation"]["applied"] is False  # nothing to batch: the report is the answer
 
 
 def test_batching_proposal_arithmetic_and_exact_rollback(tmp_path, monkeypatch):
