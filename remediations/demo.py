@@ -19,6 +19,9 @@ INCIDENTS = {
                      "sizes": [(16, 1), (32, 1), (64, 1), (128, 1)], "expect": "batching-window"},
     "slow-tokenizer": {"window_us": 0, "rate": 10.0, "tokenize_us": 400.0,
                        "sizes": [(16, 4), (32, 3), (64, 2), (256, 1)], "expect": "preprocessing-share"},
+    # a model at ~25 ms per execution (capacity ~40 req/s) under traffic ramping from 5 to 45 req/s
+    "overload": {"window_us": 0, "rate": 5.0, "rate_end": 45.0, "tokenize_us": 2.0, "extra_ms": 25.0,
+                 "max_batch_size": 1, "sizes": [(16, 1), (32, 1)], "expect": "queueing-growth"},
 }
 
 
@@ -65,7 +68,8 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
         say("training and exporting the demo model")
         onnx_model = write_repo(tmp / "demo")
         repo = tmp / "repository"
-        mdir = write_model_repository(repo, onnx_model, window_us)
+        mdir = write_model_repository(repo, onnx_model, window_us, max_batch_size=spec.get("max_batch_size", 16),
+                                      extra_ms=spec.get("extra_ms", 0.0))
         store = Store()
         with Receiver(store, port=0) as receiver:
             otlp = f"127.0.0.1:{receiver.port}/v1/traces"
@@ -74,8 +78,8 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
             with triton:
                 info["proc"] = triton.proc
                 gateway = Gateway(triton.url, f"http://{otlp}", tokenize_us_per_token=spec["tokenize_us"]).start()
-                workload = loadgen.Workload(rate_rps=rate, duration_s=load_s, seed=7, sizes=spec["sizes"],
-                                            target="gateway")
+                workload = loadgen.Workload(rate_rps=rate, rate_end_rps=spec.get("rate_end"), duration_s=load_s,
+                                            seed=7, sizes=spec["sizes"], target="gateway")
                 say(f"measuring: {rate:g} req/s for {load_s:g}s through the gateway")
                 c0 = _triton_counters(triton.metrics_url)
                 before = loadgen.run(gateway.url, "clf", workload)

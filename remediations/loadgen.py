@@ -17,6 +17,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @dataclass
 class Workload:
     rate_rps: float | None = 10.0      # open-loop Poisson arrivals; None → closed loop with `concurrency`
+    rate_end_rps: float | None = None  # ramp linearly from rate_rps to this over the duration
     concurrency: int = 4
     duration_s: float = 20.0
     max_requests: int = 5000
@@ -93,11 +94,13 @@ def run(url: str, model: str, w: Workload) -> LoadResult:
     start = time.perf_counter()
     end = start + w.duration_s
     if w.rate_rps:
-        gaps = rng.exponential(1.0 / w.rate_rps, size=n)
+        unit_gaps = rng.exponential(1.0, size=n)
         with ThreadPoolExecutor(max_workers=64) as pool:
             due = start
             for i in range(n):
-                due += gaps[i]
+                frac = min((due - start) / w.duration_s, 1.0)
+                rate = w.rate_rps + (frac * (w.rate_end_rps - w.rate_rps) if w.rate_end_rps else 0.0)
+                due += unit_gaps[i] / rate
                 if due >= end:
                     break
                 delay = due - time.perf_counter()

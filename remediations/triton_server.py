@@ -27,7 +27,11 @@ class TritonPythonModel:
     """The ONNX model next to this file, run with ONNX Runtime (one thread), one request at a time."""
 
     def initialize(self, args):
+        import json
         import onnxruntime as ort
+        params = json.loads(args["model_config"]).get("parameters", {})
+        # a fixed extra cost per execution, for demo incidents that need a slower model (capacity limits)
+        self.extra_s = float(params.get("extra_ms", {}).get("string_value", "0")) / 1000.0
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         here = os.path.dirname(__file__)
@@ -35,6 +39,9 @@ class TritonPythonModel:
                                          providers=["CPUExecutionProvider"])
 
     def execute(self, requests):
+        import time
+        if self.extra_s:
+            time.sleep(self.extra_s)
         out = []
         for r in requests:
             ids = pb_utils.get_input_tensor_by_name(r, "IDS").as_numpy()
@@ -158,7 +165,7 @@ class Triton:
 
 
 def write_model_repository(out: Path, onnx_model: Path, max_queue_delay_us: int, max_batch_size: int = 16,
-                           model: str = "clf") -> Path:
+                           model: str = "clf", extra_ms: float = 0.0) -> Path:
     """A repository serving ``onnx_model`` through the Python backend with dynamic batching."""
     mdir = Path(out) / model
     (mdir / "1").mkdir(parents=True, exist_ok=True)
@@ -169,5 +176,6 @@ def write_model_repository(out: Path, onnx_model: Path, max_queue_delay_us: int,
         'input [ { name: "IDS" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
         'output [ { name: "LOGITS" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
         f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
-        "instance_group [ { count: 1 kind: KIND_CPU } ]\n")
+        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        + (f'parameters {{ key: "extra_ms" value: {{ string_value: "{extra_ms:g}" }} }}\n' if extra_ms else ""))
     return mdir

@@ -78,3 +78,11 @@ def test_batching_proposal_arithmetic_and_exact_rollback(tmp_path, monkeypatch):
     batching.rollback(entry["id"], ledger_path=mdir / ".triage-ledger.jsonl")
     assert cfg.read_bytes() == original.encode()
     assert not list(mdir.glob("config.pbtxt.triage-backup-*"))
+
+
+def test_overload_demo_finds_queueing_growth(tmp_path):
+    r = _demo(tmp_path, "overload", 20)
+    top = r["findings"][0]
+    assert top["rule"] in ("queueing-growth", "retry-spiral")
+    if top["rule"] == "queueing-growth":
+        assert top["evidence"]["queue_ms_high_rate"] > 5 * top["evidence"]["queue_ms_low_rate"]

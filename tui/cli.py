@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("ledger_id", metavar="LEDGER_ID")
     rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
     dm = sub.add_parser("demo", help="the whole loop on a real Triton: observe, fix, re-measure, roll back")
-    dm.add_argument("--incident", choices=("batch-window", "slow-tokenizer"), default="batch-window")
+    dm.add_argument("--incident", choices=("batch-window", "slow-tokenizer", "overload"), default="batch-window")
     dm.add_argument("--auto-remediate", action="store_true", help="headless: apply the top batching fix and re-measure")
     dm.add_argument("--keep", action="store_true", help="keep the change instead of rolling it back")
     dm.add_argument("--load-seconds", type=float, default=20.0, help="length of each measurement")
