@@ -52,6 +52,12 @@ class LiveSession:
             self.prometheus_state = "not yet queried"
         return self
 
+    def attach_prometheus(self, url: str) -> None:
+        """Start querying a Prometheus that came up after the session (e.g. one scraping a server we started)."""
+        self.prometheus_url = url
+        self._source = PrometheusSource(url)
+        self.prometheus_state = "not yet queried"
+
     def stop(self) -> None:
         if self._receiver:
             self._receiver.stop()

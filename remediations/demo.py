@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -141,3 +143,51 @@ def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
         return min(triton, gateway) >= n * 0.98
 
     wait_until(arrived, timeout=timeout_s, interval=0.25)
+
+
+@contextmanager
+def stack(incident: str, session, load_s: float = 600.0, progress=None):
+    """Everything the interactive demo runs, around a live session (analyzers.live.LiveSession) whose receiver
+    gets the traces: Triton, a Prometheus scraping it (when installed), the gateway, and background load."""
+    from . import loadgen
+    from .demo_gateway import Gateway
+    from .demo_model import write_repo
+    from .prometheus_server import PrometheusServer, binary
+    from .triton_server import Triton, write_model_repository
+
+    say = progress or (lambda m: None)
+    spec = INCIDENTS[incident]
+    with tempfile.TemporaryDirectory(prefix="triage-demo-") as tmp:
+        tmp = Path(tmp)
+        say("training and exporting the demo model")
+        mdir = write_model_repository(tmp / "repository", write_repo(tmp / "demo"), spec["window_us"],
+                                      max_batch_size=spec.get("max_batch_size", 16), extra_ms=spec.get("extra_ms", 0.0))
+        session.store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
+                              [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
+        endpoint = session.otlp_endpoint.replace("http://", "")
+        say("starting Triton")
+        triton = Triton(tmp / "repository", otlp_url=endpoint).start()
+        prom = gateway = None
+        stop = threading.Event()
+        loader = None
+        try:
+            if binary():
+                say("starting Prometheus")
+                prom = PrometheusServer([f"127.0.0.1:{triton.metrics_port}"], workdir=tmp / "prometheus")
+                session.attach_prometheus(prom.url)
+            gateway = Gateway(triton.url, session.otlp_endpoint, tokenize_us_per_token=spec["tokenize_us"]).start()
+            workload = loadgen.Workload(rate_rps=spec["rate"], rate_end_rps=spec.get("rate_end"), duration_s=load_s,
+                                        max_requests=int(load_s * max(spec["rate"], spec.get("rate_end") or 0) * 2),
+                                        seed=7, sizes=spec["sizes"], target="gateway")
+            loader = threading.Thread(target=loadgen.run, args=(gateway.url, "clf", workload, stop), daemon=True)
+            loader.start()
+            yield {"triton": triton, "prometheus": prom, "gateway": gateway, "model_dir": mdir}
+        finally:
+            stop.set()
+            if loader:
+                loader.join(timeout=15)
+            if gateway:
+                gateway.stop()
+            if prom:
+                prom.stop()
+            triton.stop()

@@ -51,7 +51,8 @@ def _payload(rng: np.random.Generator, size: int, vocab: int) -> dict:
     return {"inputs": [{"name": "IDS", "shape": [1, size], "datatype": "INT64", "data": ids}]}
 
 
-def run(url: str, model: str, w: Workload) -> LoadResult:
+def run(url: str, model: str, w: Workload, stop: threading.Event | None = None) -> LoadResult:
+    """Send the workload; ``stop`` ends it early (the demo's background load)."""
     import requests
 
     host = urlparse(url).hostname
@@ -98,6 +99,8 @@ def run(url: str, model: str, w: Workload) -> LoadResult:
         with ThreadPoolExecutor(max_workers=64) as pool:
             due = start
             for i in range(n):
+                if stop is not None and stop.is_set():
+                    break
                 frac = min((due - start) / w.duration_s, 1.0)
                 rate = w.rate_rps + (frac * (w.rate_end_rps - w.rate_rps) if w.rate_end_rps else 0.0)
                 due += unit_gaps[i] / rate
@@ -105,7 +108,11 @@ def run(url: str, model: str, w: Workload) -> LoadResult:
                     break
                 delay = due - time.perf_counter()
                 if delay > 0:
-                    time.sleep(delay)
+                    if stop is not None:
+                        if stop.wait(delay):
+                            break
+                    else:
+                        time.sleep(delay)
                 counts["sent"] += 1
                 pool.submit(send, i)
     else:

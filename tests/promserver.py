@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
+
+from remediations.prometheus_server import PrometheusServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -27,55 +26,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Prometheus:
-    """A private Prometheus: its own config, storage and port; stopped and cleaned up on exit."""
+class Prometheus(PrometheusServer):
+    """The project's PrometheusServer, in a test's tmp folder."""
 
     def __init__(self, tmp: Path, targets: list[str] = (), scrape_interval: str = "1s", storage: Path | None = None):
         need_prometheus()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = tmp / "prometheus.yml"
-        jobs = "".join(f"  - job_name: t{i}\n    static_configs:\n      - targets: ['{t}']\n"
-                       for i, t in enumerate(targets))
-        cfg.write_text(f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
-                       f"scrape_configs:\n{jobs}" if targets else "global:\n  scrape_interval: 15s\n")
-        self.storage = storage or tmp / "data"
-        self.log = open(tmp / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={self.storage}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=30d"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: see {self.log.name}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("prometheus did not become ready")
-
-    def wait_for_series(self, metric: str, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r = requests.get(f"{self.url}/api/v1/query", params={"query": f"count({metric})"}, timeout=2).json()
-            if r["data"]["result"]:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"no {metric} scraped in {timeout}s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        super().__init__(targets, scrape_interval, storage, workdir=tmp)
 
 
 class Target:

@@ -86,3 +86,33 @@ def test_overload_demo_finds_queueing_growth(tmp_path):
     assert top["rule"] in ("queueing-growth", "retry-spiral")
     if top["rule"] == "queueing-growth":
         assert top["evidence"]["queue_ms_high_rate"] > 5 * top["evidence"]["queue_ms_low_rate"]
+
+
+def test_interactive_demo_stack_feeds_the_live_session():
+    """What `triage demo` opens the TUI on: traces from the gateway and Triton, metrics through a Prometheus
+    scraping Triton; all of it stops on exit."""
+    import os
+    import time
+
+    from analyzers.constraints import Constraints
+    from analyzers.live import LiveSession
+    from remediations.demo import stack
+    from remediations.prometheus_server import binary
+
+    session = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=300).start()
+    try:
+        with stack("batch-window", session, load_s=60) as s:
+            pids = [s["triton"].proc.pid] + ([s["prometheus"].proc.pid] if s["prometheus"] else [])
+            time.sleep(12)
+            snap = session.refresh()
+    finally:
+        session.stop()
+    assert snap.report["inputs"]["spans"] > 0
+    assert "gateway POST /v1/classify" in snap.report["latency"]
+    if binary():
+        assert snap.status["prometheus"] == "ok"
+        assert snap.report["inputs"]["samples"] > 0
+    assert snap.report["findings"][0]["rule"] == "batching-window"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

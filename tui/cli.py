@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
     dm = sub.add_parser("demo", help="the whole loop on a real Triton: observe, fix, re-measure, roll back")
     dm.add_argument("--incident", choices=("batch-window", "slow-tokenizer", "overload"), default="batch-window")
-    dm.add_argument("--auto-remediate", action="store_true", help="headless: apply the top batching fix and re-measure")
+    dm.add_argument("--auto-remediate", action="store_true",
+                    help="headless: apply the top batching fix, re-measure, print JSON (default: open the live TUI)")
     dm.add_argument("--keep", action="store_true", help="keep the change instead of rolling it back")
     dm.add_argument("--load-seconds", type=float, default=20.0, help="length of each measurement")
     dm.add_argument("--format", choices=("md", "json"), default="json")
@@ -341,8 +342,19 @@ def cmd_demo(args) -> int:
         print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
         return 2
     if not args.auto_remediate:
-        print("triage demo: only the headless loop exists so far; run with --auto-remediate", file=sys.stderr)
-        return 2
+        from analyzers.live import LiveSession
+        from analyzers.session import load_constraints
+        from remediations.demo import stack
+        from tui.app import TriageApp
+
+        session = LiveSession(load_constraints([], None), listen=("127.0.0.1", 0), window_s=300).start()
+        try:
+            with stack(args.incident, session, progress=lambda m: print(f"triage demo: {m}", file=sys.stderr)) as s:
+                TriageApp(paths=[], live=session, refresh_s=2.0, model_repo=str(s["model_dir"].parent),
+                          source_title=f"demo: {args.incident} · live").run()
+        finally:
+            session.stop()
+        return 0
     result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
                  progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
     sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

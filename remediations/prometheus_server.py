@@ -1,0 +1,73 @@
+"""A private Prometheus (the Debian package's binary) on loopback: its own config, storage and port;
+stopped and its storage removed on exit. Used by `triage demo` to scrape Triton, and by the tests."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from .triton_server import free_port
+
+
+def binary() -> str | None:
+    return shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+
+
+class PrometheusServer:
+    def __init__(self, targets: list[str] = (), scrape_interval: str = "1s", storage: Path | None = None,
+                 workdir: Path | None = None):
+        exe = binary()
+        if exe is None:
+            raise RuntimeError("prometheus is not installed (Debian package 'prometheus')")
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="triage-prometheus-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = self.workdir / "prometheus.yml"
+        jobs = "".join(f"  - job_name: t{i}\n    static_configs:\n      - targets: ['{t}']\n"
+                       for i, t in enumerate(targets))
+        cfg.write_text(f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
+                       f"scrape_configs:\n{jobs}" if targets else "global:\n  scrape_interval: 15s\n")
+        self.storage = storage or self.workdir / "data"
+        self.log = open(self.workdir / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [exe, f"--config.file={cfg}", f"--storage.tsdb.path={self.storage}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=30d"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: see {self.log.name}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("prometheus did not become ready")
+
+    def wait_for_series(self, metric: str, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = requests.get(f"{self.url}/api/v1/query", params={"query": f"count({metric})"}, timeout=2).json()
+            if r["data"]["result"]:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"no {metric} scraped in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
