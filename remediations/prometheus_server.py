@@ -10,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from .procs import die_with_parent
 from .triton_server import free_port
 
 
@@ -37,7 +38,7 @@ class PrometheusServer:
         self.proc = subprocess.Popen(
             [exe, f"--config.file={cfg}", f"--storage.tsdb.path={self.storage}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=30d"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:

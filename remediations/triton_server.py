@@ -123,7 +123,10 @@ class Triton:
                     "--trace-config", "opentelemetry,resource=service.name=triton"]
         self.log_path = work / "tritonserver.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        from .procs import die_with_parent
+
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                     preexec_fn=die_with_parent)
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:
