@@ -46,6 +46,13 @@ class LoadResult:
                 "error_rate": round((self.errors + self.timeouts) / self.sent, 5) if self.sent else 0.0}
 
 
+def mix_from_store(store, max_sizes: int = 12) -> list[tuple[int, float]]:
+    """The captured request mix: input sizes (tokens) and how often each occurred, for replay."""
+    rows = store.query("""SELECT input_size, count(*) FROM requests WHERE input_size > 0
+                          GROUP BY 1 ORDER BY 2 DESC LIMIT ?""", [max_sizes])
+    return [(int(s), float(n)) for s, n in rows]
+
+
 def _payload(rng: np.random.Generator, size: int, vocab: int) -> dict:
     ids = rng.integers(0, vocab, size=size).tolist()
     return {"inputs": [{"name": "IDS", "shape": [1, size], "datatype": "INT64", "data": ids}]}

@@ -116,3 +116,15 @@ def test_interactive_demo_stack_feeds_the_live_session():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_loadgen_replays_the_captured_mix_and_stays_on_loopback():
+    from conftest import SAMPLES, analysis_of
+    from remediations import loadgen
+
+    mix = loadgen.mix_from_store(analysis_of(str(SAMPLES / "slow-tokenizer")).store)
+    assert {s for s, _ in mix} == {32, 64, 128, 512, 2048}
+    counts = dict(mix)
+    assert counts[32] > counts[2048]  # the sample draws 32-token inputs more often than 2048-token ones
+    with pytest.raises(ValueError, match="loopback"):
+        loadgen.run("http://example.com:8000", "clf", loadgen.Workload(duration_s=0.1))
