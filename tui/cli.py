@@ -160,79 +160,6 @@ def cmd_report(args) -> int:
     return exit_code(rep, args.fail_on)
 
 
-def _live_session(args):
-    from analyzers.live import LiveSession
-    from analyzers.session import load_constraints
-
-    cons = load_constraints([], args.constraints)
-    return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=parse_duration(args.window)).start()
-
-
-def cmd_live(args) -> int:
-    import time
-
-    import orjson
-
-    from analyzers.report import exit_code, to_markdown
-
-    if not args.duration:
-        from tui.app import TriageApp
-
-        TriageApp(paths=[], live=_live_session(args), refresh_s=parse_duration(args.refresh),
-                  source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
-        return 0
-    session = _live_session(args)
-    try:
-        print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
-              f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
-        end = time.monotonic() + parse_duration(args.duration)
-        refresh = parse_duration(args.refresh)
-        while time.monotonic() < end:
-            time.sleep(max(0.0, min(refresh, end - time.monotonic())))
-            if time.monotonic() < end:
-                session.refresh()
-        snap = session.refresh()
-    finally:
-        session.stop()
-    if snap.status["prometheus"].startswith("stale"):
-        print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(snap.report, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(to_markdown(snap.report))
-    return exit_code(snap.report, args.fail_on)
-
-
-def cmd_capture(args) -> int:
-    import shutil
-    import time
-
-    from collectors.export import write_metrics, write_traces
-
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
-        return 2
-    session = _live_session(args)
-    try:
-        print(f"triage capture: receiving OTLP on {session.otlp_endpoint or 'off'} for {args.duration}",
-              file=sys.stderr)
-        time.sleep(parse_duration(args.duration))
-        session.window_s = max(session.window_s, parse_duration(args.duration) + 60)
-        snap = session.refresh()
-    finally:
-        session.stop()
-    out.mkdir(parents=True, exist_ok=True)
-    n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
-    n_samples = write_metrics(session.store, out / "metrics.prom")
-    if session.constraints.path:
-        shutil.copyfile(session.constraints.path, out / "triage.toml")
-    print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
-          f"(prometheus: {snap.status['prometheus']})", file=sys.stderr)
-    return 0
-
-
 def cmd_compare(args) -> int:
     import orjson
 
@@ -258,112 +185,6 @@ def cmd_compare(args) -> int:
     return 1 if args.fail_on_regression and regressed else 0
 
 
-def _ledger_store(args):
-    """With --db, the ledger also goes into that store's remediations table."""
-    if not args.db:
-        return None
-    from collectors.store import Store
-
-    return Store(args.db)
-
-
-def cmd_quantize(args) -> int:
-    import orjson
-
-    from remediations.quantize import RemediationError, plan, run, shapes_from_capture
-
-    from analyzers.session import load_constraints
-
-    cons = load_constraints([], args.constraints)
-    shapes = None
-    if args.capture:
-        from analyzers.session import analyze
-
-        shapes = shapes_from_capture(analyze([args.capture]).store) or None
-    try:
-        p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
-                 threads=args.threads, shapes=shapes)
-        result = run(p, apply=not args.dry_run, store=_ledger_store(args),
-                     progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
-    except RemediationError as exc:
-        print(f"triage quantize: {exc}", file=sys.stderr)
-        return 2
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(_quantize_md(result))
-    if result["applied"] or args.dry_run and result.get("reason") == "preview only":
-        return 0
-    return 1
-
-
-def _quantize_md(r: dict) -> str:
-    p, v = r["plan"], r["verification"]
-    lines = [f"## triage quantize — {p['mode']}", "", f"**Change:** {p['what_changes']}", "",
-             f"**Expected:** {p['expected_effect']} (risk {p['risk']}/5)", ""]
-    if v.get("before") and v.get("after"):
-        b, a = v["before"], v["after"]
-        lines += ["| | p50 ms | p95 ms | p99 ms | throughput/s | size MB | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for label, m in (("before", b), ("after", a)):
-            lines.append(f"| {label} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} | {m['p99_ms']:.3f} | "
-                         f"{m['throughput_per_s']:.0f} | {m['size_bytes'] / 1e6:.2f} | {m['peak_rss_mb']} |")
-        lines += ["", f"p95 speedup {v.get('speedup_p95')}x; top-1 agreement {v['top1_agreement']:.2%}; "
-                      f"max abs difference {v['max_abs_diff']:.4f}"]
-    if r["applied"]:
-        lines += ["", f"**Applied.** Installed {r['installed']}; ledger id `{r['ledger_id']}` "
-                      f"(undo: `triage rollback {r['ledger_id']}`)."]
-    else:
-        lines += ["", f"**Not applied:** {r.get('reason')}"]
-        for f in v.get("shape_failures") or []:
-            lines.append(f"- fails on input shape {f['shape']}: {f['error']}")
-    return "\n".join(lines) + "\n"
-
-
-def cmd_rollback(args) -> int:
-    from remediations.quantize import RemediationError, rollback
-
-    try:
-        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
-    except RemediationError as exc:
-        print(f"triage rollback: {exc}", file=sys.stderr)
-        return 2
-    print(f"rolled back {args.ledger_id}: removed {out['removed']} (ledger id {out['id']})")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    import orjson
-
-    from remediations.demo import run
-    from remediations.triton_server import available
-
-    why = available()
-    if why:
-        print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
-        return 2
-    from remediations.procs import exit_on_signals
-
-    exit_on_signals()  # a terminal closing (SIGHUP) or kill (SIGTERM) still stops every server we started
-    if not args.auto_remediate:
-        from analyzers.live import LiveSession
-        from analyzers.session import load_constraints
-        from remediations.demo import stack
-        from tui.app import TriageApp
-
-        session = LiveSession(load_constraints([], None), listen=("127.0.0.1", 0), window_s=300).start()
-        try:
-            with stack(args.incident, session, progress=lambda m: print(f"triage demo: {m}", file=sys.stderr)) as s:
-                TriageApp(paths=[], live=session, refresh_s=2.0, model_repo=str(s["model_dir"].parent),
-                          source_title=f"demo: {args.incident} · live").run()
-        finally:
-            session.stop()
-        return 0
-    result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
-                 progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
-    sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    return 0
-
-
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str, model_repo: str | None = None) -> int:
     from tui.app import TriageApp
 
@@ -376,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     import sample_traces
 
     try:
+        from .cmd_live import cmd_capture, cmd_demo, cmd_live
+        from .cmd_model import cmd_quantize, cmd_rollback
+
         commands = {"report": cmd_report, "quantize": cmd_quantize, "rollback": cmd_rollback,
                     "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture, "demo": cmd_demo}
         if args.command in commands:

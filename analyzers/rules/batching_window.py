@@ -16,7 +16,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import MS, bucket_seconds, stage_breakdown, tail_exemplars
+from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
 from ..rule import Context, Rule, Threshold
 from ..triton_config import batching

@@ -1,0 +1,113 @@
+"""`triage live`, `triage capture` and `triage demo`: commands that start servers and watch them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .cli import _listen, parse_duration
+
+
+def _live_session(args):
+    from analyzers.live import LiveSession
+    from analyzers.session import load_constraints
+
+    cons = load_constraints([], args.constraints)
+    return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
+                       window_s=parse_duration(args.window)).start()
+
+
+def cmd_live(args) -> int:
+    import time
+
+    import orjson
+
+    from analyzers.report import exit_code, to_markdown
+
+    if not args.duration:
+        from tui.app import TriageApp
+
+        TriageApp(paths=[], live=_live_session(args), refresh_s=parse_duration(args.refresh),
+                  source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+        return 0
+    session = _live_session(args)
+    try:
+        print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
+              f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
+        end = time.monotonic() + parse_duration(args.duration)
+        refresh = parse_duration(args.refresh)
+        while time.monotonic() < end:
+            time.sleep(max(0.0, min(refresh, end - time.monotonic())))
+            if time.monotonic() < end:
+                session.refresh()
+        snap = session.refresh()
+    finally:
+        session.stop()
+    if snap.status["prometheus"].startswith("stale"):
+        print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(snap.report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(to_markdown(snap.report))
+    return exit_code(snap.report, args.fail_on)
+
+
+def cmd_capture(args) -> int:
+    import shutil
+    import time
+
+    from collectors.export import write_metrics, write_traces
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
+        return 2
+    session = _live_session(args)
+    try:
+        print(f"triage capture: receiving OTLP on {session.otlp_endpoint or 'off'} for {args.duration}",
+              file=sys.stderr)
+        time.sleep(parse_duration(args.duration))
+        session.window_s = max(session.window_s, parse_duration(args.duration) + 60)
+        snap = session.refresh()
+    finally:
+        session.stop()
+    out.mkdir(parents=True, exist_ok=True)
+    n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
+    n_samples = write_metrics(session.store, out / "metrics.prom")
+    if session.constraints.path:
+        shutil.copyfile(session.constraints.path, out / "triage.toml")
+    print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
+          f"(prometheus: {snap.status['prometheus']})", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import orjson
+
+    from remediations.demo import run
+    from remediations.triton_server import available
+
+    why = available()
+    if why:
+        print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
+        return 2
+    from remediations.procs import exit_on_signals
+
+    exit_on_signals()  # a terminal closing (SIGHUP) or kill (SIGTERM) still stops every server we started
+    if not args.auto_remediate:
+        from analyzers.live import LiveSession
+        from analyzers.session import load_constraints
+        from remediations.demo import stack
+        from tui.app import TriageApp
+
+        session = LiveSession(load_constraints([], None), listen=("127.0.0.1", 0), window_s=300).start()
+        try:
+            with stack(args.incident, session, progress=lambda m: print(f"triage demo: {m}", file=sys.stderr)) as s:
+                TriageApp(paths=[], live=session, refresh_s=2.0, model_repo=str(s["model_dir"].parent),
+                          source_title=f"demo: {args.incident} · live").run()
+        finally:
+            session.stop()
+        return 0
+    result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
+                 progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
+    sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0

@@ -1,0 +1,78 @@
+"""`triage quantize` and `triage rollback`: model remediations from the command line."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _ledger_store(args):
+    """With --db, the ledger also goes into that store's remediations table."""
+    if not args.db:
+        return None
+    from collectors.store import Store
+
+    return Store(args.db)
+
+
+def cmd_quantize(args) -> int:
+    import orjson
+
+    from remediations.quantize import RemediationError, plan, run, shapes_from_capture
+
+    from analyzers.session import load_constraints
+
+    cons = load_constraints([], args.constraints)
+    shapes = None
+    if args.capture:
+        from analyzers.session import analyze
+
+        shapes = shapes_from_capture(analyze([args.capture]).store) or None
+    try:
+        p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
+                 threads=args.threads, shapes=shapes)
+        result = run(p, apply=not args.dry_run, store=_ledger_store(args),
+                     progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
+    except RemediationError as exc:
+        print(f"triage quantize: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(_quantize_md(result))
+    if result["applied"] or args.dry_run and result.get("reason") == "preview only":
+        return 0
+    return 1
+
+
+def _quantize_md(r: dict) -> str:
+    p, v = r["plan"], r["verification"]
+    lines = [f"## triage quantize — {p['mode']}", "", f"**Change:** {p['what_changes']}", "",
+             f"**Expected:** {p['expected_effect']} (risk {p['risk']}/5)", ""]
+    if v.get("before") and v.get("after"):
+        b, a = v["before"], v["after"]
+        lines += ["| | p50 ms | p95 ms | p99 ms | throughput/s | size MB | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, m in (("before", b), ("after", a)):
+            lines.append(f"| {label} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} | {m['p99_ms']:.3f} | "
+                         f"{m['throughput_per_s']:.0f} | {m['size_bytes'] / 1e6:.2f} | {m['peak_rss_mb']} |")
+        lines += ["", f"p95 speedup {v.get('speedup_p95')}x; top-1 agreement {v['top1_agreement']:.2%}; "
+                      f"max abs difference {v['max_abs_diff']:.4f}"]
+    if r["applied"]:
+        lines += ["", f"**Applied.** Installed {r['installed']}; ledger id `{r['ledger_id']}` "
+                      f"(undo: `triage rollback {r['ledger_id']}`)."]
+    else:
+        lines += ["", f"**Not applied:** {r.get('reason')}"]
+        for f in v.get("shape_failures") or []:
+            lines.append(f"- fails on input shape {f['shape']}: {f['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_rollback(args) -> int:
+    from remediations.quantize import RemediationError, rollback
+
+    try:
+        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
+    except RemediationError as exc:
+        print(f"triage rollback: {exc}", file=sys.stderr)
+        return 2
+    print(f"rolled back {args.ledger_id}: removed {out['removed']} (ledger id {out['id']})")
+    return 0
