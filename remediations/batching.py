@@ -55,24 +55,19 @@ def render(cfg) -> str:
     return text_format.MessageToString(cfg)
 
 
-def propose(config_path: Path, m: Measured) -> Proposal:
-    config_path = Path(config_path)
-    old_text = config_path.read_text()
-    cfg = parse(old_text)
-    new = parse(old_text)
+def decide(max_batch_size: int, window_us: int, instances: int, m: Measured) -> tuple[int, int, int, list[str]]:
+    """The arithmetic, server-independent: (new window µs, preferred batch, instances, explanation lines)."""
     lam, comp_s = max(m.arrival_rps, 1e-9), max(m.compute_ms, 1e-3) / 1000.0
-    window_us = cfg.dynamic_batching.max_queue_delay_microseconds
-    instances = sum(g.count or 1 for g in cfg.instance_group) or 1
     arrivals_in_window = lam * window_us / 1e6
     arrivals_per_exec = lam * comp_s
-    best = max(1, min(cfg.max_batch_size or 1, round(arrivals_per_exec) + 1))
+    best = max(1, min(max_batch_size or 1, round(arrivals_per_exec) + 1))
     lines = [f"arrival rate λ = {lam:.2f} req/s; compute per batch = {m.compute_ms:.2f} ms; "
              f"measured average batch = {m.avg_batch:.2f}",
              f"requests arriving during the current {window_us / 1000:.1f} ms window: λ·W = {arrivals_in_window:.2f}",
              f"requests arriving during one execution: λ·compute = {arrivals_per_exec:.2f} → useful batch ≈ {best}"]
     if best <= 1:
         new_window = 0
-        lines.append("a batch of ~1 is all the traffic can form: waiting buys nothing → max_queue_delay 0 µs "
+        lines.append("a batch of ~1 is all the traffic can form: waiting buys nothing → window 0 µs "
                      "(requests that queue during an execution are still batched)")
     else:
         wait_s = (best - 1) / lam
@@ -82,14 +77,26 @@ def propose(config_path: Path, m: Measured) -> Proposal:
     if m.queue_budget_ms is not None and new_window / 1000 > m.queue_budget_ms:
         new_window = int(m.queue_budget_ms * 1000)
         lines.append(f"capped by the queue budget ({m.queue_budget_ms:.1f} ms) → {new_window} µs")
-    new.dynamic_batching.max_queue_delay_microseconds = new_window
-    del new.dynamic_batching.preferred_batch_size[:]
-    if best > 1:
-        new.dynamic_batching.preferred_batch_size.append(best)
     utilization = arrivals_per_exec / max(best, 1) / instances
     new_instances = instances + 1 if utilization > 0.7 else instances
     lines.append(f"utilization per instance ≈ λ·compute/(batch·instances) = {utilization:.2f} → "
                  f"{'add an instance' if new_instances > instances else 'keep'} ({new_instances})")
+    return new_window, best, new_instances, lines
+
+
+def propose(config_path: Path, m: Measured) -> Proposal:
+    """A Triton config.pbtxt change (rendered with text_format; comments are lost, hence the diff)."""
+    config_path = Path(config_path)
+    old_text = config_path.read_text()
+    cfg = parse(old_text)
+    new = parse(old_text)
+    window_us = cfg.dynamic_batching.max_queue_delay_microseconds
+    instances = sum(g.count or 1 for g in cfg.instance_group) or 1
+    new_window, best, new_instances, lines = decide(cfg.max_batch_size, window_us, instances, m)
+    new.dynamic_batching.max_queue_delay_microseconds = new_window
+    del new.dynamic_batching.preferred_batch_size[:]
+    if best > 1:
+        new.dynamic_batching.preferred_batch_size.append(best)
     if new_instances != instances and new.instance_group:
         new.instance_group[0].count = new_instances - sum(g.count or 1 for g in new.instance_group[1:])
     changes = {"max_queue_delay_microseconds": [window_us, new_window],

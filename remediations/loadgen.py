@@ -25,7 +25,7 @@ class Workload:
     timeout_s: float = 5.0
     seed: int = 0
     vocab: int = 2000
-    target: str = "triton"             # "triton": /v2/models/<m>/infer; "gateway": POST /v1/classify
+    target: str = "triton"   # "triton": /v2/models/<m>/infer; "gateway": POST /v1/classify; "torchserve": /predictions/<m>
 
 
 @dataclass
@@ -74,6 +74,9 @@ def run(url: str, model: str, w: Workload, stop: threading.Event | None = None) 
     if w.target == "gateway":
         payloads = [{"tokens": int(s)} for s in plan_sizes]
         endpoint = f"{url}/v1/classify"
+    elif w.target == "torchserve":
+        payloads = [{"ids": rng.integers(0, w.vocab, size=int(s)).tolist()} for s in plan_sizes]
+        endpoint = f"{url}/predictions/{model}"
     else:
         payloads = [_payload(rng, int(s), w.vocab) for s in plan_sizes]
         endpoint = f"{url}/v2/models/{model}/infer"

@@ -1,0 +1,174 @@
+"""TorchServe behind the same batching interface as Triton: its batching lives in the model's registration
+(``batch_size``, ``max_batch_delay`` in ms) and changes through the management API (unregister, register
+again with the new values). Also: start/stop a real TorchServe on loopback with an ONNX Runtime handler."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from . import ledger
+from .procs import die_with_parent
+from .triton_server import free_port
+
+HANDLER = '''import json, os
+import numpy as np
+
+
+class _ONNX:
+    sess = None
+
+
+def handle(data, context):
+    """ONNX Runtime on the model in the archive; one output per request of the batch."""
+    if _ONNX.sess is None:
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        d = context.system_properties.get("model_dir")
+        _ONNX.sess = ort.InferenceSession(os.path.join(d, "model.onnx"), sess_options=so,
+                                          providers=["CPUExecutionProvider"])
+    if data is None:
+        return None
+    out = []
+    for row in data:
+        body = row.get("body") or row.get("data")
+        if isinstance(body, (bytes, bytearray)):
+            body = json.loads(body)
+        ids = np.asarray([body["ids"]], dtype=np.int64)
+        out.append({"logits": _ONNX.sess.run(None, {"IDS": ids})[0][0].tolist()})
+    return out
+'''
+
+
+def available() -> str | None:
+    if shutil.which("java") is None:
+        return "java is not installed (TorchServe's frontend needs Java 17)"
+    if shutil.which("torchserve", path=str(Path(sys.executable).parent)) is None and shutil.which("torchserve") is None:
+        return "torchserve is not installed (pip install torchserve torch-model-archiver pyyaml psutil)"
+    return None
+
+
+def _exe(name: str) -> str:
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+
+
+class TorchServe:
+    def __init__(self, workdir: Path | None = None):
+        self.work = Path(workdir or tempfile.mkdtemp(prefix="triage-torchserve-"))
+        self.store = self.work / "store"
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.ports = {k: free_port() for k in ("inference", "management", "metrics")}
+        self.url = f"http://127.0.0.1:{self.ports['inference']}"
+        self.management = f"http://127.0.0.1:{self.ports['management']}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 90.0) -> "TorchServe":
+        cfg = self.work / "config.properties"
+        cfg.write_text("\n".join([
+            f"inference_address={self.url}", f"management_address={self.management}",
+            f"metrics_address=http://127.0.0.1:{self.ports['metrics']}", "disable_token_authorization=true",
+            "enable_model_api=true", "install_py_dep_per_model=false", f"model_store={self.store}", ""]))
+        self._log = open(self.work / "torchserve.log", "wb")
+        env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ.get('PATH', '')}"}
+        self.proc = subprocess.Popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
+                                      str(self.store), "--ts-config", str(cfg)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=die_with_parent)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"torchserve exited; see {self._log.name}")
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("torchserve did not become ready")
+
+    def archive(self, onnx_model: Path, name: str = "clf") -> str:
+        handler = self.work / "onnx_handler.py"
+        handler.write_text(HANDLER)
+        subprocess.run([_exe("torch-model-archiver"), "--model-name", name, "--version", "1.0", "--serialized-file",
+                        str(onnx_model), "--handler", str(handler), "--export-path", str(self.store), "-f"],
+                       check=True, capture_output=True)
+        return f"{name}.mar"
+
+    def register(self, mar: str, batch_size: int, max_batch_delay_ms: int, workers: int = 1) -> None:
+        r = requests.post(f"{self.management}/models", params={
+            "url": mar, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
+            "initial_workers": workers, "synchronous": "true"}, timeout=120)
+        if r.status_code != 200:
+            raise RuntimeError(f"register {mar}: {r.status_code} {r.text[:200]}")
+
+    def unregister(self, name: str) -> None:
+        requests.delete(f"{self.management}/models/{name}", timeout=60)
+
+    def describe(self, name: str) -> dict:
+        d = requests.get(f"{self.management}/models/{name}", timeout=10).json()[0]
+        return {"batch_size": d["batchSize"], "max_batch_delay_ms": d["maxBatchDelay"], "workers": len(d["workers"])}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class TorchServeBatching:
+    """The batching interface for one registered TorchServe model (same steps as batching.py for Triton)."""
+
+    def __init__(self, server: TorchServe, name: str, mar: str):
+        self.server, self.name, self.mar = server, name, mar
+
+    def current(self) -> dict:
+        d = self.server.describe(self.name)
+        return {"max_batch_size": d["batch_size"], "window_us": d["max_batch_delay_ms"] * 1000, "instances": d["workers"]}
+
+    def propose(self, measured):
+        from .batching import decide
+
+        cur = self.current()
+        window_us, preferred, instances, lines = decide(cur["max_batch_size"], cur["window_us"], cur["instances"], measured)
+        new = {"batch_size": max(cur["max_batch_size"], preferred), "max_batch_delay_ms": window_us // 1000,
+               "workers": instances}
+        lines.append("TorchServe takes whole milliseconds: max_batch_delay = "
+                     f"{window_us} µs → {new['max_batch_delay_ms']} ms")
+        return {"before": {"batch_size": cur["max_batch_size"], "max_batch_delay_ms": cur["window_us"] // 1000,
+                           "workers": cur["instances"]}, "after": new, "arithmetic": lines}
+
+    def _set(self, s: dict) -> None:
+        self.server.unregister(self.name)
+        self.server.register(self.mar, s["batch_size"], s["max_batch_delay_ms"], s["workers"])
+
+    def apply(self, proposal: dict, beside: Path, store=None) -> dict:
+        self._set(proposal["after"])
+        entry = ledger.new_entry("batching-torchserve", model=self.name, management=self.server.management,
+                                 before=proposal["before"], after=proposal["after"], arithmetic=proposal["arithmetic"],
+                                 rollback="register the model again with the 'before' settings")
+        ledger.record(entry, beside, store)
+        return entry
+
+    def rollback(self, entry: dict, beside: Path, store=None) -> dict:
+        if self.server.describe(self.name) != {**entry["after"]}:
+            raise RuntimeError(f"{self.name}'s registration changed since {entry['id']}; refusing to roll back")
+        self._set(entry["before"])
+        out = ledger.new_entry("rollback", of=entry["id"], restored=entry["before"])
+        ledger.record(out, beside, store)
+        return out
