@@ -78,7 +78,8 @@ class TorchServe:
         env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ.get('PATH', '')}"}
         self.proc = subprocess.Popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
                                       str(self.store), "--ts-config", str(cfg)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=die_with_parent)
+                                     stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=die_with_parent,
+                                     start_new_session=True)  # its own process group: java is a grandchild
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -115,12 +116,26 @@ class TorchServe:
         return {"batch_size": d["batchSize"], "max_batch_delay_ms": d["maxBatchDelay"], "workers": len(d["workers"])}
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        """Stop the launcher and the Java frontend and Python workers it started (the whole process group)."""
+        import os
+        import signal
+
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            end = time.monotonic() + 20
+            while time.monotonic() < end:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -21,6 +21,10 @@ def served(tmp_path_factory):
         yield ts, mar, root
     finally:
         ts.stop()
+    import os
+
+    with pytest.raises(ProcessLookupError):  # the launcher, the Java frontend and the workers are all gone
+        os.killpg(ts.proc.pid, 0)
 
 
 def test_torchserve_batching_window_proposal_apply_remeasure_rollback(served, monkeypatch):
