@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="headless: apply the top batching fix, re-measure, print JSON (default: open the live TUI)")
     dm.add_argument("--keep", action="store_true", help="keep the change instead of rolling it back")
     dm.add_argument("--load-seconds", type=float, default=20.0, help="length of each measurement")
-    dm.add_argument("--format", choices=("md", "json"), default="json")
+    dm.add_argument("--format", choices=("md", "json"), default="json", help="headless output (default json)")
     cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route with confidence intervals")
     cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
     cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")

@@ -109,5 +109,28 @@ def cmd_demo(args) -> int:
         return 0
     result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
                  progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
-    sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(_demo_md(result))
     return 0
+
+
+def _demo_md(r: dict) -> str:
+    lines = [f"## triage demo — {r['incident']}", ""]
+    for f in r["findings"][:3]:
+        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {f['summary']}")
+    rem = r.get("remediation") or {}
+    if rem.get("applied"):
+        lines += ["", "**Applied:** " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in rem["changes"].items() if v[0] != v[1]),
+                  "", "```", *rem["arithmetic"], "```", "",
+                  "| | p50 ms | p95 ms | p99 ms | req/s | errors |", "|---|---:|---:|---:|---:|---:|"]
+        for label in ("before", "after"):
+            m = r[label]
+            lines.append(f"| {label} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p99_ms']:.1f} | "
+                         f"{m['throughput_rps']:.1f} | {m['error_rate']:.2%} |")
+        lines += ["", f"**Verdict:** {r['comparison']['verdict']} — {r['comparison']['basis']}"]
+        lines.append("Rolled back: config restored." if rem.get("config_restored") else f"Kept in {rem.get('kept_in')}.")
+    else:
+        lines += ["", f"No change applied: {rem.get('reason')}."]
+    return "\n".join(lines) + "\n"
