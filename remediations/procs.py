@@ -24,3 +24,23 @@ def exit_on_signals() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+
+
+def wait_ready(proc, url: str, name: str, log: str, timeout_s: float, stop) -> None:
+    """Poll ``url`` until it answers 200; a server that exits or stays silent is stopped and reported."""
+    import time
+
+    import requests
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}); see {log}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    stop()
+    raise RuntimeError(f"{name} did not get ready in {timeout_s:.0f}s; see {log}")

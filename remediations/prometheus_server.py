@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from .procs import die_with_parent
+from .procs import die_with_parent, wait_ready
 from .triton_server import free_port
 
 
@@ -42,18 +42,7 @@ class PrometheusServer:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: see {self.log.name}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("prometheus did not become ready")
+        wait_ready(self.proc, f"{self.url}/-/ready", "prometheus", self.log.name, timeout, self.stop)
 
     def wait_for_series(self, metric: str, timeout: float = 20.0) -> None:
         end = time.monotonic() + timeout

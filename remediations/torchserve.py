@@ -3,6 +3,7 @@
 again with the new values). Also: start/stop a real TorchServe on loopback with an ONNX Runtime handler."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import requests
 
 from . import ledger
-from .procs import die_with_parent
+from .procs import die_with_parent, wait_ready
 from .triton_server import free_port
 
 HANDLER = '''import json, os
@@ -75,23 +76,13 @@ class TorchServe:
             f"metrics_address=http://127.0.0.1:{self.ports['metrics']}", "disable_token_authorization=true",
             "enable_model_api=true", "install_py_dep_per_model=false", f"model_store={self.store}", ""]))
         self._log = open(self.work / "torchserve.log", "wb")
-        env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ.get('PATH', '')}"}
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         self.proc = subprocess.Popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
                                       str(self.store), "--ts-config", str(cfg)], stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=die_with_parent,
                                      start_new_session=True)  # its own process group: java is a grandchild
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"torchserve exited; see {self._log.name}")
-            try:
-                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("torchserve did not become ready")
+        wait_ready(self.proc, f"{self.url}/ping", "torchserve", self._log.name, timeout_s, self.stop)
+        return self
 
     def archive(self, onnx_model: Path, name: str = "clf") -> str:
         handler = self.work / "onnx_handler.py"
@@ -117,7 +108,6 @@ class TorchServe:
 
     def stop(self) -> None:
         """Stop the launcher and the Java frontend and Python workers it started (the whole process group)."""
-        import os
         import signal
 
         if self.proc is not None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,22 +122,13 @@ class Triton:
                     "--trace-config", "opentelemetry,resource=service.name=triton"]
         self.log_path = work / "tritonserver.log"
         self._log = open(self.log_path, "wb")
-        from .procs import die_with_parent
+        from .procs import die_with_parent, wait_ready
 
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=work,
                                      preexec_fn=die_with_parent)
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                if requests.get(f"{self.url}/v2/models/{self.model}/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"tritonserver did not get ready in {timeout_s:.0f}s; see {self.log_path}")
+        wait_ready(self.proc, f"{self.url}/v2/models/{self.model}/ready", "tritonserver", str(self.log_path),
+                   timeout_s, self.stop)
+        return self
 
     def load(self, model: str | None = None) -> None:
         """Reload a model from the repository (explicit model control): picks up a changed config.pbtxt."""
