@@ -5,9 +5,32 @@ The tail cohort of a route is its requests whose end-to-end latency is >= the ro
 """
 from __future__ import annotations
 
+import functools
+import weakref
+
 from .stages import STAGES
 
 MS = 1e6
+
+# Results computed from the derived tables stay valid until stages.build rebuilds them; every rule and the
+# report ask for the same breakdown, so each is computed once per build.
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def invalidate(store) -> None:
+    """Forget what was computed from the derived tables (stages.build calls this)."""
+    _CACHE.pop(store, None)
+
+
+def per_build(fn):
+    @functools.wraps(fn)
+    def wrapper(store, *args):
+        cache = _CACHE.setdefault(store, {})
+        key = (fn.__name__, args)
+        if key not in cache:
+            cache[key] = fn(store, *args)
+        return cache[key]
+    return wrapper
 
 
 def window(store) -> tuple[int | None, int | None]:
@@ -19,6 +42,7 @@ def window(store) -> tuple[int | None, int | None]:
     return row[0], row[1]
 
 
+@per_build
 def route_latency(store) -> dict[str, dict]:
     rows = store.query("""
         SELECT route, count(*), quantile_cont(duration_ns, 0.5), quantile_cont(duration_ns, 0.95),
@@ -43,6 +67,7 @@ def tail_exemplars(store, stage: str, route: str | None = None, n: int = 3) -> l
         WHERE true {where} ORDER BY rs.ns DESC LIMIT {int(n)}""", [stage] + ([route] if route else []))]
 
 
+@per_build
 def stage_breakdown(store) -> dict[str, dict[str, dict]]:
     """Per route and stage: median share of end-to-end time over the tail cohort (``p95_share``),
     and the stage's own p50/p95 across all requests of the route (0 where a request lacks it)."""

@@ -52,6 +52,9 @@ def _rule_case(rules: tuple[StageRule, ...]) -> str:
 
 def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
     """(Re)build span_roots, span_times, requests and request_stages from spans and span_events."""
+    from .latency import invalidate
+
+    invalidate(store)
     name_rules = _rule_case(rules)
     msc = MODEL_SERVER_CALL.replace("'", "''")
     # 1. Roots, and every span's interval clipped to its parent's clipped interval, so that work a
