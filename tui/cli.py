@@ -111,6 +111,16 @@ def _listen(text: str):
     return (host or "127.0.0.1", int(port))
 
 
+def emit(result: dict, fmt: str, markdown) -> None:
+    """Print a command's result: the JSON object, or its Markdown rendering."""
+    import orjson
+
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(markdown(result))
+
+
 def _progress_to_stderr():
     if not sys.stderr.isatty():
         return None
@@ -134,7 +144,6 @@ def _check_paths(paths: list[str], db: str | None) -> str | None:
 
 
 def cmd_report(args) -> int:
-    import orjson
 
     from analyzers.report import exit_code, to_markdown
     from analyzers.session import analyze
@@ -149,10 +158,7 @@ def cmd_report(args) -> int:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in rep["inputs"]["skipped"][:5])
         print(f"triage report: no readable telemetry in the inputs ({reasons})", file=sys.stderr)
         return 2
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(to_markdown(rep))
+    emit(rep, args.format, to_markdown)
     problems = rep["inputs"]["problems"]["count"]
     if args.strict and problems:
         print(f"triage report: --strict: {problems} input problem(s), see inputs.problems", file=sys.stderr)
@@ -161,7 +167,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    import orjson
 
     from analyzers.compare import compare, durations_ms, to_markdown
     from analyzers.session import analyze, load_constraints
@@ -177,10 +182,7 @@ def cmd_compare(args) -> int:
         print("triage compare: no requests in " + ("BEFORE" if not before else "AFTER"), file=sys.stderr)
         return 2
     result = compare(before, after, cons)
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(to_markdown(result))
+    emit(result, args.format, to_markdown)
     regressed = any(e["verdict"] == "regressed" for e in result["routes"].values())
     return 1 if args.fail_on_regression and regressed else 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import _listen, parse_duration
+from .cli import _listen, emit, parse_duration
 
 
 def _live_session(args):
@@ -19,7 +19,6 @@ def _live_session(args):
 def cmd_live(args) -> int:
     import time
 
-    import orjson
 
     from analyzers.report import exit_code, to_markdown
 
@@ -44,10 +43,7 @@ def cmd_live(args) -> int:
         session.stop()
     if snap.status["prometheus"].startswith("stale"):
         print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(snap.report, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(to_markdown(snap.report))
+    emit(snap.report, args.format, to_markdown)
     return exit_code(snap.report, args.fail_on)
 
 
@@ -81,7 +77,6 @@ def cmd_capture(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import orjson
 
     from remediations.demo import run
     from remediations.triton_server import available
@@ -109,10 +104,7 @@ def cmd_demo(args) -> int:
         return 0
     result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
                  progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(_demo_md(result))
+    emit(result, args.format, _demo_md)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .cli import emit
+
 
 def _ledger_store(args):
     """With --db, the ledger also goes into that store's remediations table."""
@@ -15,7 +17,6 @@ def _ledger_store(args):
 
 
 def cmd_quantize(args) -> int:
-    import orjson
 
     from remediations.quantize import RemediationError, plan, run, shapes_from_capture
 
@@ -35,10 +36,7 @@ def cmd_quantize(args) -> int:
     except RemediationError as exc:
         print(f"triage quantize: {exc}", file=sys.stderr)
         return 2
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        sys.stdout.write(_quantize_md(result))
+    emit(result, args.format, _quantize_md)
     if result["applied"] or args.dry_run and result.get("reason") == "preview only":
         return 0
     return 1
