@@ -180,6 +180,7 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                 continue
             parse_request(doc, out, f"line {lineno}")
             continue
+        parsed = None
         for i, rs in enumerate(req.resourceSpans):
             key = bytes(rs.resource)
             if key not in res_cache:
@@ -195,7 +196,9 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                     attrs, events = bytes(sp.attributes), bytes(sp.events)
                     if tid is None or sid is None or start is None or end is None or start <= 0 or end < start \
                             or not _is_list(attrs) or not _is_list(events):
-                        _slow_span(out, line, i, j, k, lineno)  # the tolerant reader explains and salvages
+                        if parsed is None:  # once per line, however many of its spans need the slow path
+                            parsed = orjson.loads(line)
+                        _slow_span(out, parsed, i, j, k, lineno)  # the tolerant reader explains and salvages
                         continue
                     st = sp.status
                     app[0](tid)
@@ -217,11 +220,10 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
     return out
 
 
-def _slow_span(out: RawSpans, line: bytes, i: int, j: int, k: int, lineno: int) -> None:
+def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int) -> None:
     from .otlp_json import SPAN_KINDS as _K, STATUS_CODES as _S, _enum, attributes
     from .spans import resource_json
 
-    doc = orjson.loads(line)
     doc = doc.get("result", doc)
     rs = doc["resourceSpans"][i]
     resource = attributes((rs.get("resource") or {}).get("attributes"))

@@ -150,12 +150,11 @@ def run(p: Plan, apply: bool = True, store=None, progress: Progress | None = Non
         tmp = Path(tmp)
         original = Path(p.original)
         if p.torch_source:
-            from .demo_model import VOCAB
             from .export import export, torch_outputs
 
             say("exporting PyTorch to ONNX")
             original = tmp / "exported.onnx"
-            export(p.source, original, vocab=VOCAB)
+            export(p.source, original)
             feeds = random_feeds(original, [tuple(s) for s in p.shapes])
             from .verify import run_shapes
 
