@@ -65,18 +65,26 @@ CREATE TABLE IF NOT EXISTS spans_otlp_raw (
     events VARCHAR, resource VARCHAR, source VARCHAR)
 """
 
-# An OTLP AnyValue (JSON) as a JSON value of its own: strings quoted, numbers and booleans bare,
-# arrays and key/value lists kept as OTLP JSON.
-_VALUE_JSON = """CASE
+# An OTLP AnyValue (JSON) as a JSON value of its own, as the Python readers render it: strings quoted,
+# numbers and booleans bare, arrays and key/value lists as JSON arrays and objects (their elements rendered
+# the same way one level down; deeper nesting is kept as OTLP JSON).
+_SCALAR_WHEN = """
     WHEN (v->>'stringValue') IS NOT NULL THEN to_json((v->>'stringValue'))
     WHEN TRY_CAST((v->>'intValue') AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST((v->>'intValue') AS HUGEINT) AS VARCHAR)
     WHEN TRY_CAST((v->>'doubleValue') AS DOUBLE) IS NOT NULL
          AND isfinite(TRY_CAST((v->>'doubleValue') AS DOUBLE)) THEN CAST(TRY_CAST((v->>'doubleValue') AS DOUBLE) AS VARCHAR)
-    WHEN (v->>'boolValue') IN ('true', 'false') THEN (v->>'boolValue')
-    WHEN (v->'arrayValue') IS NOT NULL THEN CAST((v->'arrayValue') AS VARCHAR)
-    WHEN (v->'kvlistValue') IS NOT NULL THEN CAST((v->'kvlistValue') AS VARCHAR)
-    WHEN (v->>'bytesValue') IS NOT NULL THEN to_json((v->>'bytesValue'))
+    WHEN (v->>'boolValue') IN ('true', 'false') THEN (v->>'boolValue')"""
+_BYTES_WHEN = """
+    WHEN (v->>'bytesValue') IS NOT NULL THEN to_json((v->>'bytesValue'))"""
+_VALUE_JSON = f"""CASE{_SCALAR_WHEN}
+    WHEN (v->'arrayValue') IS NOT NULL THEN '[' || coalesce(array_to_string(list_transform(
+        CAST(v->'arrayValue'->'values' AS JSON[]), lambda x: otlp_scalar_json(x)), ','), '') || ']'
+    WHEN (v->'kvlistValue') IS NOT NULL THEN '{{' || coalesce(array_to_string(list_transform(
+        from_json(v->'kvlistValue'->'values', '[{{"key": "VARCHAR", "value": "JSON"}}]'),
+        lambda x: to_json(x.key) || ':' || otlp_scalar_json(x.value)), ','), '') || '}}'{_BYTES_WHEN}
     ELSE 'null' END"""
+_ELEMENT_JSON = f"""CASE{_SCALAR_WHEN}{_BYTES_WHEN}
+    ELSE coalesce(CAST(v AS VARCHAR), 'null') END"""
 
 
 def _promoted_sql() -> str:
@@ -102,6 +110,7 @@ PROMOTED_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in PROMOTED) + "]"
 MACROS = f"""
 CREATE OR REPLACE MACRO otlp_str(v) AS coalesce((v->>'stringValue'), (v->>'intValue'), (v->>'doubleValue'), (v->>'boolValue'));
 CREATE OR REPLACE MACRO kv_str(l, k) AS nullif(otlp_str(list_filter(l, lambda x: x.key = k)[1].value), '');
+CREATE OR REPLACE MACRO otlp_scalar_json(v) AS ({_ELEMENT_JSON});
 CREATE OR REPLACE MACRO otlp_value_json(v) AS ({_VALUE_JSON});
 """
 

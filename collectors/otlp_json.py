@@ -20,6 +20,8 @@ SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SE
               "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
 STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 PARALLEL_MIN_BYTES = 4 << 20
+# Chunks converted by Arrow at once, in threads, while the previous one is written (memory: ~4x chunk each).
+ARROW_THREADS = 2
 
 
 def any_value(v):
@@ -148,9 +150,12 @@ def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None
             parse_request(req, sink, "")
         sink.flush()
         return
-    from . import otlp_fast
+    from . import otlp_arrow, otlp_fast
 
-    chunks = streams.line_chunks(src)
+    if otlp_arrow.available():
+        chunks = _arrow_first(streams.line_chunks(src, otlp_arrow.CHUNK_BYTES), sink, progress)
+    else:
+        chunks = streams.line_chunks(src)
     if len(first) < PARALLEL_MIN_BYTES or pool.workers <= 1:  # small: a pool would cost more than it saves
         for c, n in chunks:
             batch = otlp_fast.decode_lines(c, sink.source, n)
@@ -167,3 +172,42 @@ def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None
             sink.problems.merge(staged.problems)
             if progress:
                 progress()
+
+
+def _arrow_first(chunks, sink: SpanSink, progress):
+    """Load each chunk with the Arrow path when it fits exactly; yield the others for the msgspec path
+    (which reports their problems by line). Arrow converts the next chunk in a background thread while this
+    one is written to DuckDB (both release the GIL), so parsing and writing overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import otlp_arrow
+
+    def convert(item):
+        chunk, first_line = item
+        if len(chunk) < otlp_arrow.MIN_CHUNK_BYTES:
+            return item, None
+        return item, otlp_arrow.prepare(chunk, sink.source)
+
+    from collections import deque
+
+    with ThreadPoolExecutor(ARROW_THREADS, thread_name_prefix="triage-arrow") as ex:
+        pending: deque = deque()
+        for item in chunks:
+            pending.append(ex.submit(convert, item))
+            if len(pending) > ARROW_THREADS:
+                yield from _write_prepared(pending.popleft().result(), sink, progress)
+        while pending:
+            yield from _write_prepared(pending.popleft().result(), sink, progress)
+
+
+def _write_prepared(result, sink: SpanSink, progress):
+    from . import otlp_arrow
+
+    item, prepared = result
+    if prepared is None:
+        yield item
+        return
+    with sink.store.writer() as con:
+        sink.spans_written += otlp_arrow.write(con, prepared)
+    if progress:
+        progress()

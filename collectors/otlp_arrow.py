@@ -1,0 +1,389 @@
+"""The fastest path for OTLP JSON lines: Apache Arrow's multi-threaded JSON reader parses a chunk of lines
+against the complete OTLP trace schema, and DuckDB flattens the Arrow table into ``spans`` and
+``span_events`` in one pass, without a Python loop over spans.
+
+It only takes a chunk that it can load exactly as the tolerant readers would. Any line that does not match
+the schema (an unknown field, a number where OTLP JSON has a string, enum names instead of numbers, the
+``result`` wrapper, invalid UTF-8), any invalid id, time or event time, makes it hand the whole chunk back
+(``load_chunk`` returns None) and the caller reads that chunk with ``otlp_fast``, which names the file and
+line of every problem. So it changes speed, never results; ``tests/test_otlp_arrow.py`` checks that both
+paths give identical rows.
+
+pyarrow is imported on first use; when it is missing the caller keeps the msgspec path.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import orjson
+
+from .otlp_fast import PROMOTED_PATHS, _promoted_sql
+
+# A chunk below this size is not worth the Arrow round trip (fixed cost ~ a few ms).
+MIN_CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = 32 << 20
+
+
+@functools.cache
+def available() -> bool:
+    try:
+        import pyarrow.json  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def schema():
+    """The fields of an OTLP ExportTraceServiceRequest that triage reads (the msgspec path reads the same;
+    others are ignored by both), typed as the OTLP JSON encoding writes them: 64-bit integers as strings.
+    AnyValue nests one level (arrays and key/value lists of scalars); deeper nesting is typed null, so that
+    Arrow refuses the chunk and the msgspec path, which keeps it, takes it."""
+    import pyarrow as pa
+
+    s = pa.string()
+    scalar = [("stringValue", s), ("boolValue", pa.bool_()), ("intValue", s), ("doubleValue", pa.float64()),
+              ("bytesValue", s)]
+    element = pa.struct(scalar + [("arrayValue", pa.null()), ("kvlistValue", pa.null())])
+    any_value = pa.struct(scalar + [
+        ("arrayValue", pa.struct([("values", pa.list_(element))])),
+        ("kvlistValue", pa.struct([("values", pa.list_(pa.struct([("key", s), ("value", element)])))])),
+    ])
+    attrs = pa.list_(pa.struct([("key", s), ("value", any_value)]))
+    event = pa.struct([("timeUnixNano", s), ("name", s), ("attributes", attrs)])
+    span = pa.struct([
+        ("traceId", s), ("spanId", s), ("parentSpanId", s), ("name", s), ("kind", pa.int64()),
+        ("startTimeUnixNano", s), ("endTimeUnixNano", s), ("attributes", attrs), ("events", pa.list_(event)),
+        ("status", pa.struct([("message", s), ("code", pa.int64())])),
+    ])
+    scope_spans = pa.list_(pa.struct([("spans", pa.list_(span))]))
+    resource_spans = pa.list_(pa.struct([
+        ("resource", pa.struct([("attributes", attrs)])),
+        ("scopeSpans", scope_spans), ("instrumentationLibrarySpans", scope_spans)]))
+    return pa.schema([("resourceSpans", resource_spans)])
+
+
+# AnyValue → JSON text, the way otlp_fast renders it: strings quoted, integers and finite doubles bare,
+# booleans, arrays and key/value lists as JSON arrays and objects of their scalars.
+_SCALAR_JSON = """CASE WHEN {v}.stringValue IS NOT NULL THEN to_json({v}.stringValue)
+    WHEN TRY_CAST({v}.intValue AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST({v}.intValue AS HUGEINT) AS VARCHAR)
+    WHEN isfinite({v}.doubleValue) THEN CAST({v}.doubleValue AS VARCHAR)
+    WHEN {v}.boolValue IS NOT NULL THEN CAST({v}.boolValue AS VARCHAR)"""
+_BYTES_JSON = """
+    WHEN {v}.bytesValue IS NOT NULL THEN to_json({v}.bytesValue)"""
+
+MACROS = f"""
+CREATE OR REPLACE TEMP MACRO arrow_scalar_json(v) AS ({_SCALAR_JSON.format(v='v')}{_BYTES_JSON.format(v='v')} ELSE 'null' END);
+CREATE OR REPLACE TEMP MACRO arrow_value_json(v) AS ({_SCALAR_JSON.format(v='v')}
+    WHEN v.arrayValue IS NOT NULL THEN
+        '[' || coalesce(array_to_string(list_transform(v.arrayValue."values", lambda x: arrow_scalar_json(x)), ','), '') || ']'
+    WHEN v.kvlistValue IS NOT NULL THEN
+        '{{' || coalesce(array_to_string(list_transform(v.kvlistValue."values",
+                                lambda x: to_json(x.key) || ':' || arrow_scalar_json(x.value)), ','), '') || '}}'{_BYTES_JSON.format(v='v')}
+    ELSE 'null' END);
+CREATE OR REPLACE TEMP MACRO arrow_attrs_json(l) AS
+    '{{' || coalesce(array_to_string(list_transform(list_filter(l, lambda x: x.key IS NOT NULL),
+                                                  lambda x: to_json(x.key) || ':' || arrow_value_json(x.value)), ','), '') || '}}';
+"""
+
+# The general path, over the spans of one part (``otlp_arrow_spans``, already checked by ``_fits``) and
+# the resources (``otlp_arrow_resources``): DuckDB renders the attributes with the macros above.
+INSERT_SPANS = f"""
+INSERT INTO spans
+SELECT trace_id, span_id, parent_span_id, r.service, name, kind, start_ns, end_ns, end_ns - start_ns,
+       status_code, status_message,
+       {_promoted_sql()},
+       attributes, r.resource, ?
+FROM (
+    SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM (
+        SELECT lower(traceId) AS trace_id, lower(spanId) AS span_id, lower(nullif(parentSpanId, '')) AS parent_span_id,
+               name, coalesce(kind, 0) AS kind, CAST(startTimeUnixNano AS BIGINT) AS start_ns,
+               CAST(endTimeUnixNano AS BIGINT) AS end_ns, coalesce(status_code, 0) AS status_code,
+               nullif(status_message, '') AS status_message, arrow_attrs_json(attributes) AS attributes, res
+        FROM otlp_arrow_spans)
+) f
+JOIN otlp_arrow_resources r ON r.id = f.res
+"""
+INSERT_EVENTS = """
+INSERT INTO span_events
+SELECT lower(traceId), lower(spanId), e.name, CAST(e.timeUnixNano AS BIGINT),
+       CASE WHEN len(e.attributes) > 0 THEN arrow_attrs_json(e.attributes) END
+FROM (SELECT traceId, spanId, unnest(events) AS e FROM otlp_arrow_spans WHERE len(events) > 0)
+"""
+
+
+class Unfit(Exception):
+    """The chunk cannot be loaded exactly by this path (the reason is for debugging, not a problem)."""
+
+
+def parse(chunk: bytes, threads: bool = True):
+    """A chunk of whole JSON lines → an Arrow table against the OTLP schema; raises Unfit."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    if not chunk.isascii():
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Unfit(f"invalid UTF-8 at byte {exc.start}") from None
+    lines = chunk.count(b"\n") + 1
+    block = max(4 << 20, 4 * (len(chunk) // lines))
+    opts = pj.ParseOptions(explicit_schema=schema(), unexpected_field_behavior="ignore")
+    for block_size in (block, len(chunk) + 1):
+        try:
+            return pj.read_json(pa.py_buffer(chunk), parse_options=opts,
+                                read_options=pj.ReadOptions(block_size=block_size, use_threads=threads))
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc) and block_size < len(chunk) + 1:
+                continue  # a line longer than the block: once more with one block
+            raise Unfit(str(exc)) from None
+
+
+def flatten(table) -> tuple[list, list]:
+    """The Arrow table of requests → (tables of spans, one per record batch, each with ``res``: the index of
+    the span's resource in the second element, the resources' attribute lists). Zero-copy where Arrow allows
+    it; raises Unfit for a line without resourceSpans (the ``result`` wrapper, another document) or with the
+    legacy ``instrumentationLibrarySpans`` (the msgspec path reads both)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts, resources = [], []
+    for rs in table.column("resourceSpans").chunks:
+        if rs.null_count:
+            raise Unfit("a line without resourceSpans")
+        rs_flat = rs.flatten()
+        if pc.sum(pc.list_value_length(rs_flat.field("instrumentationLibrarySpans"))).as_py():
+            raise Unfit("legacy instrumentationLibrarySpans")
+        ss = rs_flat.field("scopeSpans")
+        ss_flat = ss.flatten()
+        sp = ss_flat.field("spans")
+        spans = sp.flatten()
+        if not len(spans):
+            continue
+        res = pc.add(pc.take(pc.list_parent_indices(ss), pc.list_parent_indices(sp)), len(resources))
+        resources.extend(rs_flat.field("resource").field("attributes").to_pylist())
+        status = spans.field("status")
+        parts.append(pa.table({
+            "traceId": spans.field("traceId"), "spanId": spans.field("spanId"),
+            "parentSpanId": spans.field("parentSpanId"), "name": spans.field("name"), "kind": spans.field("kind"),
+            "startTimeUnixNano": spans.field("startTimeUnixNano"), "endTimeUnixNano": spans.field("endTimeUnixNano"),
+            "status_code": status.field("code"), "status_message": status.field("message"),
+            "attributes": spans.field("attributes"), "events": spans.field("events"), "res": res,
+        }))
+    return parts, resources
+
+
+_ID32 = "^[0-9a-fA-F]{32}$"
+_ID16 = "^[0-9a-fA-F]{16}$"
+_TIME = "^[1-9][0-9]{0,18}$"  # canonical positive nanoseconds; anything else goes to the msgspec path
+_EVENT_TIME = "^(?:0|[1-9][0-9]{0,18})$"
+
+
+def _all(mask) -> bool:
+    import pyarrow.compute as pc
+
+    return bool(pc.all(pc.fill_null(mask, False)).as_py()) if len(mask) else True
+
+
+def _fits(part) -> bool:
+    """Every span loads exactly as the msgspec path would load it: valid non-zero ids, canonical times with
+    end >= start, a name, a known kind and status code, and every event time valid."""
+    import pyarrow.compute as pc
+
+    c = part.column
+    parent = c("parentSpanId")
+    events = c("events")
+    checks = (
+        lambda: pc.match_substring_regex(c("traceId"), _ID32),
+        lambda: pc.not_equal(c("traceId"), "0" * 32),
+        lambda: pc.match_substring_regex(c("spanId"), _ID16),
+        lambda: pc.not_equal(c("spanId"), "0" * 16),
+        lambda: pc.or_kleene(pc.equal(pc.fill_null(parent, ""), ""),
+                             pc.and_(pc.match_substring_regex(parent, _ID16), pc.not_equal(parent, "0" * 16))),
+        lambda: pc.match_substring_regex(c("startTimeUnixNano"), _TIME),
+        lambda: pc.match_substring_regex(c("endTimeUnixNano"), _TIME),
+        lambda: pc.is_valid(c("name")),
+        lambda: pc.and_(pc.greater_equal(pc.fill_null(c("kind"), 0), 0), pc.less_equal(pc.fill_null(c("kind"), 0), 5)),
+        lambda: pc.and_(pc.greater_equal(pc.fill_null(c("status_code"), 0), 0),
+                        pc.less_equal(pc.fill_null(c("status_code"), 0), 2)),
+        lambda: pc.match_substring_regex(pc.list_flatten(events).combine_chunks().field("timeUnixNano"), _EVENT_TIME),
+    )
+    if not all(_all(check()) for check in checks):
+        return False
+    try:
+        start = pc.cast(c("startTimeUnixNano"), "int64")
+        end = pc.cast(c("endTimeUnixNano"), "int64")
+    except Exception:  # beyond int64
+        return False
+    return _all(pc.greater_equal(end, start))
+
+
+def _span_table(part, service, resource, source: str):
+    """The spans of one part as the store's columns (promoted integers still text), or None (SQL path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from . import arrow_attrs
+
+    c = part.column
+    got = arrow_attrs.attributes_and_promoted(c("attributes").combine_chunks())
+    if got is None:
+        return None
+    attributes, promoted = got
+    lower = pc.utf8_lower
+    start = pc.cast(c("startTimeUnixNano"), "int64")
+    end = pc.cast(c("endTimeUnixNano"), "int64")
+    parent = c("parentSpanId")
+    res = c("res")
+    msg = c("status_message")
+    return pa.table({
+        "trace_id": lower(c("traceId")), "span_id": lower(c("spanId")),
+        "parent_span_id": lower(pc.if_else(pc.equal(pc.fill_null(parent, ""), ""), pa.scalar(None, pa.string()), parent)),
+        "service": service.take(res), "name": c("name"), "kind": pc.fill_null(c("kind"), 0),
+        "start_ns": start, "end_ns": end, "duration_ns": pc.subtract(end, start),
+        "status_code": pc.fill_null(c("status_code"), 0),
+        "status_message": pc.if_else(pc.equal(pc.fill_null(msg, ""), ""), pa.scalar(None, pa.string()), msg),
+        **promoted, "attributes": attributes, "resource": resource.take(res),
+        "source": pa.repeat(pa.scalar(source), part.num_rows),
+    })
+
+
+def _event_table(part):
+    """The events of one part as the store's columns, or None (SQL path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from . import arrow_attrs
+
+    events = part.column("events").combine_chunks()
+    flat = events.flatten()
+    if not len(flat):
+        return pa.table({"trace_id": pa.array([], pa.string()), "span_id": pa.array([], pa.string()),
+                         "name": pa.array([], pa.string()), "ts_ns": pa.array([], pa.int64()),
+                         "attributes": pa.array([], pa.string())})
+    attrs = arrow_attrs.attributes_json(flat.field("attributes"), empty=None)
+    if attrs is None:
+        return None
+    parent = pc.list_parent_indices(events)
+    return pa.table({
+        "trace_id": pc.utf8_lower(part.column("traceId")).take(parent),
+        "span_id": pc.utf8_lower(part.column("spanId")).take(parent),
+        "name": flat.field("name"), "ts_ns": pc.cast(flat.field("timeUnixNano"), "int64"), "attributes": attrs,
+    })
+
+
+_INT_TEXT = "TRY_CAST(TRY_CAST(nullif({c}, '') AS DOUBLE) AS BIGINT)"
+INSERT_FLAT_SPANS = f"""
+INSERT INTO spans
+SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
+       status_message, route, {_INT_TEXT.format(c='http_status')}, {_INT_TEXT.format(c='resend_count')}, model, peer,
+       {_INT_TEXT.format(c='input_size')}, attributes, resource, source
+FROM otlp_arrow_ready
+"""
+
+
+def _resources(resources: list) -> dict:
+    """(service, resource JSON) per resource, computed by the same code as the other readers."""
+    from .otlp_json import attributes
+    from .spans import resource_json
+
+    out = {"service": [], "resource": []}
+    done: dict[str, tuple[str, str]] = {}
+    for attrs in resources:
+        key = orjson.dumps(attrs)
+        if key not in done:
+            resource = attributes(_drop_nulls(attrs))
+            svc = resource.get("service.name")
+            done[key] = (str(svc) if svc is not None else "unknown", resource_json(resource))
+        out["service"].append(done[key][0])
+        out["resource"].append(done[key][1])
+    return out
+
+
+def _drop_nulls(v):
+    """Arrow fills absent fields with null; the tolerant reader never saw them."""
+    if isinstance(v, dict):
+        return {k: _drop_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_nulls(x) for x in v]
+    return v
+
+
+@dataclass
+class Prepared:
+    """A chunk turned into the store's columns by Arrow (no DuckDB yet): what ``write`` inserts."""
+
+    source: str
+    spans: int = 0
+    ready: list = field(default_factory=list)     # span tables in the store's columns
+    events: list = field(default_factory=list)    # event tables in the store's columns
+    general: list = field(default_factory=list)   # (part, spans too?) for DuckDB's macros
+    resources: dict = field(default_factory=dict)
+
+
+def prepare(chunk: bytes, source: str) -> Prepared | None:
+    """Parse and convert one chunk of JSON lines with Arrow only (safe in a background thread: it touches no
+    DuckDB connection). None when the chunk is not fit for this path."""
+    import pyarrow as pa
+
+    try:
+        parts, resources = flatten(parse(chunk))
+    except Unfit:
+        return None
+    if not all(_fits(part) for part in parts):
+        return None
+    out = Prepared(source, spans=sum(part.num_rows for part in parts), resources=_resources(resources))
+    service = pa.array(out.resources["service"], pa.string())
+    resource = pa.array(out.resources["resource"], pa.string())
+    for part in parts:
+        spans = _span_table(part, service, resource, source)
+        events = _event_table(part) if spans is not None else None
+        if spans is not None:
+            out.ready.append(spans)
+        if events is not None:
+            out.events.append(events)
+        else:  # attributes outside the common case: DuckDB renders them
+            out.general.append((part, spans is None))
+    return out
+
+
+def write(con, prepared: Prepared) -> int:
+    """Insert a prepared chunk through ``con`` (the store's writer connection); returns the spans written."""
+    import pyarrow as pa
+
+    for part, with_spans in prepared.general:
+        _insert_sql(con, part, prepared.resources, prepared.source, spans=with_spans)
+    for name, sql, tables in (("otlp_arrow_ready", INSERT_FLAT_SPANS, prepared.ready),
+                              ("otlp_arrow_events", "INSERT INTO span_events SELECT * FROM otlp_arrow_events",
+                               prepared.events)):
+        if tables:
+            con.register(name, pa.concat_tables(tables))
+            try:
+                con.execute(sql)
+            finally:
+                con.unregister(name)
+    return prepared.spans
+
+
+def load_chunk(con, chunk: bytes, source: str) -> int | None:
+    """Load one chunk of JSON lines into ``con``. Returns the number of spans written, or None when the
+    chunk is not fit for this path (nothing was written)."""
+    prepared = prepare(chunk, source)
+    return None if prepared is None else write(con, prepared)
+
+
+def _insert_sql(con, part, res: dict, source: str, spans: bool = True) -> None:
+    """The general path: DuckDB renders every AnyValue (doubles, arrays, escapes) with its macros."""
+    import pyarrow as pa
+
+    con.register("otlp_arrow_spans", part)
+    con.register("otlp_arrow_resources", pa.table({**res, "id": pa.array(range(len(res["service"])), pa.int64())}))
+    try:
+        con.execute(MACROS)
+        if spans:
+            con.execute(INSERT_SPANS, [source])
+        con.execute(INSERT_EVENTS)
+    finally:
+        con.unregister("otlp_arrow_spans")
+        con.unregister("otlp_arrow_resources")
