@@ -122,6 +122,8 @@ def parse(chunk: bytes, threads: bool = True):
     import pyarrow as pa
     import pyarrow.json as pj
 
+    if b"NaN" in chunk or b"Infinity" in chunk:  # Arrow's reader takes these non-JSON tokens; msgspec refuses
+        raise Unfit("NaN or Infinity (not JSON), or the word in a string: the exact path decides")
     if not chunk.isascii():
         try:
             chunk.decode("utf-8")
@@ -159,6 +161,8 @@ def flatten(table) -> tuple[list, list]:
         ss_flat = ss.flatten()
         sp = ss_flat.field("spans")
         spans = sp.flatten()
+        if rs_flat.null_count or ss_flat.null_count or spans.null_count:
+            raise Unfit("null in place of a resourceSpans, scopeSpans or span object")
         if not len(spans):
             continue
         res = pc.add(pc.take(pc.list_parent_indices(ss), pc.list_parent_indices(sp)), len(resources))
@@ -291,6 +295,8 @@ def _resources(resources: list) -> dict:
     out = {"service": [], "resource": []}
     done: dict[str, tuple[str, str]] = {}
     for attrs in resources:
+        if attrs and any(kv is None or kv.get("key") is None for kv in attrs):
+            raise Unfit("a resource attribute without a key")  # the exact path keeps it under "None"
         key = orjson.dumps(attrs)
         if key not in done:
             resource = attributes(_drop_nulls(attrs))
@@ -333,7 +339,10 @@ def prepare(chunk: bytes, source: str) -> Prepared | None:
         return None
     if not all(_fits(part) for part in parts):
         return None
-    out = Prepared(source, spans=sum(part.num_rows for part in parts), resources=_resources(resources))
+    try:
+        out = Prepared(source, spans=sum(part.num_rows for part in parts), resources=_resources(resources))
+    except Unfit:
+        return None
     service = pa.array(out.resources["service"], pa.string())
     resource = pa.array(out.resources["resource"], pa.string())
     for part in parts:
