@@ -6,8 +6,8 @@ vLLM carries it as ``gen_ai.latency.time_in_queue``: that part of the self time 
 ``queue``. Spans are grouped into requests by walking parent links from each root, across services
 (a gateway CLIENT span is the parent of Triton's ``InferRequest`` through W3C traceparent).
 
-Outputs (tables, rebuilt by ``build``):
-  span_roots(trace_id, span_id, root_id, b, e)   -- b, e: the span clipped to its ancestors
+Outputs (rebuilt by ``build``):
+  span_roots(trace_id, span_id, root_id, b, e)   -- a view; b, e: the span clipped to its ancestors
   span_times(trace_id, span_id, parent_span_id, root_id, kind, start_ns, end_ns, stage, self_ns, queue_ns)
   requests(trace_id, root_id, service, route, start_ns, end_ns, duration_ns, error, input_size)
   request_stages(trace_id, root_id, route, stage, ns)
@@ -50,102 +50,127 @@ def _rule_case(rules: tuple[StageRule, ...]) -> str:
     return "\n".join(parts)
 
 
-def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
-    """(Re)build span_roots, span_times, requests and request_stages from spans and span_events."""
-    from .latency import invalidate
-
-    invalidate(store)
-    name_rules = _rule_case(rules)
-    msc = MODEL_SERVER_CALL.replace("'", "''")
-    # 1. Roots, and every span's interval clipped to its parent's clipped interval, so that work a
-    #    callee does after its caller gave up (a timed-out call) or clock skew never inflates a request.
-    store.execute("""
-CREATE OR REPLACE TABLE span_roots AS
-WITH RECURSIVE s AS (
-    SELECT * FROM spans QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY duration_ns DESC) = 1
-),
-tree(trace_id, span_id, root_id, b, e, depth) AS (
-    SELECT s.trace_id, s.span_id, s.span_id, s.start_ns, s.end_ns, 0 FROM s
-    WHERE s.parent_span_id IS NULL
-       OR (s.kind IN (2, 5) AND NOT EXISTS (SELECT 1 FROM s p
-                                            WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id))
-    UNION
-    SELECT c.trace_id, c.span_id, t.root_id, greatest(c.start_ns, t.b), greatest(least(c.end_ns, t.e), greatest(c.start_ns, t.b)), t.depth + 1
-    FROM s c JOIN tree t ON c.trace_id = t.trace_id AND c.parent_span_id = t.span_id
+# Work tables (temporary, on the writer's connection): spans keyed by integers, so that the joins, the
+# recursion and the windows below compare two integers instead of two 16- or 32-character strings.
+# Ids in the store are lowercase hex (every reader normalises them); anything else is hashed.
+_KEYED = """
+CREATE OR REPLACE TEMP TABLE _st_spans AS
+SELECT coalesce(TRY_CAST('0x' || trace_id AS UHUGEINT), hash(trace_id)::UHUGEINT) AS t,
+       coalesce(TRY_CAST('0x' || span_id AS UBIGINT), hash(span_id)) AS sid,
+       CASE WHEN parent_span_id IS NOT NULL
+            THEN coalesce(TRY_CAST('0x' || parent_span_id AS UBIGINT), hash(parent_span_id)) END AS pid,
+       trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
+       http_status, input_size, peer, route,
+       -- the few attributes stage attribution reads, parsed only where they can be
+       CASE WHEN contains(attributes, 'gen_ai.latency') OR contains(attributes, 'url') THEN attributes END AS attrs
+FROM spans
+"""
+_DEDUPLICATE = """
+CREATE OR REPLACE TEMP TABLE _st_spans AS
+SELECT * FROM _st_spans QUALIFY row_number() OVER (PARTITION BY t, sid ORDER BY duration_ns DESC) = 1
+"""
+# Roots, and every span's interval clipped to its parent's clipped interval, so that work a callee does
+# after its caller gave up (a timed-out call) or clock skew never inflates a request. A span has one
+# parent, so it is reached at most once (cycles are never reached from a root); depth is capped anyway.
+_TREE = """
+CREATE OR REPLACE TEMP TABLE _st_tree AS
+WITH RECURSIVE tree(t, sid, root, root_id, b, e, depth) AS (
+    SELECT s.t, s.sid, s.sid, s.span_id, s.start_ns, s.end_ns, 0 FROM _st_spans s
+    WHERE s.pid IS NULL
+       OR (s.kind IN (2, 5) AND NOT EXISTS (SELECT 1 FROM _st_spans p WHERE p.t = s.t AND p.sid = s.pid))
+    UNION ALL
+    SELECT c.t, c.sid, t.root, t.root_id, greatest(c.start_ns, t.b),
+           greatest(least(c.end_ns, t.e), greatest(c.start_ns, t.b)), t.depth + 1
+    FROM _st_spans c JOIN tree t ON c.t = t.t AND c.pid = t.sid
     WHERE t.depth < 64
 )
-SELECT trace_id, span_id, min(root_id) AS root_id, max(b) AS b, min(e) AS e FROM tree GROUP BY ALL
-""")
-    # 2. Exclusive time per span over the clipped intervals, its stage, and its queue carve-out.
-    store.execute(f"""
-CREATE OR REPLACE TABLE span_times AS
-WITH s AS (
-    SELECT x.*, r.root_id, r.b, r.e FROM spans x JOIN span_roots r USING (trace_id, span_id)
-    QUALIFY row_number() OVER (PARTITION BY x.trace_id, x.span_id ORDER BY x.duration_ns DESC) = 1
+SELECT t, sid, root, root_id, b, e FROM tree
+"""
+# Triton's queue phase: QUEUE_START on the request span, COMPUTE_START on its model child.
+_EVENTS = """
+CREATE OR REPLACE TEMP TABLE _st_events AS
+SELECT coalesce(TRY_CAST('0x' || trace_id AS UHUGEINT), hash(trace_id)::UHUGEINT) AS t,
+       coalesce(TRY_CAST('0x' || span_id AS UBIGINT), hash(span_id)) AS sid,
+       min(ts_ns) FILTER (WHERE name = 'QUEUE_START') AS queue_start,
+       min(ts_ns) FILTER (WHERE name = 'COMPUTE_START') AS compute_start
+FROM span_events WHERE name IN ('QUEUE_START', 'COMPUTE_START') GROUP BY ALL
+"""
+# Per parent: the length of the union of its children's clipped intervals (children sorted by start, each
+# adds what reaches past the furthest end so far), the first child's compute start, the number of children.
+_CHILDREN = """
+CREATE OR REPLACE TEMP TABLE _st_children AS
+WITH kid AS (
+    SELECT c.t, c.pid, r.b AS cs, r.e AS ce, coalesce(ev.compute_start, c.start_ns) AS child_compute_start
+    FROM _st_spans c JOIN _st_tree r ON r.t = c.t AND r.sid = c.sid
+    LEFT JOIN _st_events ev ON ev.t = c.t AND ev.sid = c.sid
+    WHERE c.pid IS NOT NULL
 ),
-ev AS (
-    SELECT trace_id, span_id,
-           min(ts_ns) FILTER (WHERE name = 'QUEUE_START') AS queue_start,
-           min(ts_ns) FILTER (WHERE name = 'COMPUTE_START') AS compute_start
-    FROM span_events GROUP BY ALL
-),
-kid AS (
-    SELECT p.trace_id, p.span_id AS pid, c.b AS cs, c.e AS ce,
-           coalesce(cev.compute_start, c.start_ns) AS child_compute_start
-    FROM s c JOIN s p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-    LEFT JOIN ev cev ON cev.trace_id = c.trace_id AND cev.span_id = c.span_id
-),
-runs AS (
-    SELECT *, max(ce) OVER (PARTITION BY trace_id, pid ORDER BY cs, ce
+w AS (
+    SELECT *, max(ce) OVER (PARTITION BY t, pid ORDER BY cs, ce
                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
-    FROM kid WHERE ce > cs
+    FROM kid
+)
+SELECT t, pid AS sid,
+       sum(CASE WHEN ce > cs THEN greatest(0, ce - greatest(cs, coalesce(prev_end, cs))) ELSE 0 END) AS covered_ns,
+       min(child_compute_start) AS compute_start, count(*) AS n_children
+FROM w GROUP BY ALL
+"""
+# Exclusive time per span, its stage, and its queue carve-out. Name rules are evaluated once per distinct
+# (name, kind) and the model-server test once per distinct client call, not once per span.
+_SPAN_TIMES = """
+CREATE OR REPLACE TABLE span_times AS
+WITH a AS (
+    SELECT s.*, r.root_id, r.b, r.e,
+           json_extract(s.attrs, '$."gen_ai.latency.time_in_model_forward"') IS NOT NULL AS forward_attr,
+           TRY_CAST(json_extract_string(s.attrs, '$."gen_ai.latency.time_in_queue"') AS DOUBLE) AS queue_attr_s,
+           json_extract_string(s.attrs, '$."url.full"') AS url_full,
+           json_extract_string(s.attrs, '$."http.url"') AS http_url
+    FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
-islands AS (
-    SELECT *, sum(CASE WHEN prev_end IS NULL OR cs > prev_end THEN 1 ELSE 0 END)
-              OVER (PARTITION BY trace_id, pid ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS grp
-    FROM runs
+by_name AS (
+    SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage
+    FROM (SELECT DISTINCT name, kind FROM a) s
 ),
-covered AS (
-    SELECT trace_id, pid, sum(e - b) AS covered_ns
-    FROM (SELECT trace_id, pid, grp, min(cs) AS b, max(ce) AS e FROM islands GROUP BY ALL) GROUP BY ALL
-),
-first_compute AS (
-    SELECT trace_id, pid, min(child_compute_start) AS compute_start, count(*) AS n_children FROM kid GROUP BY ALL
+calls AS (
+    SELECT name, peer, route, url_full, http_url,
+           regexp_matches(lower(concat_ws(' ', name, peer, route, url_full, http_url)), '{msc}') AS model_call
+    FROM (SELECT DISTINCT name, peer, route, url_full, http_url FROM a WHERE kind IN (3, 4))
 ),
 classified AS (
-    SELECT s.trace_id, s.span_id, s.parent_span_id, s.root_id, s.kind, s.b, s.e,
-           greatest((s.e - s.b) - coalesce(cv.covered_ns, 0), 0) AS self_ns,
+    SELECT a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
+           greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
              WHEN ev.queue_start IS NOT NULL THEN 'request'
-             WHEN s.name = 'InferRequest' THEN 'request'
-             WHEN json_extract(s.attributes, '$."gen_ai.latency.time_in_model_forward"') IS NOT NULL THEN 'inference'
-             WHEN s.kind IN (3, 4) AND fc.n_children IS NULL
-                  AND regexp_matches(lower(concat_ws(' ', s.name, s.peer, s.route,
-                        json_extract_string(s.attributes, '$."url.full"'),
-                        json_extract_string(s.attributes, '$."http.url"'))), '{msc}') THEN 'inference'
-             WHEN s.kind IN (3, 4) THEN 'network'
-             {name_rules}
-             WHEN s.kind IN (2, 5) THEN 'request'
-             ELSE 'other'
+             WHEN a.name = 'InferRequest' THEN 'request'
+             WHEN a.forward_attr THEN 'inference'
+             WHEN a.kind IN (3, 4) AND k.n_children IS NULL AND c.model_call THEN 'inference'
+             WHEN a.kind IN (3, 4) THEN 'network'
+             ELSE n.stage
            END AS stage,
            CASE
              WHEN ev.queue_start IS NOT NULL THEN
-               least(coalesce(fc.compute_start, s.e), s.e) - greatest(ev.queue_start, s.b)
-             WHEN json_extract(s.attributes, '$."gen_ai.latency.time_in_queue"') IS NOT NULL THEN
-               CAST(TRY_CAST(json_extract_string(s.attributes, '$."gen_ai.latency.time_in_queue"') AS DOUBLE) * 1e9 AS BIGINT)
+               least(coalesce(k.compute_start, a.e), a.e) - greatest(ev.queue_start, a.b)
+             WHEN a.queue_attr_s IS NOT NULL THEN CAST(a.queue_attr_s * 1e9 AS BIGINT)
              ELSE 0
            END AS queue_raw_ns
-    FROM s
-    LEFT JOIN covered cv ON cv.trace_id = s.trace_id AND cv.pid = s.span_id
-    LEFT JOIN ev ON ev.trace_id = s.trace_id AND ev.span_id = s.span_id
-    LEFT JOIN first_compute fc ON fc.trace_id = s.trace_id AND fc.pid = s.span_id
+    FROM a
+    LEFT JOIN _st_children k USING (t, sid)
+    LEFT JOIN _st_events ev USING (t, sid)
+    JOIN by_name n ON n.name = a.name AND n.kind = a.kind
+    LEFT JOIN calls c ON a.kind IN (3, 4) AND c.name = a.name AND c.peer IS NOT DISTINCT FROM a.peer
+                      AND c.route IS NOT DISTINCT FROM a.route AND c.url_full IS NOT DISTINCT FROM a.url_full
+                      AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
 SELECT trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
        least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns
 FROM classified
-""")
-    store.execute("""
+"""
+_SPAN_ROOTS = """
+CREATE OR REPLACE VIEW span_roots AS
+SELECT trace_id, span_id, root_id, start_ns AS b, end_ns AS e FROM span_times
+"""
+_REQUESTS = """
 CREATE OR REPLACE TABLE requests AS
 SELECT r.trace_id, r.span_id AS root_id, r.service,
        r.service || ' ' || CASE WHEN r.route IS NULL OR contains(r.name, r.route) THEN r.name
@@ -153,11 +178,9 @@ SELECT r.trace_id, r.span_id AS root_id, r.service,
        r.start_ns, r.end_ns, r.duration_ns,
        (r.status_code = 2 OR coalesce(r.http_status, 0) >= 500) AS error,
        r.input_size
-FROM spans r
-JOIN (SELECT DISTINCT trace_id, root_id FROM span_roots) k ON k.trace_id = r.trace_id AND k.root_id = r.span_id
-QUALIFY row_number() OVER (PARTITION BY r.trace_id, r.span_id ORDER BY r.duration_ns DESC) = 1
-""")
-    store.execute("""
+FROM _st_spans r SEMI JOIN (SELECT DISTINCT t, root FROM _st_tree) k ON k.t = r.t AND k.root = r.sid
+"""
+_REQUEST_STAGES = """
 CREATE OR REPLACE TABLE request_stages AS
 WITH parts AS (
     SELECT trace_id, root_id, stage, self_ns - queue_ns AS ns FROM span_times
@@ -167,4 +190,28 @@ WITH parts AS (
 SELECT p.trace_id, p.root_id, q.route, p.stage, sum(p.ns)::BIGINT AS ns
 FROM parts p JOIN requests q ON q.trace_id = p.trace_id AND q.root_id = p.root_id
 GROUP BY ALL
-""")
+"""
+
+
+def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
+    """(Re)build span_times, span_roots (a view of it), requests and request_stages from spans and
+    span_events."""
+    from .latency import invalidate
+
+    invalidate(store)
+    span_times = _SPAN_TIMES.replace("{name_rules}", _rule_case(rules)).replace(
+        "{msc}", MODEL_SERVER_CALL.replace("'", "''"))
+    with store.writer() as con:
+        con.execute(_KEYED)
+        if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
+            con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
+        for sql in (_TREE, _EVENTS, _CHILDREN, span_times):
+            con.execute(sql)
+        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
+                           "AND table_schema = 'main'").fetchone()
+        if kind and kind[0] != "VIEW":
+            con.execute("DROP TABLE span_roots")  # a store written by an older triage
+        for sql in (_SPAN_ROOTS, _REQUESTS, _REQUEST_STAGES):
+            con.execute(sql)
+        con.execute("DROP TABLE IF EXISTS _st_spans; DROP TABLE IF EXISTS _st_tree; "
+                    "DROP TABLE IF EXISTS _st_events; DROP TABLE IF EXISTS _st_children")
