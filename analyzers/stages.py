@@ -9,7 +9,10 @@ vLLM carries it as ``gen_ai.latency.time_in_queue``: that part of the self time 
 Outputs (rebuilt by ``build``):
   span_roots(trace_id, span_id, root_id, b, e)   -- a view; b, e: the span clipped to its ancestors
   span_times(trace_id, span_id, parent_span_id, root_id, kind, start_ns, end_ns, stage, self_ns, queue_ns)
-  requests(trace_id, root_id, service, route, start_ns, end_ns, duration_ns, error, input_size)
+  requests(trace_id, root_id, service, route, start_ns, end_ns, duration_ns, error, input_size, model,
+           instance)
+                                                 -- model: one a span of the request names (triton.model_name...)
+                                                 -- instance: the root's service.instance.id, else its service
   request_stages(trace_id, root_id, route, stage, ns)
 """
 from __future__ import annotations
@@ -60,7 +63,9 @@ SELECT coalesce(TRY_CAST('0x' || trace_id AS UHUGEINT), hash(trace_id)::UHUGEINT
        CASE WHEN parent_span_id IS NOT NULL
             THEN coalesce(TRY_CAST('0x' || parent_span_id AS UBIGINT), hash(parent_span_id)) END AS pid,
        trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
-       http_status, input_size, peer, route,
+       http_status, input_size, peer, route, model,
+       CASE WHEN parent_span_id IS NULL OR kind IN (2, 5)   -- only these can be roots
+            THEN coalesce(json_extract_string(resource, '$."service.instance.id"'), service) END AS instance,
        -- the few attributes stage attribution reads, parsed only where they can be
        CASE WHEN contains(attributes, 'gen_ai.latency') OR contains(attributes, 'url') THEN attributes END AS attrs
 FROM spans
@@ -177,8 +182,10 @@ SELECT r.trace_id, r.span_id AS root_id, r.service,
                                 ELSE r.name || ' ' || r.route END AS route,
        r.start_ns, r.end_ns, r.duration_ns,
        (r.status_code = 2 OR coalesce(r.http_status, 0) >= 500) AS error,
-       r.input_size
+       r.input_size, m.model, r.instance
 FROM _st_spans r SEMI JOIN (SELECT DISTINCT t, root FROM _st_tree) k ON k.t = r.t AND k.root = r.sid
+LEFT JOIN (SELECT k.t, k.root, any_value(s.model) AS model FROM _st_tree k JOIN _st_spans s USING (t, sid)
+           WHERE s.model IS NOT NULL GROUP BY ALL) m ON m.t = r.t AND m.root = r.sid
 """
 _REQUEST_STAGES = """
 CREATE OR REPLACE TABLE request_stages AS

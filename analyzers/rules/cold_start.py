@@ -22,24 +22,28 @@ TITLE = "Cold starts: first requests are slow"
 
 def detect(ctx: Context, th: dict) -> list[Finding]:
     store = ctx.store
-    rows = store.query("""
-        SELECT coalesce(json_extract_string(s.resource, '$."service.instance.id"'), q.service), q.route,
-               q.trace_id, q.start_ns, q.duration_ns / 1e6
-        FROM requests q JOIN spans s ON s.trace_id = q.trace_id AND s.span_id = q.root_id
-        ORDER BY 1, q.start_ns""")
-    if len(rows) < th["min_requests"]:
+    cur = store.cursor()
+    try:
+        cols = cur.execute("""SELECT instance, trace_id, start_ns, duration_ns / 1e6 AS ms
+                              FROM requests ORDER BY instance, start_ns""").fetchnumpy()
+    finally:
+        cur.close()
+    if len(cols["ms"]) < th["min_requests"]:
         return [not_evaluated(ID, TITLE, f"fewer than {th['min_requests']:.0f} requests in the traces")]
-    t_first = min(r[3] for r in rows)
+    inst_of = np.asarray(np.ma.getdata(cols["instance"]), dtype=object)
+    all_starts = np.asarray(cols["start_ns"], dtype=np.int64)
+    all_ms = np.asarray(cols["ms"], dtype=float)
+    trace_ids = np.asarray(np.ma.getdata(cols["trace_id"]), dtype=object)
+    t_first = int(all_starts.min())
     out = []
-    by_inst: dict[str, list] = {}
-    for inst, route, tid, start, ms in rows:
-        by_inst.setdefault(inst, []).append((route, tid, start, ms))
     gap_ns = th["idle_gap_s"] * 1e9
-    for inst, reqs in by_inst.items():
-        if len(reqs) < th["min_requests"]:
+    cuts = np.flatnonzero(inst_of[1:] != inst_of[:-1]) + 1  # sorted by instance: one run per instance
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(inst_of)]):
+        inst = inst_of[lo]
+        if hi - lo < th["min_requests"]:
             continue
-        cold = np.zeros(len(reqs), dtype=bool)
-        starts = np.array([r[2] for r in reqs])
+        cold = np.zeros(hi - lo, dtype=bool)
+        starts = all_starts[lo:hi]
         k = int(th["warmup_requests"])
         if starts[0] - t_first < gap_ns:  # the capture sees this instance from (near) its first request
             cold[:k] = True
@@ -48,12 +52,13 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             cold[g:g + k] = True
         if cold.sum() < th["min_cold"] or (~cold).sum() < th["min_requests"]:
             continue
-        ms = np.array([r[3] for r in reqs])
+        ms = all_ms[lo:hi]
         cold_p50, warm_p50 = float(np.median(ms[cold])), float(np.median(ms[~cold]))
         ratio = cold_p50 / warm_p50 if warm_p50 > 0 else 0.0
         if ratio < th["ratio"]:
             continue
-        slow = sorted((reqs[i] for i in np.where(cold)[0]), key=lambda r: -r[3])[:3]
+        cold_idx = np.flatnonzero(cold)
+        slow = trace_ids[lo:hi][cold_idx[np.argsort(-ms[cold_idx], kind="stable")[:3]]]
         out.append(Finding(
             rule=ID, severity="critical" if ratio >= th["critical_ratio"] else "warning", title=TITLE,
             summary=(f"{inst}: the first requests after start or idle take {cold_p50:.0f} ms at the median, "
@@ -63,10 +68,10 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             evidence={"cold_p50_ms": round(cold_p50, 3), "warm_p50_ms": round(warm_p50, 3), "ratio": round(ratio, 2),
                       "cold_requests": int(cold.sum()), "idle_gaps": int(len(gaps)),
                       "cold_p95_ms": round(float(np.percentile(ms[cold], 95)), 3),
-                      "exemplar_trace_ids": [r[1] for r in slow]},
+                      "exemplar_trace_ids": [str(t) for t in slow]},
             confidence=min(1.0, cold.sum() / 20) * 0.9,
             remediations=scored(["warm-up-instances", "autoscale"], ctx.constraints.scorecard),
-            impact_ms=(cold_p50 - warm_p50) * cold.sum() / len(reqs)))
+            impact_ms=(cold_p50 - warm_p50) * cold.sum() / (hi - lo)))
     return out
 
 

@@ -26,24 +26,32 @@ def _size_bucket(n: int) -> str:
     return f"{lo}-{2 * lo - 1}"
 
 
-def _segments(store) -> dict[str, list[tuple[str, str, float]]]:
-    """dimension -> [(segment, trace_id, duration_ms)]"""
-    rows = store.query("""
-        SELECT q.trace_id, q.route, q.service, q.input_size, q.duration_ns / 1e6,
-               (SELECT any_value(s.model) FROM span_roots k JOIN spans s USING (trace_id, span_id)
-                 WHERE k.trace_id = q.trace_id AND k.root_id = q.root_id AND s.model IS NOT NULL) AS model,
-               split_part(q.route, ' ', 2) AS method
-        FROM requests q""")
-    dims: dict[str, list] = {"input size": [], "model": [], "route": [], "method": []}
-    for tid, route, service, size, ms, model, method in rows:
-        if size is not None:
-            dims["input size"].append((_size_bucket(size), tid, ms, service))
-        if model:
-            dims["model"].append((model, tid, ms, service))
-        dims["route"].append((route, tid, ms, service))
-        if method:
-            dims["method"].append((method, tid, ms, service))
-    return dims
+def _requests(store) -> dict[str, np.ndarray]:
+    """Per request: trace id, service, duration (ms), and its value in each dimension (None where absent)."""
+    cur = store.cursor()
+    try:
+        cols = cur.execute("""
+            SELECT trace_id, service, duration_ns / 1e6 AS ms, input_size, model, route,
+                   nullif(split_part(route, ' ', 2), '') AS method
+            FROM requests""").fetchnumpy()
+    finally:
+        cur.close()
+
+    def obj(col):  # strings as objects, NULL as None
+        values = np.asarray(np.ma.getdata(cols[col]), dtype=object)
+        mask = np.ma.getmaskarray(cols[col])
+        values[mask] = None
+        return values
+
+    size = cols["input_size"]
+    known = ~np.ma.getmaskarray(size)
+    buckets = np.full(len(size), None, dtype=object)
+    values = np.ma.getdata(size)[known]
+    if len(values):
+        uniq, inverse = np.unique(values, return_inverse=True)
+        buckets[known] = np.array([_size_bucket(int(v)) for v in uniq], dtype=object)[inverse]
+    return {"trace_id": obj("trace_id"), "service": obj("service"), "ms": np.asarray(cols["ms"], dtype=float),
+            "input size": buckets, "model": obj("model"), "route": obj("route"), "method": obj("method")}
 
 
 def detect(ctx: Context, th: dict) -> list[Finding]:
@@ -51,41 +59,43 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     n = store.scalar("SELECT count(*) FROM requests")
     if not n:
         return [not_evaluated(ID, TITLE, "no requests in the traces")]
+    req = _requests(store)
     out = []
-    for dim, items in _segments(store).items():
-        by_service: dict[str, list] = {}
-        for seg, tid, ms, service in items:
-            by_service.setdefault(service, []).append((seg, tid, ms))
-        for service, rows in by_service.items():
-            segs = sorted({r[0] for r in rows})
+    for dim in ("input size", "model", "route", "method"):
+        seg_of = req[dim]
+        present = (seg_of != None) & (seg_of != "")  # noqa: E711 (element-wise on an object array)
+        for service in dict.fromkeys(req["service"][present]):
+            rows = present & (req["service"] == service)
+            segs_here, ms_here, tid_here = seg_of[rows], req["ms"][rows], req["trace_id"][rows]
+            segs = sorted(set(segs_here))
             if len(segs) < 2:
                 continue
+            tail_cut = float(np.percentile(ms_here, 95))
+            in_tail_all = int((ms_here >= tail_cut).sum())
             for seg in segs:
-                inside = np.array([r[2] for r in rows if r[0] == seg])
-                rest = np.array([r[2] for r in rows if r[0] != seg])
+                mask = segs_here == seg
+                inside, rest = ms_here[mask], ms_here[~mask]
                 if len(inside) < th["min_requests"] or len(rest) < th["min_requests"]:
                     continue
                 p_in, p_rest = float(np.percentile(inside, 95)), float(np.percentile(rest, 95))
                 ratio = p_in / p_rest if p_rest > 0 else 0.0
                 if ratio < th["ratio"]:
                     continue
-                slow = sorted((r for r in rows if r[0] == seg), key=lambda r: -r[2])[:3]
-                all_ms = np.array([r[2] for r in rows])
-                tail_cut = float(np.percentile(all_ms, 95))
-                in_tail = sum(1 for r in rows if r[0] == seg and r[2] >= tail_cut)
+                slow = np.argsort(-inside, kind="stable")[:3]
+                in_tail = int((inside >= tail_cut).sum())
                 out.append(Finding(
                     rule=ID, severity="critical" if ratio >= th["critical_ratio"] else "warning", title=TITLE,
                     summary=(f"{service}: requests with {dim} {seg} have p95 {p_in:.1f} ms, {ratio:.1f}x the "
-                             f"{p_rest:.1f} ms of all others ({len(inside)} of {len(rows)} requests, "
-                             f"{in_tail} of the {sum(1 for r in rows if r[2] >= tail_cut)} slowest 5%)."),
+                             f"{p_rest:.1f} ms of all others ({len(inside)} of {len(ms_here)} requests, "
+                             f"{in_tail} of the {in_tail_all} slowest 5%)."),
                     scope={"service": service, "dimension": dim, "segment": seg},
                     evidence={"segment_p95_ms": round(p_in, 3), "rest_p95_ms": round(p_rest, 3), "ratio": round(ratio, 2),
                               "segment_requests": int(len(inside)), "rest_requests": int(len(rest)),
-                              "segment_share_of_tail": round(in_tail / max(1, sum(1 for r in rows if r[2] >= tail_cut)), 3),
-                              "exemplar_trace_ids": [r[1] for r in slow]},
+                              "segment_share_of_tail": round(in_tail / max(1, in_tail_all), 3),
+                              "exemplar_trace_ids": [str(t) for t in tid_here[mask][slow]]},
                     confidence=min(1.0, len(inside) / 50) * min(1.0, ratio / (2 * th["ratio"]) + 0.5),
                     remediations=scored(["isolate-segment", "cap-or-chunk-inputs"], ctx.constraints.scorecard),
-                    impact_ms=(p_in - p_rest) * len(inside) / len(rows)))
+                    impact_ms=(p_in - p_rest) * len(inside) / len(ms_here)))
     return out
 
 
