@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collectors.store import span_key, trace_key
+
 STAGES = ("request", "preprocess", "queue", "inference", "postprocess", "network", "other")
 
 # Names of calls that reach a model server: a CLIENT span matching this with no traced callee is inference.
@@ -55,13 +57,9 @@ def _rule_case(rules: tuple[StageRule, ...]) -> str:
 
 # Work tables (temporary, on the writer's connection): spans keyed by integers, so that the joins, the
 # recursion and the windows below compare two integers instead of two 16- or 32-character strings.
-# Ids in the store are lowercase hex (every reader normalises them); anything else is hashed.
-_KEYED = """
+_KEYED = f"""
 CREATE OR REPLACE TEMP TABLE _st_spans AS
-SELECT coalesce(TRY_CAST('0x' || trace_id AS UHUGEINT), hash(trace_id)::UHUGEINT) AS t,
-       coalesce(TRY_CAST('0x' || span_id AS UBIGINT), hash(span_id)) AS sid,
-       CASE WHEN parent_span_id IS NOT NULL
-            THEN coalesce(TRY_CAST('0x' || parent_span_id AS UBIGINT), hash(parent_span_id)) END AS pid,
+SELECT {trace_key('trace_id')} AS t, {span_key('span_id')} AS sid, {span_key('parent_span_id')} AS pid,
        trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
        http_status, input_size, peer, route, model,
        CASE WHEN parent_span_id IS NULL OR kind IN (2, 5)   -- only these can be roots
@@ -92,10 +90,9 @@ WITH RECURSIVE tree(t, sid, root, root_id, b, e, depth) AS (
 SELECT t, sid, root, root_id, b, e FROM tree
 """
 # Triton's queue phase: QUEUE_START on the request span, COMPUTE_START on its model child.
-_EVENTS = """
+_EVENTS = f"""
 CREATE OR REPLACE TEMP TABLE _st_events AS
-SELECT coalesce(TRY_CAST('0x' || trace_id AS UHUGEINT), hash(trace_id)::UHUGEINT) AS t,
-       coalesce(TRY_CAST('0x' || span_id AS UBIGINT), hash(span_id)) AS sid,
+SELECT {trace_key('trace_id')} AS t, {span_key('span_id')} AS sid,
        min(ts_ns) FILTER (WHERE name = 'QUEUE_START') AS queue_start,
        min(ts_ns) FILTER (WHERE name = 'COMPUTE_START') AS compute_start
 FROM span_events WHERE name IN ('QUEUE_START', 'COMPUTE_START') GROUP BY ALL

@@ -43,10 +43,34 @@ def measure_triage(path: str) -> dict:
     return {"seconds": time.perf_counter() - t, "spans": res.spans, "problems": res.problems.count}
 
 
+def measure_triage_msgspec(path: str) -> dict:
+    """triage's ingest with the Arrow path switched off: msgspec in worker processes (the previous design)."""
+    from collectors import otlp_arrow
+
+    otlp_arrow.available = lambda: False
+    return measure_triage(path)
+
+
 def measure_analysis(path: str) -> dict:
+    from analyzers import engine
     from analyzers.session import analyze
+    from collectors import checks
 
     early = {}
+    phases = {"checks": 0.0, "stages": 0.0, "rules": 0.0}
+
+    def timed(fn, phase):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases[phase] += time.perf_counter() - t0
+        return wrapper
+
+    checks.capture_checks = timed(checks.capture_checks, "checks")
+    engine.prepare = timed(engine.prepare, "stages")
+    engine.run_rules = timed(engine.run_rules, "rules")
     t = time.perf_counter()
 
     def preliminary(a, fraction):
@@ -57,7 +81,7 @@ def measure_analysis(path: str) -> dict:
     first = next((f for f in a.findings if f.severity != "info"), a.findings[0] if a.findings else None)
     return {"seconds": time.perf_counter() - t, "spans": a.ingest.spans,
             "first_finding": first.rule if first else None, "findings": [f.rule for f in a.findings],
-            "preliminary": early}
+            "preliminary": early, "phases": {k: round(v, 2) for k, v in phases.items()}}
 
 
 def measure_stdlib(path: str) -> dict:
@@ -138,7 +162,8 @@ def measure_duckdb(path: str) -> dict:
     return {"seconds": time.perf_counter() - t, "spans": n}
 
 
-MEASURES = {"triage": measure_triage, "analysis": measure_analysis, "stdlib": measure_stdlib, "duckdb": measure_duckdb}
+MEASURES = {"triage": measure_triage, "triage_msgspec": measure_triage_msgspec, "analysis": measure_analysis,
+            "stdlib": measure_stdlib, "duckdb": measure_duckdb}
 
 
 def run_child(which: str, path: str) -> dict:

@@ -244,13 +244,19 @@ def _span_table(part, service, resource, source: str):
     return pa.table({
         "trace_id": lower(c("traceId")), "span_id": lower(c("spanId")),
         "parent_span_id": lower(pc.if_else(pc.equal(pc.fill_null(parent, ""), ""), pa.scalar(None, pa.string()), parent)),
-        "service": service.take(res), "name": c("name"), "kind": pc.fill_null(c("kind"), 0),
+        "service": _indexed(res, service), "name": c("name"), "kind": pc.fill_null(c("kind"), 0),
         "start_ns": start, "end_ns": end, "duration_ns": pc.subtract(end, start),
         "status_code": pc.fill_null(c("status_code"), 0),
         "status_message": pc.if_else(pc.equal(pc.fill_null(msg, ""), ""), pa.scalar(None, pa.string()), msg),
-        **promoted, "attributes": attributes, "resource": resource.take(res),
-        "source": pa.repeat(pa.scalar(source), part.num_rows),
+        **promoted, "attributes": attributes, "resource": _indexed(res, resource),
     })
+
+
+def _indexed(indices, values):
+    """values[indices] without copying the strings (DuckDB reads Arrow dictionaries directly)."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(indices.combine_chunks().cast(pa.int32()), values)
 
 
 def _event_table(part):
@@ -282,7 +288,7 @@ INSERT_FLAT_SPANS = f"""
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
        status_message, route, {_INT_TEXT.format(c='http_status')}, {_INT_TEXT.format(c='resend_count')}, model, peer,
-       {_INT_TEXT.format(c='input_size')}, attributes, resource, source
+       {_INT_TEXT.format(c='input_size')}, attributes, resource, ?
 FROM otlp_arrow_ready
 """
 
@@ -369,7 +375,7 @@ def write(con, prepared: Prepared) -> int:
         if tables:
             con.register(name, pa.concat_tables(tables))
             try:
-                con.execute(sql)
+                con.execute(sql, [prepared.source] if name == "otlp_arrow_ready" else [])
             finally:
                 con.unregister(name)
     return prepared.spans

@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS inputs (
 );
 """
 
+# Integer keys for joins on ids (two integers compare much faster than two 16- or 32-character strings).
+# Ids in the store are lowercase hex, as every reader normalises them; anything else is hashed.
+def trace_key(col: str) -> str:
+    return f"coalesce(TRY_CAST('0x' || {col} AS UHUGEINT), hash({col})::UHUGEINT)"
+
+
+def span_key(col: str) -> str:
+    return f"CASE WHEN {col} IS NOT NULL THEN coalesce(TRY_CAST('0x' || {col} AS UBIGINT), hash({col})) END"
+
+
 SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns",
     "duration_ns", "status_code", "status_message", "route", "http_status", "resend_count", "model",
