@@ -69,6 +69,7 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
             done += sizes[f]
     if result.files:
         checks.capture_checks(store, result.problems)
+        store.checkpoint()
     if progress:
         progress(total, total, "")
     return result
