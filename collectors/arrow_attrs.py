@@ -15,7 +15,6 @@ from .spans import PROMOTED
 
 # Characters that would need escaping in a JSON string (DuckDB's to_json escapes exactly these).
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-_CANONICAL_INT = r"^(?:0|-?[1-9][0-9]{0,17})$"
 PROMOTED_COLUMNS = ("route", "http_status", "resend_count", "model", "peer", "input_size")
 _KEYS = list(PROMOTED)
 
@@ -24,6 +23,31 @@ def _any(mask) -> bool:
     import pyarrow.compute as pc
 
     return bool(pc.any(mask).as_py())
+
+
+def any_match(strings, char_class: str) -> bool:
+    """Whether any string holds a character of ``char_class``: one regex scan over all of them joined,
+    instead of one regex call per string."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = pc.drop_null(strings)
+    if not len(strings):
+        return False
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(strings)], pa.int32()), strings), "")
+    return bool(pc.match_substring_regex(joined, char_class)[0].as_py())
+
+
+def canonical_ints(strings) -> bool:
+    """Whether every string is an integer written as ``CAST(HUGEINT AS VARCHAR)`` writes it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        back = pc.cast(pc.cast(strings, pa.int64()), pa.string())
+    except pa.ArrowInvalid:
+        return False
+    return bool(pc.all(pc.equal(back, strings)).as_py()) if len(strings) else True
 
 
 def _values(attrs):
@@ -43,11 +67,11 @@ def _values(attrs):
         if val.field(rare).null_count != len(val):
             return None
     sv, iv, bv = val.field("stringValue"), val.field("intValue"), val.field("boolValue")
-    if _any(pc.match_substring_regex(key, _NEEDS_ESCAPE)) or _any(pc.match_substring_regex(sv, _NEEDS_ESCAPE)):
+    if any_match(key, _NEEDS_ESCAPE) or any_match(sv, _NEEDS_ESCAPE):
         return None
     has_s = pc.is_valid(sv)
     use_i = pc.and_(pc.invert(has_s), pc.is_valid(iv))
-    if _any(pc.and_(use_i, pc.invert(pc.fill_null(pc.match_substring_regex(iv, _CANONICAL_INT), False)))):
+    if not canonical_ints(iv.filter(use_i)):
         return None
     use_b = pc.and_(pc.and_(pc.invert(has_s), pc.invert(pc.is_valid(iv))), pc.is_valid(bv))
     if _any(pc.invert(pc.or_(pc.or_(has_s, use_i), use_b))):

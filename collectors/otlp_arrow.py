@@ -178,49 +178,51 @@ def flatten(table) -> tuple[list, list]:
     return parts, resources
 
 
-_ID32 = "^[0-9a-fA-F]{32}$"
-_ID16 = "^[0-9a-fA-F]{16}$"
-_TIME = "^[1-9][0-9]{0,18}$"  # canonical positive nanoseconds; anything else goes to the msgspec path
-_EVENT_TIME = "^(?:0|[1-9][0-9]{0,18})$"
-
-
-def _all(mask) -> bool:
+def _ids_ok(ids, width: int, nullable: bool = False) -> bool:
+    """Every id is ``width`` hex digits and not all zero (null or empty allowed where ``nullable``)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return bool(pc.all(pc.fill_null(mask, False)).as_py()) if len(mask) else True
+    from .arrow_attrs import any_match
+
+    if nullable:
+        ids = pc.filter(ids, pc.not_equal(pc.fill_null(ids, ""), ""))
+    if not len(ids):
+        return True
+    if ids.null_count:
+        return False
+    lengths = pc.min_max(pc.binary_length(ids)).as_py()
+    if lengths["min"] != width or lengths["max"] != width:
+        return False
+    if any_match(ids, "[^0-9a-fA-F]"):
+        return False
+    return not pc.any(pc.equal(ids, "0" * width)).as_py()
 
 
 def _fits(part) -> bool:
-    """Every span loads exactly as the msgspec path would load it: valid non-zero ids, canonical times with
-    end >= start, a name, a known kind and status code, and every event time valid."""
+    """Every span loads exactly as the msgspec path would load it: valid non-zero ids, integer times with
+    0 < start <= end, a name, a known kind and status code, and every event time an integer."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    c = part.column
-    parent = c("parentSpanId")
-    events = c("events")
-    checks = (
-        lambda: pc.match_substring_regex(c("traceId"), _ID32),
-        lambda: pc.not_equal(c("traceId"), "0" * 32),
-        lambda: pc.match_substring_regex(c("spanId"), _ID16),
-        lambda: pc.not_equal(c("spanId"), "0" * 16),
-        lambda: pc.or_kleene(pc.equal(pc.fill_null(parent, ""), ""),
-                             pc.and_(pc.match_substring_regex(parent, _ID16), pc.not_equal(parent, "0" * 16))),
-        lambda: pc.match_substring_regex(c("startTimeUnixNano"), _TIME),
-        lambda: pc.match_substring_regex(c("endTimeUnixNano"), _TIME),
-        lambda: pc.is_valid(c("name")),
-        lambda: pc.and_(pc.greater_equal(pc.fill_null(c("kind"), 0), 0), pc.less_equal(pc.fill_null(c("kind"), 0), 5)),
-        lambda: pc.and_(pc.greater_equal(pc.fill_null(c("status_code"), 0), 0),
-                        pc.less_equal(pc.fill_null(c("status_code"), 0), 2)),
-        lambda: pc.match_substring_regex(pc.list_flatten(events).combine_chunks().field("timeUnixNano"), _EVENT_TIME),
-    )
-    if not all(_all(check()) for check in checks):
+    c = lambda name: part.column(name).combine_chunks()  # noqa: E731
+    if not (_ids_ok(c("traceId"), 32) and _ids_ok(c("spanId"), 16) and _ids_ok(c("parentSpanId"), 16, True)):
         return False
+    if c("name").null_count:
+        return False
+    for col, top in (("kind", 5), ("status_code", 2)):
+        lo_hi = pc.min_max(c(col)).as_py()
+        if lo_hi["min"] is not None and (lo_hi["min"] < 0 or lo_hi["max"] > top):
+            return False
     try:
-        start = pc.cast(c("startTimeUnixNano"), "int64")
-        end = pc.cast(c("endTimeUnixNano"), "int64")
-    except Exception:  # beyond int64
+        start = pc.cast(c("startTimeUnixNano"), pa.int64())
+        end = pc.cast(c("endTimeUnixNano"), pa.int64())
+        pc.cast(pc.list_flatten(c("events")).field("timeUnixNano"), pa.int64())
+    except pa.ArrowInvalid:  # not an integer, beyond int64, or missing (a null cast stays null: checked below)
         return False
-    return _all(pc.greater_equal(end, start))
+    if start.null_count or end.null_count or pc.list_flatten(c("events")).field("timeUnixNano").null_count:
+        return False
+    return bool(pc.all(pc.and_(pc.greater(start, 0), pc.greater_equal(end, start))).as_py()) if len(start) else True
 
 
 def _span_table(part, service, resource, source: str):

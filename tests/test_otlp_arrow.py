@@ -235,19 +235,24 @@ def _paths(node, prefix=()):
 _BASE = None
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), value=JSON_VALUES)
-def test_mutated_lines_are_refused_or_identical(seed, value):
-    """Replace one node of a real line (anywhere in the tree) with an arbitrary JSON value: the Arrow path
-    either refuses the line or loads exactly what the msgspec path loads, without problems."""
+def _base() -> dict:
+    """A real line cut to its first spans, one of which carries Triton's events."""
     global _BASE
-    if _BASE is None:  # a real line cut to its first spans, one of which carries Triton's events
+    if _BASE is None:
         _BASE = _line()
         spans = _BASE["resourceSpans"][0]["scopeSpans"][0]["spans"]
         with_events = next(sp for sp in spans if sp.get("events"))
         del spans[4:]
         spans.append(with_events)
-    doc = copy.deepcopy(_BASE)
+    return _BASE
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), value=JSON_VALUES)
+def test_mutated_lines_are_refused_or_identical(seed, value):
+    """Replace one node of a real line (anywhere in the tree) with an arbitrary JSON value: the Arrow path
+    either refuses the line or loads exactly what the msgspec path loads, without problems."""
+    doc = copy.deepcopy(_base())
     paths = [p for p in _paths(doc) if p]
     path = random.Random(seed).choice(paths)
     node = doc
@@ -255,6 +260,52 @@ def test_mutated_lines_are_refused_or_identical(seed, value):
         node = node[part]
     node[path[-1]] = value
     chunk = json.dumps(doc, separators=(",", ":")).encode() + b"\n"  # orjson refuses integers beyond 64 bits
+    got = _arrow(chunk)
+    event("refused" if got is None else "taken")
+    if got is None:
+        return
+    want, problems = _msgspec(chunk)
+    assert problems == 0
+    assert got == want
+
+
+TRICKY_TEXT = st.one_of(
+    st.from_regex(r"[-+ ]?0*[0-9]{1,20}", fullmatch=True),            # times and integers, canonical or not
+    st.from_regex(r"[0-9a-fA-F]{14,34}", fullmatch=True),              # ids of about the right length
+    st.text(alphabet=st.characters(max_codepoint=0x2030), max_size=6),  # escapes, controls, non-ASCII
+    st.sampled_from(["", "0", "-0", "1e3", "NaN", "true", "SPAN_KIND_CLIENT", "0" * 32, "0" * 16]),
+)
+
+
+def _leaves(node, prefix=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node[:3]):
+            yield from _leaves(v, prefix + (i,))
+    elif isinstance(node, (str, int)) and not isinstance(node, bool):
+        yield prefix
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), text=TRICKY_TEXT, as_number=st.booleans())
+def test_edited_values_are_refused_or_identical(seed, text, as_number):
+    """Replace one scalar of a real line (an id, a time, a kind, an attribute value or key...) with a tricky
+    string, or the number it spells: refused, or the same rows as the msgspec path."""
+    doc = copy.deepcopy(_base())
+    path = random.Random(seed).choice(list(_leaves(doc)))
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    value = text
+    if as_number:
+        try:
+            value = int(text)
+        except ValueError:
+            pass
+    node[path[-1]] = value
+    chunk = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
     got = _arrow(chunk)
     event("refused" if got is None else "taken")
     if got is None:
