@@ -120,9 +120,9 @@ FROM w GROUP BY ALL
 # Exclusive time per span, its stage, and its queue carve-out. Name rules are evaluated once per distinct
 # (name, kind) and the model-server test once per distinct client call, not once per span.
 _SPAN_TIMES = """
-CREATE OR REPLACE TABLE span_times AS
+CREATE OR REPLACE TEMP TABLE _st_times AS
 WITH a AS (
-    SELECT s.*, r.root_id, r.b, r.e,
+    SELECT s.*, r.root, r.root_id, r.b, r.e,
            json_extract(s.attrs, '$."gen_ai.latency.time_in_model_forward"') IS NOT NULL AS forward_attr,
            TRY_CAST(json_extract_string(s.attrs, '$."gen_ai.latency.time_in_queue"') AS DOUBLE) AS queue_attr_s,
            json_extract_string(s.attrs, '$."url.full"') AS url_full,
@@ -139,7 +139,7 @@ calls AS (
     FROM (SELECT DISTINCT name, peer, route, url_full, http_url FROM a WHERE kind IN (3, 4))
 ),
 classified AS (
-    SELECT a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
+    SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
            greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
@@ -164,17 +164,20 @@ classified AS (
                       AND c.route IS NOT DISTINCT FROM a.route AND c.url_full IS NOT DISTINCT FROM a.url_full
                       AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
-SELECT trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
+SELECT t, root, trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
        least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns
 FROM classified
+"""
+_SPAN_TIMES_OUT = """
+CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, root) FROM _st_times
 """
 _SPAN_ROOTS = """
 CREATE OR REPLACE VIEW span_roots AS
 SELECT trace_id, span_id, root_id, start_ns AS b, end_ns AS e FROM span_times
 """
 _REQUESTS = """
-CREATE OR REPLACE TABLE requests AS
-SELECT r.trace_id, r.span_id AS root_id, r.service,
+CREATE OR REPLACE TEMP TABLE _st_requests AS
+SELECT r.t, r.sid AS root, r.trace_id, r.span_id AS root_id, r.service,
        r.service || ' ' || CASE WHEN r.route IS NULL OR contains(r.name, r.route) THEN r.name
                                 ELSE r.name || ' ' || r.route END AS route,
        r.start_ns, r.end_ns, r.duration_ns,
@@ -184,16 +187,19 @@ FROM _st_spans r SEMI JOIN (SELECT DISTINCT t, root FROM _st_tree) k ON k.t = r.
 LEFT JOIN (SELECT k.t, k.root, any_value(s.model) AS model FROM _st_tree k JOIN _st_spans s USING (t, sid)
            WHERE s.model IS NOT NULL GROUP BY ALL) m ON m.t = r.t AND m.root = r.sid
 """
+_REQUESTS_OUT = """
+CREATE OR REPLACE TABLE requests AS SELECT * EXCLUDE (t, root) FROM _st_requests
+"""
 _REQUEST_STAGES = """
 CREATE OR REPLACE TABLE request_stages AS
 WITH parts AS (
-    SELECT trace_id, root_id, stage, self_ns - queue_ns AS ns FROM span_times
+    SELECT t, root, stage, self_ns - queue_ns AS ns FROM _st_times
     UNION ALL
-    SELECT trace_id, root_id, 'queue', queue_ns FROM span_times WHERE queue_ns > 0
-)
-SELECT p.trace_id, p.root_id, q.route, p.stage, sum(p.ns)::BIGINT AS ns
-FROM parts p JOIN requests q ON q.trace_id = p.trace_id AND q.root_id = p.root_id
-GROUP BY ALL
+    SELECT t, root, 'queue', queue_ns FROM _st_times WHERE queue_ns > 0
+),
+per_stage AS (SELECT t, root, stage, sum(ns)::BIGINT AS ns FROM parts GROUP BY ALL)
+SELECT q.trace_id, q.root_id, q.route, p.stage, p.ns
+FROM per_stage p JOIN _st_requests q USING (t, root)
 """
 
 
@@ -209,13 +215,13 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
         con.execute(_KEYED)
         if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
             con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
-        for sql in (_TREE, _EVENTS, _CHILDREN, span_times):
+        for sql in (_TREE, _EVENTS, _CHILDREN, span_times, _SPAN_TIMES_OUT):
             con.execute(sql)
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
                            "AND table_schema = 'main'").fetchone()
         if kind and kind[0] != "VIEW":
             con.execute("DROP TABLE span_roots")  # a store written by an older triage
-        for sql in (_SPAN_ROOTS, _REQUESTS, _REQUEST_STAGES):
+        for sql in (_SPAN_ROOTS, _REQUESTS, _REQUESTS_OUT, _REQUEST_STAGES):
             con.execute(sql)
-        con.execute("DROP TABLE IF EXISTS _st_spans; DROP TABLE IF EXISTS _st_tree; "
-                    "DROP TABLE IF EXISTS _st_events; DROP TABLE IF EXISTS _st_children")
+        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_times", "_st_requests"):
+            con.execute(f"DROP TABLE IF EXISTS {work}")

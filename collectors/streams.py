@@ -193,9 +193,21 @@ def _mapped_chunks(src: Source, mm, chunk_bytes: int):
                     cut = mm.find(b"\n", end)
                 end = size if cut < 0 else cut + 1
             chunk = mm[start:end]
+            _release(mm, start, end)  # the copy is what is used: do not keep the file's pages resident
             src.raw.seek(end)  # progress follows the raw position
             yield chunk, lineno
             lineno += chunk.count(b"\n")
             start = end
     finally:
         mm.close()
+
+
+def _release(mm, start: int, end: int) -> None:
+    import mmap
+
+    page = mmap.PAGESIZE
+    lo = start - start % page
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
+    except (AttributeError, OSError, ValueError):  # no madvise here: the kernel reclaims them in time
+        pass
