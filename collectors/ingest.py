@@ -1,7 +1,7 @@
 """Walk capture paths, detect each file's format by content, read it into the store.
 
 One progress callback ``progress(done_bytes, total_bytes, path)`` serves the TUI's bar and the CLI.
-Files are streamed (JSON lines and Prometheus text in chunks, parsed by worker processes when large);
+Files are streamed (JSON lines and Prometheus text in chunks; OTLP JSON lines through Arrow or worker processes);
 gzip and zstd are decompressed on the fly. Unknown files are skipped and listed; damaged records are
 counted as problems with their file and line/offset; nothing raises.
 """

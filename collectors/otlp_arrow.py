@@ -1,13 +1,15 @@
 """The fastest path for OTLP JSON lines: Apache Arrow's multi-threaded JSON reader parses a chunk of lines
-against the complete OTLP trace schema, and DuckDB flattens the Arrow table into ``spans`` and
-``span_events`` in one pass, without a Python loop over spans.
+against the OTLP trace schema (the fields triage reads; the msgspec path ignores the same others), Arrow
+kernels flatten it and build the store's columns, and DuckDB inserts them from Arrow without a Python loop
+over spans.
 
-It only takes a chunk that it can load exactly as the tolerant readers would. Any line that does not match
-the schema (an unknown field, a number where OTLP JSON has a string, enum names instead of numbers, the
-``result`` wrapper, invalid UTF-8), any invalid id, time or event time, makes it hand the whole chunk back
-(``load_chunk`` returns None) and the caller reads that chunk with ``otlp_fast``, which names the file and
-line of every problem. So it changes speed, never results; ``tests/test_otlp_arrow.py`` checks that both
-paths give identical rows.
+It only takes a chunk that it can load exactly as the msgspec path (``otlp_fast``) would. A line that does
+not match the schema's types (enum names instead of numbers, numbers where OTLP JSON has strings, nested
+arrays), ``NaN``, nulls in the tree, the ``result`` wrapper or the legacy layout, invalid UTF-8, an invalid
+id, time or event time: any of these makes it refuse the whole chunk. ``prepare``/``load_chunk`` then return
+None with nothing written, and the caller reads that chunk with ``otlp_fast``, which names the file and line
+of every problem. So it changes speed, never results; ``tests/test_otlp_arrow.py`` checks that both paths
+give identical rows.
 
 pyarrow is imported on first use; when it is missing the caller keeps the msgspec path.
 """

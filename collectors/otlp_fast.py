@@ -1,5 +1,6 @@
-"""The fast path for OTLP JSON lines: Python touches only what needs validating (ids, times, kind, status);
-attributes and events stay raw JSON (``msgspec.Raw``) and DuckDB flattens them in bulk, in C++.
+"""The exact path for OTLP JSON lines (and the fast one when pyarrow is missing): Python touches only what
+needs validating (ids, times, kind, status); attributes and events stay raw JSON (``msgspec.Raw``) and DuckDB
+flattens them in bulk, in C++. ``otlp_arrow`` hands it every chunk it cannot load exactly.
 
 Worker processes decode lines into ``RawSpans``; the main process appends them to the staging table
 ``spans_otlp_raw`` and moves them into ``spans`` / ``span_events`` with one SQL statement per batch.

@@ -4,8 +4,9 @@ Jaeger's API v3.
 
 Ids are hex (Tempo's base64 is accepted too); 64-bit integers may be strings or numbers; enums may be
 ints or names. protobuf's ``json_format`` is deliberately not used: it decodes hex ids as base64.
-JSON lines stream in chunks parsed by worker processes; a single document is read whole (a truncated one
-is salvaged up to the damage).
+JSON lines stream in chunks: through Arrow (``otlp_arrow``) when a chunk loads exactly, else through msgspec in
+worker processes (``otlp_fast``); a single document is read whole (a truncated one is salvaged up to the
+damage).
 """
 from __future__ import annotations
 
