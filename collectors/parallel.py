@@ -7,7 +7,9 @@ done in this process: slower, never lost.
 """
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,9 +32,6 @@ class Pool:
             for it in items:
                 yield fn(*it)
             return
-        if self._ex is None:
-            # spawn, not fork: the parent holds DuckDB (and UI) threads, which must not be forked
-            self._ex = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
         limit = max_inflight or self.workers + 2
         pending: deque = deque()
 
@@ -46,6 +45,8 @@ class Pool:
                 return fn(*args)
 
         for it in items:
+            if self._ex is None and not self.broken:
+                self._start()  # on the first item: a map with nothing to do starts no process
             if self.broken:
                 while pending:
                     yield result(*pending.popleft())
@@ -53,13 +54,33 @@ class Pool:
                 continue
             try:
                 pending.append((self._ex.submit(fn, *it), it))
-            except (BrokenProcessPool, RuntimeError):
+            except (BrokenProcessPool, RuntimeError, OSError, ValueError):
                 self.broken = True
                 pending.append((None, it))
             if len(pending) >= limit:
                 yield result(*pending.popleft())
         while pending:
             yield result(*pending.popleft())
+
+    def _start(self) -> None:
+        """Start the executor (spawn, not fork: the parent holds DuckDB and UI threads, which must not be
+        forked). multiprocessing's resource tracker inherits ``sys.stderr``'s descriptor; under the TUI that
+        is a capture object without one, which made every start fail, so it gets /dev/null instead. If the
+        processes cannot start at all, the work is done in this process."""
+        swap = None
+        try:
+            if sys.stderr is None or sys.stderr.fileno() < 0:
+                raise ValueError
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            swap, sys.stderr = sys.stderr, open(os.devnull, "w")
+        try:
+            self._ex = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        except (OSError, ValueError, RuntimeError):
+            self.broken = True
+        finally:
+            if swap is not None:
+                sys.stderr.close()
+                sys.stderr = swap
 
     def close(self) -> None:
         if self._ex is not None:
