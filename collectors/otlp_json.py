@@ -187,7 +187,10 @@ def _arrow_first(chunks, sink: SpanSink, progress):
         chunk, first_line = item
         if len(chunk) < otlp_arrow.MIN_CHUNK_BYTES:
             return item, None
-        return item, otlp_arrow.prepare(chunk, sink.source)
+        try:
+            return item, otlp_arrow.prepare(chunk, sink.source)
+        except Exception:  # anything Arrow did not expect: the exact path reads the chunk and explains it
+            return item, None
 
     from collections import deque
 
@@ -209,6 +212,16 @@ def _write_prepared(result, sink: SpanSink, progress):
         yield item
         return
     with sink.store.writer() as con:
-        sink.spans_written += otlp_arrow.write(con, prepared)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            written = otlp_arrow.write(con, prepared)
+            con.execute("COMMIT")
+        except Exception:  # nothing of the chunk stays; the exact path reads it and explains any problem
+            con.execute("ROLLBACK")
+            written = None
+    if written is None:
+        yield item
+        return
+    sink.spans_written += written
     if progress:
         progress()

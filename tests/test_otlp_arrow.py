@@ -313,3 +313,26 @@ def test_edited_values_are_refused_or_identical(seed, text, as_number):
     want, problems = _msgspec(chunk)
     assert problems == 0
     assert got == want
+
+
+def test_an_arrow_failure_while_writing_leaves_nothing_and_the_exact_path_loads_the_chunk(tmp_path, monkeypatch):
+    """If inserting a prepared chunk fails half-way (spans in, events not), the transaction is rolled back and
+    the msgspec path loads the chunk: no duplicate, nothing lost."""
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(SAMPLES[0].read_bytes() * 3)
+    expected = Store()
+    ingest_paths(expected, [path], workers=1)
+    real_write = otlp_arrow.write
+    calls = []
+
+    def write_then_fail(con, prepared):
+        real_write(con, prepared)
+        calls.append(prepared.spans)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(otlp_arrow, "write", write_then_fail)
+    store = Store()
+    res = ingest_paths(store, [path], workers=1)
+    assert calls, "the Arrow path was tried"
+    assert res.spans == expected.scalar("SELECT count(*) FROM spans")
+    assert _rows(store) == _rows(expected)
