@@ -36,7 +36,7 @@ Preliminary = Callable[[Analysis, float], None]
 
 def analyze(paths: list[str | Path], db: str | None = None, constraints_file: str | None = None,
             progress: Progress | None = None, constraints: constraints_mod.Constraints | None = None,
-            preliminary: Preliminary | None = None, preliminary_after_s: float = 1.0) -> Analysis:
+            preliminary: Preliminary | None = None, preliminary_after_s: float = 0.3) -> Analysis:
     """Ingest, attribute stages, run every rule. With ``preliminary``, a large capture also gets one early
     analysis of what has been ingested so far (after ``preliminary_after_s`` seconds), handed over with the
     fraction of bytes read: the on-call engineer sees a first answer while the rest loads."""
