@@ -129,14 +129,16 @@ WITH a AS (
            json_extract_string(s.attrs, '$."http.url"') AS http_url
     FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
-by_name AS (
+by_name AS (  -- from the work table, not from a: a used once is streamed, not materialised
     SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage
-    FROM (SELECT DISTINCT name, kind FROM a) s
+    FROM (SELECT DISTINCT name, kind FROM _st_spans) s
 ),
 calls AS (
     SELECT name, peer, route, url_full, http_url,
            regexp_matches(lower(concat_ws(' ', name, peer, route, url_full, http_url)), '{msc}') AS model_call
-    FROM (SELECT DISTINCT name, peer, route, url_full, http_url FROM a WHERE kind IN (3, 4))
+    FROM (SELECT DISTINCT name, peer, route, json_extract_string(attrs, '$."url.full"') AS url_full,
+                 json_extract_string(attrs, '$."http.url"') AS http_url
+          FROM _st_spans WHERE kind IN (3, 4))
 ),
 classified AS (
     SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
