@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spans import PROMOTED
+from .spans import PROMOTED, PROMOTED_COLUMNS
 
 # Characters that would need escaping in a JSON string (DuckDB's to_json escapes exactly these).
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-PROMOTED_COLUMNS = ("route", "http_status", "resend_count", "model", "peer", "input_size")
 _KEYS = list(PROMOTED)
+# per promoted column, the positions in _KEYS of its candidate keys
+_CODES = {col: [i for i, k in enumerate(_KEYS) if PROMOTED[k][0] == col] for col in PROMOTED_COLUMNS}
 
 
 def _any(mask) -> bool:
@@ -98,16 +99,22 @@ def _join(attrs, pieces, empty: str | None):
     return joined
 
 
-def attributes_json(attrs, empty: str | None = "{}"):
-    """The attribute JSON object per list, or None (use the SQL path)."""
+def _rendered(attrs, empty: str | None):
+    """(attribute JSON per list, the flattened keys and value texts) or None (use the SQL path)."""
     import pyarrow.compute as pc
 
     got = _values(attrs)
     if got is None:
         return None
-    key, _, as_json = got
+    key, text, as_json = got
     pieces = pc.binary_join_element_wise('"', key, '":', as_json, "")
-    return _join(attrs, pieces, empty)
+    return _join(attrs, pieces, empty), key, text
+
+
+def attributes_json(attrs, empty: str | None = "{}"):
+    """The attribute JSON object per list, or None (use the SQL path)."""
+    got = _rendered(attrs, empty)
+    return None if got is None else got[0]
 
 
 def attributes_and_promoted(attrs):
@@ -118,12 +125,10 @@ def attributes_and_promoted(attrs):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    got = _values(attrs)
+    got = _rendered(attrs, "{}")
     if got is None:
         return None
-    key, text, as_json = got
-    pieces = pc.binary_join_element_wise('"', key, '":', as_json, "")
-    out = _join(attrs, pieces, "{}")
+    out, key, text = got
     n = len(attrs)
     code = pc.fill_null(pc.index_in(key, value_set=pa.array(_KEYS)), -1).to_numpy()
     parent = pc.list_parent_indices(attrs).to_numpy()
@@ -131,8 +136,7 @@ def attributes_and_promoted(attrs):
     text_null = pa.concat_arrays([text, pa.nulls(1, pa.string())])
     promoted = {}
     for col in PROMOTED_COLUMNS:
-        codes = [i for i, k in enumerate(_KEYS) if PROMOTED[k][0] == col]
-        sel = np.isin(code, codes)
+        sel = np.isin(code, _CODES[col])
         if np.bincount(parent[sel], minlength=n).max(initial=0) > 1:
             return None
         pick = sel & nonempty

@@ -152,7 +152,6 @@ def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool:
             problems.add(name, "offset 0", f"does not have the {fmt} layout")
             return 0, 0
         reader.parse(doc, sink)
-        sink.flush()
     sink.flush()
     return sink.spans_written, 0
 

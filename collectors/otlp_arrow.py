@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .otlp_fast import PROMOTED_PATHS, _promoted_sql
+from .otlp_fast import PROMOTED_PATHS, _promoted_sql, int_text_sql
+from .spans import INT_PROMOTED, PROMOTED_COLUMNS
 
 # A chunk below this size is not worth the Arrow round trip (fixed cost ~ a few ms).
 MIN_CHUNK_BYTES = 256 << 10
@@ -89,7 +90,7 @@ CREATE OR REPLACE TEMP MACRO arrow_attrs_json(l) AS
                                                   lambda x: to_json(x.key) || ':' || arrow_value_json(x.value)), ','), '') || '}}';
 """
 
-# The general path, over the spans of one part (``otlp_arrow_spans``, already checked by ``_fits``) and
+# The general path, over the spans of one part (``otlp_arrow_spans``, already checked by ``_checked``) and
 # the resources (``otlp_arrow_resources``): DuckDB renders the attributes with the macros above.
 INSERT_SPANS = f"""
 INSERT INTO spans
@@ -100,8 +101,7 @@ SELECT trace_id, span_id, parent_span_id, r.service, name, kind, start_ns, end_n
 FROM (
     SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM (
         SELECT lower(traceId) AS trace_id, lower(spanId) AS span_id, lower(nullif(parentSpanId, '')) AS parent_span_id,
-               name, coalesce(kind, 0) AS kind, CAST(startTimeUnixNano AS BIGINT) AS start_ns,
-               CAST(endTimeUnixNano AS BIGINT) AS end_ns, coalesce(status_code, 0) AS status_code,
+               name, coalesce(kind, 0) AS kind, start_ns, end_ns, coalesce(status_code, 0) AS status_code,
                nullif(status_message, '') AS status_message, arrow_attrs_json(attributes) AS attributes, res
         FROM otlp_arrow_spans)
 ) f
@@ -201,34 +201,39 @@ def _ids_ok(ids, width: int, nullable: bool = False) -> bool:
     return not pc.any(pc.equal(ids, "0" * width)).as_py()
 
 
-def _fits(part) -> bool:
-    """Every span loads exactly as the msgspec path would load it: valid non-zero ids, integer times with
-    0 < start <= end, a name, a known kind and status code, and every event time an integer."""
+def _checked(part):
+    """The part with its times as integers (``start_ns``, ``end_ns``) when every span loads exactly as the
+    msgspec path would load it: valid non-zero ids, integer times with 0 < start <= end, a name, a known kind
+    and status code, and every event time an integer. None otherwise."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     c = lambda name: part.column(name).combine_chunks()  # noqa: E731
     if not (_ids_ok(c("traceId"), 32) and _ids_ok(c("spanId"), 16) and _ids_ok(c("parentSpanId"), 16, True)):
-        return False
+        return None
     if c("name").null_count:
-        return False
+        return None
     for col, top in (("kind", 5), ("status_code", 2)):
         lo_hi = pc.min_max(c(col)).as_py()
         if lo_hi["min"] is not None and (lo_hi["min"] < 0 or lo_hi["max"] > top):
-            return False
+            return None
+    event_times = pc.list_flatten(c("events")).field("timeUnixNano")
     try:
         start = pc.cast(c("startTimeUnixNano"), pa.int64())
         end = pc.cast(c("endTimeUnixNano"), pa.int64())
-        pc.cast(pc.list_flatten(c("events")).field("timeUnixNano"), pa.int64())
-    except pa.ArrowInvalid:  # not an integer, beyond int64, or missing (a null cast stays null: checked below)
-        return False
-    if start.null_count or end.null_count or pc.list_flatten(c("events")).field("timeUnixNano").null_count:
-        return False
-    return bool(pc.all(pc.and_(pc.greater(start, 0), pc.greater_equal(end, start))).as_py()) if len(start) else True
+        pc.cast(event_times, pa.int64())
+    except pa.ArrowInvalid:  # not an integer or beyond int64 (a missing one stays null: checked below)
+        return None
+    if start.null_count or end.null_count or event_times.null_count:
+        return None
+    if len(start) and not pc.all(pc.and_(pc.greater(start, 0), pc.greater_equal(end, start))).as_py():
+        return None
+    return part.append_column("start_ns", start).append_column("end_ns", end)
 
 
-def _span_table(part, service, resource, source: str):
-    """The spans of one part as the store's columns (promoted integers still text), or None (SQL path)."""
+def _span_table(part, trace_id, span_id, service, resource):
+    """The spans of one checked part as the store's columns (promoted integers still text), or None when
+    their attributes need the SQL path."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -239,15 +244,11 @@ def _span_table(part, service, resource, source: str):
     if got is None:
         return None
     attributes, promoted = got
-    lower = pc.utf8_lower
-    start = pc.cast(c("startTimeUnixNano"), "int64")
-    end = pc.cast(c("endTimeUnixNano"), "int64")
-    parent = c("parentSpanId")
-    res = c("res")
-    msg = c("status_message")
+    start, end, parent, res, msg = c("start_ns"), c("end_ns"), c("parentSpanId"), c("res"), c("status_message")
     return pa.table({
-        "trace_id": lower(c("traceId")), "span_id": lower(c("spanId")),
-        "parent_span_id": lower(pc.if_else(pc.equal(pc.fill_null(parent, ""), ""), pa.scalar(None, pa.string()), parent)),
+        "trace_id": trace_id, "span_id": span_id,
+        "parent_span_id": pc.utf8_lower(pc.if_else(pc.equal(pc.fill_null(parent, ""), ""),
+                                                   pa.scalar(None, pa.string()), parent)),
         "service": _indexed(res, service), "name": c("name"), "kind": pc.fill_null(c("kind"), 0),
         "start_ns": start, "end_ns": end, "duration_ns": pc.subtract(end, start),
         "status_code": pc.fill_null(c("status_code"), 0),
@@ -263,8 +264,9 @@ def _indexed(indices, values):
     return pa.DictionaryArray.from_arrays(indices.combine_chunks().cast(pa.int32()), values)
 
 
-def _event_table(part):
-    """The events of one part as the store's columns, or None (SQL path)."""
+def _event_table(part, trace_id, span_id):
+    """The events of one checked part as the store's columns, or None when their attributes need the SQL
+    path."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -272,27 +274,22 @@ def _event_table(part):
 
     events = part.column("events").combine_chunks()
     flat = events.flatten()
-    if not len(flat):
-        return pa.table({"trace_id": pa.array([], pa.string()), "span_id": pa.array([], pa.string()),
-                         "name": pa.array([], pa.string()), "ts_ns": pa.array([], pa.int64()),
-                         "attributes": pa.array([], pa.string())})
     attrs = arrow_attrs.attributes_json(flat.field("attributes"), empty=None)
     if attrs is None:
         return None
     parent = pc.list_parent_indices(events)
     return pa.table({
-        "trace_id": pc.utf8_lower(part.column("traceId")).take(parent),
-        "span_id": pc.utf8_lower(part.column("spanId")).take(parent),
-        "name": flat.field("name"), "ts_ns": pc.cast(flat.field("timeUnixNano"), "int64"), "attributes": attrs,
+        "trace_id": trace_id.take(parent), "span_id": span_id.take(parent), "name": flat.field("name"),
+        "ts_ns": pc.cast(flat.field("timeUnixNano"), "int64"), "attributes": attrs,
     })
 
 
-_INT_TEXT = "TRY_CAST(TRY_CAST(nullif({c}, '') AS DOUBLE) AS BIGINT)"
 INSERT_FLAT_SPANS = f"""
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
-       status_message, route, {_INT_TEXT.format(c='http_status')}, {_INT_TEXT.format(c='resend_count')}, model, peer,
-       {_INT_TEXT.format(c='input_size')}, attributes, resource, ?
+       status_message,
+       {', '.join(int_text_sql(f"nullif({c}, '')") if c in INT_PROMOTED else c for c in PROMOTED_COLUMNS)},
+       attributes, resource, ?
 FROM otlp_arrow_ready
 """
 
@@ -342,22 +339,24 @@ def prepare(chunk: bytes, source: str) -> Prepared | None:
     """Parse and convert one chunk of JSON lines with Arrow only (safe in a background thread: it touches no
     DuckDB connection). None when the chunk is not fit for this path."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     try:
         parts, resources = flatten(parse(chunk))
+        res = _resources(resources)
     except Unfit:
         return None
-    if not all(_fits(part) for part in parts):
+    parts = [_checked(part) for part in parts]
+    if any(part is None for part in parts):
         return None
-    try:
-        out = Prepared(source, spans=sum(part.num_rows for part in parts), resources=_resources(resources))
-    except Unfit:
-        return None
-    service = pa.array(out.resources["service"], pa.string())
-    resource = pa.array(out.resources["resource"], pa.string())
+    out = Prepared(source, spans=sum(part.num_rows for part in parts), resources=res)
+    service = pa.array(res["service"], pa.string())
+    resource = pa.array(res["resource"], pa.string())
     for part in parts:
-        spans = _span_table(part, service, resource, source)
-        events = _event_table(part) if spans is not None else None
+        trace_id = pc.utf8_lower(part.column("traceId").combine_chunks())
+        span_id = pc.utf8_lower(part.column("spanId").combine_chunks())
+        spans = _span_table(part, trace_id, span_id, service, resource)
+        events = _event_table(part, trace_id, span_id) if spans is not None else None
         if spans is not None:
             out.ready.append(spans)
         if events is not None:
@@ -371,8 +370,15 @@ def write(con, prepared: Prepared) -> int:
     """Insert a prepared chunk through ``con`` (the store's writer connection); returns the spans written."""
     import pyarrow as pa
 
-    for part, with_spans in prepared.general:
-        _insert_sql(con, part, prepared.resources, prepared.source, spans=with_spans)
+    if prepared.general:
+        con.execute(MACROS)
+        res = prepared.resources
+        con.register("otlp_arrow_resources", pa.table({**res, "id": pa.array(range(len(res["service"])), pa.int64())}))
+        try:
+            for part, with_spans in prepared.general:
+                _insert_sql(con, part, prepared.source, spans=with_spans)
+        finally:
+            con.unregister("otlp_arrow_resources")
     for name, sql, tables in (("otlp_arrow_ready", INSERT_FLAT_SPANS, prepared.ready),
                               ("otlp_arrow_events", "INSERT INTO span_events SELECT * FROM otlp_arrow_events",
                                prepared.events)):
@@ -392,17 +398,13 @@ def load_chunk(con, chunk: bytes, source: str) -> int | None:
     return None if prepared is None else write(con, prepared)
 
 
-def _insert_sql(con, part, res: dict, source: str, spans: bool = True) -> None:
-    """The general path: DuckDB renders every AnyValue (doubles, arrays, escapes) with its macros."""
-    import pyarrow as pa
-
+def _insert_sql(con, part, source: str, spans: bool = True) -> None:
+    """The general path: DuckDB renders every AnyValue (doubles, arrays, escapes) with its macros
+    (``write`` has created them and registered ``otlp_arrow_resources``)."""
     con.register("otlp_arrow_spans", part)
-    con.register("otlp_arrow_resources", pa.table({**res, "id": pa.array(range(len(res["service"])), pa.int64())}))
     try:
-        con.execute(MACROS)
         if spans:
             con.execute(INSERT_SPANS, [source])
         con.execute(INSERT_EVENTS)
     finally:
         con.unregister("otlp_arrow_spans")
-        con.unregister("otlp_arrow_resources")

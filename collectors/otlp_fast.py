@@ -13,7 +13,8 @@ import msgspec
 import orjson
 from msgspec import Raw, Struct
 
-from .spans import PROMOTED, SpanColumns, _as_int, normalize_id
+from .otlp_json import SPAN_KINDS, STATUS_CODES
+from .spans import INT_PROMOTED, PROMOTED, PROMOTED_COLUMNS, SpanColumns, _as_int, normalize_id
 
 _EMPTY_LIST = Raw(b"[]")
 
@@ -52,15 +53,13 @@ class Request(Struct):
 
 DECODER = msgspec.json.Decoder(Request)
 Error = (msgspec.ValidationError, msgspec.DecodeError)
-SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
-              "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
-STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
 RAW_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns",
                "status_code", "status_message", "attrs", "events", "resource", "source")
 
+# Per connection (temporary, so nothing of it lands in a --db file), created on the first batch.
 STAGING = """
-CREATE TABLE IF NOT EXISTS spans_otlp_raw (
+CREATE TEMP TABLE IF NOT EXISTS spans_otlp_raw (
     trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, service VARCHAR, name VARCHAR, kind TINYINT,
     start_ns BIGINT, end_ns BIGINT, status_code TINYINT, status_message VARCHAR, attrs VARCHAR,
     events VARCHAR, resource VARCHAR, source VARCHAR)
@@ -88,6 +87,11 @@ _ELEMENT_JSON = f"""CASE{_SCALAR_WHEN}{_BYTES_WHEN}
     ELSE coalesce(CAST(v AS VARCHAR), 'null') END"""
 
 
+def int_text_sql(expr: str) -> str:
+    """SQL: an attribute's text as an integer ("200", "200.0" → 200; anything else NULL)."""
+    return f"TRY_CAST(TRY_CAST({expr} AS DOUBLE) AS BIGINT)"
+
+
 def _promoted_sql() -> str:
     """SQL for the promoted columns from ``p`` (every promoted key extracted in one pass), honouring the
     same key priority as the Python readers."""
@@ -97,11 +101,11 @@ def _promoted_sql() -> str:
         col, prio = PROMOTED[key]
         by_col.setdefault(col, []).append((prio, idx))
     out = []
-    for col in ("route", "http_status", "resend_count", "model", "peer", "input_size"):
+    for col in PROMOTED_COLUMNS:
         picks = ", ".join(f"nullif(p[{i}], '')" for _, i in sorted(by_col[col]))
         expr = f"coalesce({picks})"
-        if col in ("http_status", "resend_count", "input_size"):
-            expr = f"TRY_CAST(TRY_CAST({expr} AS DOUBLE) AS BIGINT)"
+        if col in INT_PROMOTED:
+            expr = int_text_sql(expr)
         out.append(f"{expr} AS {col}")
     return ",\n       ".join(out)
 
@@ -109,10 +113,8 @@ def _promoted_sql() -> str:
 PROMOTED_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in PROMOTED) + "]"
 
 MACROS = f"""
-CREATE OR REPLACE MACRO otlp_str(v) AS coalesce((v->>'stringValue'), (v->>'intValue'), (v->>'doubleValue'), (v->>'boolValue'));
-CREATE OR REPLACE MACRO kv_str(l, k) AS nullif(otlp_str(list_filter(l, lambda x: x.key = k)[1].value), '');
-CREATE OR REPLACE MACRO otlp_scalar_json(v) AS ({_ELEMENT_JSON});
-CREATE OR REPLACE MACRO otlp_value_json(v) AS ({_VALUE_JSON});
+CREATE OR REPLACE TEMP MACRO otlp_scalar_json(v) AS ({_ELEMENT_JSON});
+CREATE OR REPLACE TEMP MACRO otlp_value_json(v) AS ({_VALUE_JSON});
 """
 
 MOVE = f"""
@@ -231,7 +233,7 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
 
 
 def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int) -> None:
-    from .otlp_json import SPAN_KINDS as _K, STATUS_CODES as _S, _enum, attributes
+    from .otlp_json import _enum, attributes
     from .spans import resource_json
 
     doc = doc.get("result", doc)
@@ -245,8 +247,8 @@ def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int) ->
               for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
     svc = resource.get("service.name")
     out.add(sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), str(svc) if svc is not None else None,
-            resource_json(resource), sp.get("name", ""), _enum(sp.get("kind"), _K), sp.get("startTimeUnixNano"),
-            sp.get("endTimeUnixNano"), _enum(status.get("code"), _S), status.get("message"),
+            resource_json(resource), sp.get("name", ""), _enum(sp.get("kind"), SPAN_KINDS), sp.get("startTimeUnixNano"),
+            sp.get("endTimeUnixNano"), _enum(status.get("code"), STATUS_CODES), status.get("message"),
             attributes(sp.get("attributes")), events,
             f"line {lineno} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
 
@@ -267,28 +269,21 @@ def _resource(raw: bytes) -> tuple[str | None, str]:
 def load_batch(con, batch: RawSpans) -> int:
     """Put one batch into the spans/span_events tables of ``con`` (caller holds the writer).
     Returns the number of spans written."""
-    import numpy as np
+    from .store import EVENT_COLUMNS, SPAN_COLUMNS, insert_frame
 
-    from .store import EVENT_COLUMNS, SPAN_COLUMNS, _column
-
-    n = 0
-    for table, columns, data in (("spans", SPAN_COLUMNS, batch.spans), ("span_events", EVENT_COLUMNS, batch.events)):
-        if len(data[columns[0]]):
-            frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841
-            con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM frame")
-            if table == "spans":
-                n += len(data[columns[0]])
+    n = insert_frame(con, "spans", SPAN_COLUMNS, batch.spans)
+    insert_frame(con, "span_events", EVENT_COLUMNS, batch.events)
     if batch.raw["trace_id"]:
-        con.execute(STAGING)
-        con.execute(MACROS)
-        con.execute("DELETE FROM spans_otlp_raw")
-        frame = {c: np.asarray(v, dtype=np.int64 if c in ("kind", "start_ns", "end_ns", "status_code") else object)  # noqa: F841
-                 for c, v in batch.raw.items()}
-        cols = ", ".join(RAW_COLUMNS)
-        con.execute(f"INSERT INTO spans_otlp_raw ({cols}) SELECT {cols} FROM frame")
-        bad_events = con.execute(COUNT_BAD_EVENTS).fetchone()[0]
-        con.execute(MOVE)
-        con.execute("DELETE FROM spans_otlp_raw")
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = 'spans_otlp_raw'"
+                           ).fetchone()[0]:
+            con.execute(STAGING)
+            con.execute(MACROS)
+        insert_frame(con, "spans_otlp_raw", RAW_COLUMNS, batch.raw)
+        try:
+            bad_events = con.execute(COUNT_BAD_EVENTS).fetchone()[0]
+            con.execute(MOVE)
+        finally:
+            con.execute("DELETE FROM spans_otlp_raw")
         if bad_events:
             batch.problems.add(batch.source, "events", f"{bad_events} event(s) without a valid timeUnixNano skipped")
         n += len(batch.raw["trace_id"])

@@ -1,6 +1,6 @@
 """Parse chunks in worker processes (both cores) while the main process writes to the store.
 
-Results come back in input order; at most ``max_inflight`` chunks are in flight, so memory stays bounded
+Results come back in input order; at most two chunks more than workers are in flight, so memory stays bounded
 however large the file. Small inputs never pay for a pool: ``Pool`` starts its processes on first use.
 If the pool cannot run (a script without a ``__main__`` guard, a killed worker), the remaining work is
 done in this process: slower, never lost.
@@ -26,13 +26,13 @@ class Pool:
         self._ex: ProcessPoolExecutor | None = None
         self.broken = False
 
-    def map(self, fn, items, max_inflight: int | None = None):
+    def map(self, fn, items):
         """Ordered map of ``fn(*item)``; inline when there is one worker or the pool broke."""
         if self.workers <= 1 or self.broken:
             for it in items:
                 yield fn(*it)
             return
-        limit = max_inflight or self.workers + 2
+        limit = self.workers + 2  # in flight at most
         pending: deque = deque()
 
         def result(fut, args):

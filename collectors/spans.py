@@ -30,7 +30,9 @@ for _col, _keys in (
 ):
     for _i, _k in enumerate(_keys):
         PROMOTED[_k] = (_col, _i)
-_INT_PROMOTED = {"http_status", "resend_count", "input_size"}
+# the promoted columns in the spans table's order, and those that hold integers
+PROMOTED_COLUMNS = tuple(dict.fromkeys(col for col, _ in PROMOTED.values()))
+INT_PROMOTED = ("http_status", "resend_count", "input_size")
 
 _HEX_ID = {8: re.compile(r"[0-9a-f]{16}").fullmatch, 16: re.compile(r"[0-9a-f]{32}").fullmatch}
 _ZERO = {8: "0" * 16, 16: "0" * 32}
@@ -190,14 +192,6 @@ class SpanColumns:
                 ev[3](ts)
                 ev[4](_dumps(ev_attrs, default=str).decode() if ev_attrs else None)
         return True
-
-    def packed(self) -> "SpanColumns":
-        """Non-null integer columns as numpy arrays: far cheaper to send between processes and to insert."""
-        from .store import pack_columns
-
-        pack_columns(self.spans)
-        pack_columns(self.events)
-        return self
 
     def clear(self) -> None:
         for d in (self.spans, self.events):

@@ -79,11 +79,17 @@ def _column(name: str, values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
-def pack_columns(data: dict) -> None:
-    """Turn integer columns without NULLs into int64 arrays, in place."""
-    for name, values in data.items():
-        if name in _INT_COLUMNS and isinstance(values, list):
-            data[name] = _column(name, values)
+def insert_frame(con, table: str, columns: tuple[str, ...], data: dict) -> int:
+    """Bulk insert columnar data (a dict of equal-length lists) through ``con`` in one statement; the caller
+    holds the writer. Returns the number of rows."""
+    first = data.get(columns[0])
+    n = len(first) if first is not None else 0
+    if n == 0:
+        return 0
+    frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841  (scanned by DuckDB below)
+    cols = ", ".join(columns)
+    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
+    return n
 
 
 class Store:
@@ -124,15 +130,8 @@ class Store:
 
     def insert_columns(self, table: str, columns: tuple[str, ...], data: dict[str, list]) -> int:
         """Bulk insert columnar data (a dict of equal-length lists) in one statement."""
-        first = data.get(columns[0])
-        n = len(first) if first is not None else 0
-        if n == 0:
-            return 0
-        frame = {c: _column(c, data[c]) for c in columns}  # noqa: F841  (scanned by DuckDB below)
-        cols = ", ".join(columns)
         with self._lock:
-            self._con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
-        return n
+            return insert_frame(self._con, table, columns, data)
 
     @contextmanager
     def writer(self):
