@@ -182,7 +182,6 @@ def flatten(table) -> tuple[list, list]:
 
 def _ids_ok(ids, width: int, nullable: bool = False) -> bool:
     """Every id is ``width`` hex digits and not all zero (null or empty allowed where ``nullable``)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from .arrow_attrs import any_match

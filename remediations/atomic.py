@@ -53,6 +53,22 @@ def copy_file_atomic(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Overwrite ``path`` with ``data`` atomically (the caller keeps the backup): temporary file, fsync,
+    rename, fsync of the folder. An interruption leaves the old content."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def install_dir_atomic(staging: Path, dst: Path) -> None:
     """Move a fully written staging folder to ``dst`` with one rename; refuses an existing ``dst``."""
     if Path(dst).exists():

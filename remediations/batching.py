@@ -7,7 +7,6 @@ with a backup (and the repository load API under explicit model control), record
 from __future__ import annotations
 
 import difflib
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +112,7 @@ def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> d
         raise RuntimeError(f"{path} changed since the proposal was made; propose again")
     backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
     atomic.copy_file_atomic(path, backup)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(p.new_text)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic.replace_file(path, p.new_text.encode())
     entry = ledger.new_entry("batching", model=p.model, config=str(path), backup=str(backup),
                              before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
                              changes=p.changes, arithmetic=p.arithmetic, measured_before=before or {},
@@ -137,9 +132,7 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
     path, backup = Path(e["config"]), Path(e["backup"])
     if atomic.sha256(path) != e["after_sha256"]:
         raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(backup.read_bytes())
-    os.replace(tmp, path)
+    atomic.replace_file(path, backup.read_bytes())
     backup.unlink()
     out = ledger.new_entry("rollback", of=entry_id, restored=str(path))
     ledger.record(out, path.parent, store)

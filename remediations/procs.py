@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import socket
+import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -44,3 +46,22 @@ def wait_ready(proc, url: str, name: str, log: str, timeout_s: float, stop) -> N
         time.sleep(0.25)
     stop()
     raise RuntimeError(f"{name} did not get ready in {timeout_s:.0f}s; see {log}")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (servers triage starts bind 127.0.0.1 only)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def terminate(proc, wait_s: float) -> None:
+    """SIGTERM, wait up to ``wait_s``, then SIGKILL: a server is always gone afterwards."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

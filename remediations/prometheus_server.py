@@ -11,7 +11,8 @@ from pathlib import Path
 import requests
 
 from .procs import die_with_parent, wait_ready
-from .triton_server import free_port
+from . import procs
+from .procs import free_port
 
 
 def binary() -> str | None:
@@ -54,10 +55,5 @@ class PrometheusServer:
         raise RuntimeError(f"no {metric} scraped in {timeout}s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        procs.terminate(self.proc, 10)
         self.log.close()

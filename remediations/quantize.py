@@ -100,9 +100,9 @@ def load_calibration(path: Path, input_name: str, batch: int = 8, limit: int = 6
 
 def shapes_from_capture(store, max_shapes: int = 6) -> list[tuple[int, int]]:
     """The captured input-size mix (from size attributes such as gen_ai.usage.input_tokens) as (1, size) shapes."""
-    rows = store.query("""SELECT input_size, count(*) FROM requests WHERE input_size > 0
-                          GROUP BY 1 ORDER BY 2 DESC LIMIT ?""", [max_shapes])
-    return [(1, int(s)) for s, _ in rows]
+    from .loadgen import mix_from_store
+
+    return [(1, size) for size, _ in mix_from_store(store, max_shapes)]
 
 
 def plan(source: str, mode: str = "dynamic", repo: str | None = None, calib: str | None = None,
@@ -230,8 +230,11 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
         raise RemediationError(f"{created} is gone already; nothing to roll back")
     if atomic.tree_digest(created) != e["created_digest"]:
         raise RemediationError(f"{created} changed since it was installed; refusing to delete it")
-    shutil.rmtree(created) if created.is_dir() else created.unlink()
-    beside = created.parent if created.is_dir() else created.parent
+    if created.is_dir():
+        shutil.rmtree(created)
+    else:
+        created.unlink()
+    beside = created.parent
     out = ledger.new_entry("rollback", of=entry_id, removed=str(created))
     ledger.record(out, beside, store)
     return out

@@ -15,7 +15,7 @@ import requests
 
 from . import ledger
 from .procs import die_with_parent, wait_ready
-from .triton_server import free_port
+from .procs import free_port
 
 HANDLER = '''import json, os
 import numpy as np

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from . import procs
+from .procs import free_port
 
 MODEL_PY = '''import os, sys
 sys.path.insert(0, os.environ.get("TRIAGE_SITE_PACKAGES", ""))
@@ -69,12 +71,6 @@ def _root() -> Path:
 
 def _binary() -> Path:
     return _root() / "bin" / "tritonserver"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -140,13 +136,7 @@ class Triton:
         return requests.get(f"{self.url}/v2/models/{model or self.model}/config", timeout=5).json()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        procs.terminate(self.proc, 30)
         if getattr(self, "_log", None):
             self._log.close()
 

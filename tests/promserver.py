@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from remediations.procs import free_port  # noqa: F401  (the tests import it from here)
 from remediations.prometheus_server import PrometheusServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -18,12 +18,6 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 def need_prometheus():
     if not Path(PROMETHEUS).exists():
         pytest.skip("prometheus is not installed (Debian package 'prometheus'; .ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus(PrometheusServer):

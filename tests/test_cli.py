@@ -102,3 +102,24 @@ def test_preliminary_analysis_arrives_before_the_end(tmp_path):
     frac, spans, rules = seen[0]
     assert 0 < frac < 1 and 0 < spans < final.ingest.spans
     assert "gpu-underutilized" in rules  # the rules ran on the partial data (no GPU metrics: not evaluated)
+
+
+def test_rollback_undoes_a_batching_change_too(tmp_path, monkeypatch, capsys):
+    """`triage rollback` undoes whatever the ledger entry recorded: a batching change restores the config
+    byte for byte (it used to fail with a KeyError, as if every entry were an installed model)."""
+    from remediations import batching
+
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    mdir = tmp_path / "clf"
+    mdir.mkdir()
+    cfg = mdir / "config.pbtxt"
+    original = 'name: "clf"\nmax_batch_size: 16\ndynamic_batching { max_queue_delay_microseconds: 50000 }\n'
+    cfg.write_text(original)
+    p = batching.propose(cfg, batching.Measured(arrival_rps=10, avg_batch=1.0, compute_ms=1.0))
+    entry = batching.apply(p)
+    assert cfg.read_text() != original
+    assert main(["rollback", entry["id"]]) == 0
+    assert f"restored {cfg}" in capsys.readouterr().out
+    assert cfg.read_bytes() == original.encode()
+    assert main(["rollback", entry["id"]]) == 2  # once only
+    assert "already rolled back" in capsys.readouterr().err

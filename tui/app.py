@@ -204,7 +204,8 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="remediation")
     def run_rollback(self, ledger_id: str) -> None:
-        from remediations.quantize import RemediationError, rollback
+        from remediations.quantize import RemediationError
+        from remediations.undo import rollback
 
         try:
             out = rollback(ledger_id, store=self.store)

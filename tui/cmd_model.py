@@ -65,12 +65,13 @@ def _quantize_md(r: dict) -> str:
 
 
 def cmd_rollback(args) -> int:
-    from remediations.quantize import RemediationError, rollback
+    from remediations.quantize import RemediationError
+    from remediations.undo import rollback
 
     try:
         out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
     except RemediationError as exc:
         print(f"triage rollback: {exc}", file=sys.stderr)
         return 2
-    print(f"rolled back {args.ledger_id}: removed {out['removed']} (ledger id {out['id']})")
+    print(f"rolled back {args.ledger_id}: {out['undone']} (ledger id {out['id']})")
     return 0
