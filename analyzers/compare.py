@@ -40,10 +40,11 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray], constra
         b, a = before[route], after[route]
         entry = {"before": {"requests": int(len(b))}, "after": {"requests": int(len(a))}, "change": {}}
         for name, q in QUANTILES.items():
-            entry["before"][f"{name}_ms"] = round(float(np.percentile(b, q)), 3)
+            before_q = float(np.percentile(b, q))
+            entry["before"][f"{name}_ms"] = round(before_q, 3)
             entry["after"][f"{name}_ms"] = round(float(np.percentile(a, q)), 3)
             obs, lo, hi = bootstrap_diff(b, a, q, n_boot=n_boot, level=level)
-            base = float(np.percentile(b, q)) or 1e-9
+            base = before_q or 1e-9
             entry["change"][name] = {"ms": round(obs, 3), "pct": round(100 * obs / base, 2),
                                      "ci_ms": [round(lo, 3), round(hi, 3)], "ci_level": level}
         p95 = entry["change"]["p95"]

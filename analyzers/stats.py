@@ -36,3 +36,10 @@ def thirds_ratio(key, value) -> tuple[float, float, float]:
     low = float(value[order[:k]].mean())
     high = float(value[order[-k:]].mean())
     return (high / low if low > 0 else (float("inf") if high > 0 else 1.0)), low, high
+
+
+def dispersion(counts) -> float:
+    """Variance over mean of per-bucket request counts: about 1 for steady (Poisson) traffic, far above
+    1 when the rate really changes. Guards 'grows with traffic' against bucket-to-bucket noise."""
+    c = np.asarray(counts, dtype=float)
+    return float(c.var(ddof=1) / c.mean()) if len(c) > 1 and c.mean() > 0 else 0.0

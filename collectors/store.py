@@ -119,6 +119,21 @@ class Store:
         finally:
             cur.close()
 
+    def columns(self, sql: str, params: list | tuple | None = None) -> dict[str, np.ndarray]:
+        """The result as numpy columns: text as object arrays with None for NULL; numbers as arrays, masked
+        where NULL."""
+        cur = self.cursor()
+        try:
+            cols = cur.execute(sql, params or []).fetchnumpy()
+        finally:
+            cur.close()
+        for name, col in cols.items():
+            if col.dtype == object:
+                values = np.asarray(np.ma.getdata(col), dtype=object)
+                values[np.ma.getmaskarray(col)] = None
+                cols[name] = values
+        return cols
+
     def scalar(self, sql: str, params: list | tuple | None = None):
         rows = self.query(sql, params)
         return rows[0][0] if rows else None

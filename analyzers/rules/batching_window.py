@@ -20,7 +20,7 @@ from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
 from ..rule import Context, Rule, Threshold
 from ..triton_config import batching
-from .queueing_growth import dispersion
+from ..stats import dispersion
 
 ID = "batching-window"
 TITLE = "Batching window adds latency without batching"

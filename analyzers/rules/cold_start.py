@@ -21,19 +21,13 @@ TITLE = "Cold starts: first requests are slow"
 
 
 def detect(ctx: Context, th: dict) -> list[Finding]:
-    store = ctx.store
-    cur = store.cursor()
-    try:
-        cols = cur.execute("""SELECT instance, trace_id, start_ns, duration_ns / 1e6 AS ms
-                              FROM requests ORDER BY instance, start_ns""").fetchnumpy()
-    finally:
-        cur.close()
+    cols = ctx.store.columns("""SELECT instance, trace_id, start_ns, duration_ns / 1e6 AS ms
+                                FROM requests ORDER BY instance, start_ns""")
     if len(cols["ms"]) < th["min_requests"]:
         return [not_evaluated(ID, TITLE, f"fewer than {th['min_requests']:.0f} requests in the traces")]
-    inst_of = np.asarray(np.ma.getdata(cols["instance"]), dtype=object)
+    inst_of, trace_ids = cols["instance"], cols["trace_id"]
     all_starts = np.asarray(cols["start_ns"], dtype=np.int64)
     all_ms = np.asarray(cols["ms"], dtype=float)
-    trace_ids = np.asarray(np.ma.getdata(cols["trace_id"]), dtype=object)
     t_first = int(all_starts.min())
     out = []
     gap_ns = th["idle_gap_s"] * 1e9

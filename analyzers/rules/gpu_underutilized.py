@@ -51,8 +51,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     for route, stages in breakdown.items():
         q = stages.get("queue", {}).get("p95_share", 0.0)
         queue_share = max(queue_share, q)
-    wait_vs_run = _tail_queue_over_inference(store)
-    if queue_share >= th["queue_share"] and wait_vs_run >= th["queue_to_compute"]:
+    if queue_share >= th["queue_share"] and (wait_vs_run := _tail_queue_over_inference(store)) >= th["queue_to_compute"]:
         pressure.append(f"queueing is {queue_share:.0%} of the p95 tail ({wait_vs_run:.1f}x the compute time)")
     pending_mean = None
     pend = series(store, PENDING)

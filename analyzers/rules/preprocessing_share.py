@@ -64,8 +64,8 @@ def _evidence(store, route: str) -> dict:
     e2e = np.array([r[1] for r in tail], dtype=float)
     spans = store.query("""
         SELECT s.name, count(*), quantile_cont(t.self_ns, 0.95) FROM span_times t
-        JOIN spans s USING (trace_id, span_id) JOIN span_roots k USING (trace_id, span_id)
-        JOIN requests q ON q.trace_id = k.trace_id AND q.root_id = k.root_id
+        JOIN spans s USING (trace_id, span_id)
+        JOIN requests q ON q.trace_id = t.trace_id AND q.root_id = t.root_id
         WHERE t.stage = 'preprocess' AND q.route = ? GROUP BY s.name ORDER BY sum(t.self_ns) DESC LIMIT 5""", [route])
     ev = {
         "route_p95_ms": round(float(store.scalar(

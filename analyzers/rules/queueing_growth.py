@@ -16,17 +16,10 @@ from ..fixes import scored
 from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, series, triton_queue_per_request
 from ..rule import Context, Rule, Threshold
-from ..stats import spearman, thirds_ratio
+from ..stats import dispersion, spearman, thirds_ratio
 
 ID = "queueing-growth"
 TITLE = "Queueing grows with traffic"
-
-
-def dispersion(counts) -> float:
-    """Variance over mean of per-bucket request counts: about 1 for steady (Poisson) traffic, far above
-    1 when the rate really changes. Guards 'grows with traffic' against bucket-to-bucket noise."""
-    c = np.asarray(counts, dtype=float)
-    return float(c.var(ddof=1) / c.mean()) if len(c) > 1 and c.mean() > 0 else 0.0
 
 
 def _trend(t, rate, queue, th, counts=None) -> dict | None:

@@ -28,21 +28,10 @@ def _size_bucket(n: int) -> str:
 
 def _requests(store) -> dict[str, np.ndarray]:
     """Per request: trace id, service, duration (ms), and its value in each dimension (None where absent)."""
-    cur = store.cursor()
-    try:
-        cols = cur.execute("""
-            SELECT trace_id, service, duration_ns / 1e6 AS ms, input_size, model, route,
-                   nullif(split_part(route, ' ', 2), '') AS method
-            FROM requests""").fetchnumpy()
-    finally:
-        cur.close()
-
-    def obj(col):  # strings as objects, NULL as None
-        values = np.asarray(np.ma.getdata(cols[col]), dtype=object)
-        mask = np.ma.getmaskarray(cols[col])
-        values[mask] = None
-        return values
-
+    cols = store.columns("""
+        SELECT trace_id, service, duration_ns / 1e6 AS ms, input_size, model, route,
+               nullif(split_part(route, ' ', 2), '') AS method
+        FROM requests""")
     size = cols["input_size"]
     known = ~np.ma.getmaskarray(size)
     buckets = np.full(len(size), None, dtype=object)
@@ -50,16 +39,14 @@ def _requests(store) -> dict[str, np.ndarray]:
     if len(values):
         uniq, inverse = np.unique(values, return_inverse=True)
         buckets[known] = np.array([_size_bucket(int(v)) for v in uniq], dtype=object)[inverse]
-    return {"trace_id": obj("trace_id"), "service": obj("service"), "ms": np.asarray(cols["ms"], dtype=float),
-            "input size": buckets, "model": obj("model"), "route": obj("route"), "method": obj("method")}
+    return {"ms": np.asarray(cols["ms"], dtype=float), "input size": buckets,
+            **{c: cols[c] for c in ("trace_id", "service", "model", "route", "method")}}
 
 
 def detect(ctx: Context, th: dict) -> list[Finding]:
-    store = ctx.store
-    n = store.scalar("SELECT count(*) FROM requests")
-    if not n:
+    req = _requests(ctx.store)
+    if not len(req["ms"]):
         return [not_evaluated(ID, TITLE, "no requests in the traces")]
-    req = _requests(store)
     out = []
     for dim in ("input size", "model", "route", "method"):
         seg_of = req[dim]

@@ -18,7 +18,7 @@ from ..latency import bucket_seconds
 from ..metrics import series
 from ..rule import Context, Rule, Threshold
 from ..stats import spearman, thirds_ratio
-from .queueing_growth import dispersion
+from ..stats import dispersion
 
 ID = "throttling"
 TITLE = "Throttling: the device slows down"
