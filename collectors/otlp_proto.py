@@ -117,12 +117,7 @@ def read_length_prefixed(src: streams.Source, sink: SpanSink, progress=None) -> 
         if n > MAX_RECORD:
             sink.problems.add(sink.source, f"byte {offset}", f"record size {n} is implausible; stopped reading")
             break
-        body = b""
-        while len(body) < n:
-            part = streams.read_some(src, n - len(body))
-            if not part:
-                break
-            body += part
+        body = streams.read_exact(src, n)
         if len(body) < n:
             sink.problems.add(sink.source, f"byte {offset}", f"truncated record ({len(body)} of {n} bytes)")
             break

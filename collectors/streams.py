@@ -44,7 +44,8 @@ class Decompressed(io.RawIOBase):
     def __init__(self, raw, codec: str):
         self.raw, self.codec = raw, codec
         self._dec = self._new()
-        self._buf = b""
+        self._buf = bytearray()  # decoded, not yet read: bytes [_pos:] (no copy of the rest per read)
+        self._pos = 0
         self._done = False
         self._error: Exception | None = None
 
@@ -59,7 +60,7 @@ class Decompressed(io.RawIOBase):
         return True
 
     def _fill(self, n: int) -> None:
-        while len(self._buf) < n and not self._done:
+        while len(self._buf) - self._pos < n and not self._done:
             block = self.raw.read(1 << 20)
             try:
                 if not block:
@@ -78,9 +79,13 @@ class Decompressed(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         self._fill(n if n >= 0 else 1 << 62)
-        if n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        avail = len(self._buf) - self._pos
+        n = avail if n < 0 else min(n, avail)
+        out = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += n
+        if self._pos > (1 << 20) and self._pos * 2 > len(self._buf):  # drop what was read, now and then
+            del self._buf[:self._pos]
+            self._pos = 0
         if not out and self._error is not None:
             err, self._error = self._error, None
             raise EOFError(str(err))
@@ -115,6 +120,18 @@ def read_some(src: Source, n: int) -> bytes:
     except Exception as exc:  # zstandard.ZstdError and friends
         src.errors.append(_describe(src, exc))
         return b""
+
+
+def read_exact(src: Source, n: int) -> bytes:
+    """n bytes, or fewer where the data ends."""
+    parts, got = [], 0
+    while got < n:
+        part = read_some(src, n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def _describe(src: Source, exc: Exception) -> str:
