@@ -296,7 +296,7 @@ FROM otlp_arrow_ready
 def _resources(resources: list) -> dict:
     """(service, resource JSON) per resource, computed by the same code as the other readers."""
     from .otlp_json import attributes
-    from .spans import resource_json
+    from .spans import resource_columns
 
     out = {"service": [], "resource": []}
     done: dict[str, tuple[str, str]] = {}
@@ -305,9 +305,8 @@ def _resources(resources: list) -> dict:
             raise Unfit("a resource attribute without a key")  # the exact path keeps it under "None"
         key = orjson.dumps(attrs)
         if key not in done:
-            resource = attributes(_drop_nulls(attrs))
-            svc = resource.get("service.name")
-            done[key] = (str(svc) if svc is not None else "unknown", resource_json(resource))
+            svc, rjson = resource_columns(attributes(_drop_nulls(attrs)))
+            done[key] = (svc or "unknown", rjson)
         out["service"].append(done[key][0])
         out["resource"].append(done[key][1])
     return out

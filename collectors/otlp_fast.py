@@ -210,7 +210,7 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                             or not _is_list(attrs) or not _is_list(events):
                         if parsed is None:  # once per line, however many of its spans need the slow path
                             parsed = orjson.loads(line)
-                        _slow_span(out, parsed, i, j, k, lineno)  # the tolerant reader explains and salvages
+                        _slow_span(out, parsed, i, j, k, lineno, service, rjson)  # the tolerant reader explains
                         continue
                     st = sp.status
                     app[0](tid)
@@ -232,38 +232,24 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
     return out
 
 
-def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int) -> None:
-    from .otlp_json import _enum, attributes
-    from .spans import resource_json
+def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int, service, rjson) -> None:
+    from .otlp_json import add_span
 
     doc = doc.get("result", doc)
     rs = doc["resourceSpans"][i]
-    resource = attributes((rs.get("resource") or {}).get("attributes"))
     scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
-    sp = scopes[j]["spans"][k]
-    status = sp.get("status") if isinstance(sp.get("status"), dict) else {}
-    evs = sp.get("events")
-    events = [(e.get("name", ""), e.get("timeUnixNano"), attributes(e.get("attributes")))
-              for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
-    svc = resource.get("service.name")
-    out.add(sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), str(svc) if svc is not None else None,
-            resource_json(resource), sp.get("name", ""), _enum(sp.get("kind"), SPAN_KINDS), sp.get("startTimeUnixNano"),
-            sp.get("endTimeUnixNano"), _enum(status.get("code"), STATUS_CODES), status.get("message"),
-            attributes(sp.get("attributes")), events,
-            f"line {lineno} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
+    add_span(out, scopes[j]["spans"][k], service, rjson, f"line {lineno} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
 
 
 def _resource(raw: bytes) -> tuple[str | None, str]:
     from .otlp_json import attributes
-    from .spans import resource_json
+    from .spans import resource_columns
 
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         doc = None
-    resource = attributes(doc.get("attributes")) if isinstance(doc, dict) else {}
-    svc = resource.get("service.name")
-    return (str(svc) if svc is not None else None), resource_json(resource)
+    return resource_columns(attributes(doc.get("attributes")) if isinstance(doc, dict) else {})
 
 
 def load_batch(con, batch: RawSpans) -> int:

@@ -15,7 +15,7 @@ import orjson
 from . import streams
 from .parallel import Pool
 from .salvage import salvage
-from .spans import SpanColumns, SpanSink, resource_json
+from .spans import SpanColumns, SpanSink, resource_columns
 
 SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
               "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
@@ -99,10 +99,8 @@ def parse_request(doc: dict, cols: SpanColumns, where: str) -> int:
         if not isinstance(rs, dict):
             cols.problems.add(cols.source, f"{where} resourceSpans[{i}]", "not an object")
             continue
-        resource = attributes((rs.get("resource") or {}).get("attributes") if isinstance(rs.get("resource"), dict) else None)
-        rjson = resource_json(resource)
-        service = resource.get("service.name")
-        service = str(service) if service is not None else None
+        service, rjson = resource_columns(attributes(
+            (rs.get("resource") or {}).get("attributes") if isinstance(rs.get("resource"), dict) else None))
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
         for j, ss in enumerate(scopes if isinstance(scopes, list) else []):
             spans = ss.get("spans") if isinstance(ss, dict) else None
@@ -112,18 +110,23 @@ def parse_request(doc: dict, cols: SpanColumns, where: str) -> int:
                 if not isinstance(sp, dict):
                     cols.problems.add(cols.source, loc(), "span is not an object")
                     continue
-                status = sp.get("status")
-                status = status if isinstance(status, dict) else {}
-                evs = sp.get("events")
-                events = [(e.get("name", ""), e.get("timeUnixNano"), attributes(e.get("attributes")))
-                          for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
-                n += cols.add(
-                    sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), service, rjson,
-                    sp.get("name", ""), _enum(sp.get("kind"), SPAN_KINDS),
-                    sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano"),
-                    _enum(status.get("code"), STATUS_CODES), status.get("message"),
-                    attributes(sp.get("attributes")), events, loc)
+                n += add_span(cols, sp, service, rjson, loc)
     return n
+
+
+def add_span(cols: SpanColumns, sp: dict, service: str | None, rjson: str, where) -> bool:
+    """One OTLP JSON span object into ``cols`` (the tolerant reader: any field may be missing or wrong)."""
+    status = sp.get("status")
+    status = status if isinstance(status, dict) else {}
+    evs = sp.get("events")
+    events = [(e.get("name", ""), e.get("timeUnixNano"), attributes(e.get("attributes")))
+              for e in evs if isinstance(e, dict)] if isinstance(evs, list) else ()
+    return cols.add(
+        sp.get("traceId"), sp.get("spanId"), sp.get("parentSpanId"), service, rjson,
+        sp.get("name", ""), _enum(sp.get("kind"), SPAN_KINDS),
+        sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano"),
+        _enum(status.get("code"), STATUS_CODES), status.get("message"),
+        attributes(sp.get("attributes")), events, where)
 
 
 def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None:

@@ -208,6 +208,12 @@ def resource_json(resource: dict) -> str:
     return orjson.dumps(resource, default=str).decode()
 
 
+def resource_columns(resource: dict) -> tuple[str | None, str]:
+    """(service.name as text or None, the resource as JSON): what every span of a resource stores."""
+    svc = resource.get("service.name")
+    return (str(svc) if svc is not None else None), resource_json(resource)
+
+
 class SpanSink(SpanColumns):
     """SpanColumns that flushes to the store every ``batch_size`` spans."""
 
