@@ -10,6 +10,7 @@ mutations of a real line.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from pathlib import Path
@@ -43,7 +44,8 @@ def _msgspec(chunk: bytes) -> tuple[tuple[list, list], int]:
     return _rows(store), batch.problems.count
 
 
-def _arrow(chunk: bytes):
+def _arrow_store(chunk: bytes) -> Store | None:
+    """The chunk loaded by the Arrow path, or None when it refused it (having written nothing)."""
     store = Store()
     with store.writer() as con:
         n = otlp_arrow.load_chunk(con, chunk, "x")
@@ -52,12 +54,17 @@ def _arrow(chunk: bytes):
         assert store.scalar("SELECT count(*) FROM span_events") == 0
         return None
     assert n == store.scalar("SELECT count(*) FROM spans")
-    return _rows(store)
+    return store
 
 
-def _same(chunk: bytes, must_fit: bool = True) -> bool:
-    """Arrow's rows equal msgspec's; returns whether Arrow took the chunk."""
-    got = _arrow(chunk)
+def _arrow(chunk: bytes):
+    store = _arrow_store(chunk)
+    return None if store is None else _rows(store)
+
+
+def _same(chunk: bytes, must_fit: bool = True, store: Store | None = None) -> bool:
+    """Arrow's rows (of ``store`` if given) equal msgspec's; returns whether Arrow took the chunk."""
+    got = _rows(store) if store is not None else _arrow(chunk)
     if got is None:
         assert not must_fit, "the Arrow path refused a chunk it should take"
         return False
@@ -80,10 +87,8 @@ def test_real_triton_capture_gives_identical_rows():
     files = sorted((CAPTURE / "otlp").glob("*.json"))
     chunk = b"".join(f.read_bytes().rstrip(b"\n") + b"\n" for f in files)
     assert chunk.count(b"\n") == len(files)  # one request per file, one line each
-    assert _same(chunk)
-    store = Store()
-    with store.writer() as con:
-        otlp_arrow.load_chunk(con, chunk, "x")
+    store = _arrow_store(chunk)
+    assert store is not None and _same(chunk, store=store)
     # the queue/compute events that stage attribution reads are there
     assert store.scalar("SELECT count(*) FROM span_events WHERE name = 'QUEUE_START'") > 0
 
@@ -232,19 +237,27 @@ def _paths(node, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-_BASE = None
-
-
+@functools.cache
 def _base() -> dict:
-    """A real line cut to its first spans, one of which carries Triton's events."""
-    global _BASE
-    if _BASE is None:
-        _BASE = _line()
-        spans = _BASE["resourceSpans"][0]["scopeSpans"][0]["spans"]
-        with_events = next(sp for sp in spans if sp.get("events"))
-        del spans[4:]
-        spans.append(with_events)
-    return _BASE
+    """A real line cut to its first spans, one of which carries Triton's events (callers copy it)."""
+    base = _line()
+    spans = base["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    with_events = next(sp for sp in spans if sp.get("events"))
+    del spans[4:]
+    spans.append(with_events)
+    return base
+
+
+def _edited_is_refused_or_identical(path: tuple, value) -> None:
+    """Set the node at ``path`` of a copy of the base line to ``value``: the Arrow path refuses the line or
+    loads exactly what the msgspec path loads, without problems."""
+    doc = copy.deepcopy(_base())
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    chunk = json.dumps(doc, separators=(",", ":")).encode() + b"\n"  # orjson refuses integers beyond 64 bits
+    event("taken" if _same(chunk, must_fit=False) else "refused")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -252,21 +265,8 @@ def _base() -> dict:
 def test_mutated_lines_are_refused_or_identical(seed, value):
     """Replace one node of a real line (anywhere in the tree) with an arbitrary JSON value: the Arrow path
     either refuses the line or loads exactly what the msgspec path loads, without problems."""
-    doc = copy.deepcopy(_base())
-    paths = [p for p in _paths(doc) if p]
-    path = random.Random(seed).choice(paths)
-    node = doc
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
-    chunk = json.dumps(doc, separators=(",", ":")).encode() + b"\n"  # orjson refuses integers beyond 64 bits
-    got = _arrow(chunk)
-    event("refused" if got is None else "taken")
-    if got is None:
-        return
-    want, problems = _msgspec(chunk)
-    assert problems == 0
-    assert got == want
+    paths = [p for p in _paths(_base()) if p]
+    _edited_is_refused_or_identical(random.Random(seed).choice(paths), value)
 
 
 TRICKY_TEXT = st.one_of(
@@ -277,15 +277,14 @@ TRICKY_TEXT = st.one_of(
 )
 
 
-def _leaves(node, prefix=()):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node[:3]):
-            yield from _leaves(v, prefix + (i,))
-    elif isinstance(node, (str, int)) and not isinstance(node, bool):
-        yield prefix
+def _leaves(doc):
+    """Paths of the string and integer scalars of ``doc``."""
+    for path in _paths(doc):
+        node = doc
+        for part in path:
+            node = node[part]
+        if isinstance(node, (str, int)) and not isinstance(node, bool):
+            yield path
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,26 +292,13 @@ def _leaves(node, prefix=()):
 def test_edited_values_are_refused_or_identical(seed, text, as_number):
     """Replace one scalar of a real line (an id, a time, a kind, an attribute value or key...) with a tricky
     string, or the number it spells: refused, or the same rows as the msgspec path."""
-    doc = copy.deepcopy(_base())
-    path = random.Random(seed).choice(list(_leaves(doc)))
-    node = doc
-    for part in path[:-1]:
-        node = node[part]
     value = text
     if as_number:
         try:
             value = int(text)
         except ValueError:
             pass
-    node[path[-1]] = value
-    chunk = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-    got = _arrow(chunk)
-    event("refused" if got is None else "taken")
-    if got is None:
-        return
-    want, problems = _msgspec(chunk)
-    assert problems == 0
-    assert got == want
+    _edited_is_refused_or_identical(random.Random(seed).choice(list(_leaves(_base()))), value)
 
 
 def test_an_arrow_failure_while_writing_leaves_nothing_and_the_exact_path_loads_the_chunk(tmp_path, monkeypatch):
