@@ -38,11 +38,12 @@ class IdleGpuTarget:
         return 200, body.encode(), {"Content-Type": "text/plain; version=0.0.4"}
 
 
-@pytest.fixture
-def idle_gpu_prometheus(tmp_path):
+@pytest.fixture(scope="module")
+def idle_gpu_prometheus(tmp_path_factory):
+    """One real Prometheus scraping an idle-GPU target, shared by the module's tests (they only read it)."""
     need_prometheus()
     tgt = IdleGpuTarget()
-    prom = Prometheus(tmp_path, targets=[tgt.target.address])
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[tgt.target.address])
     try:
         prom.wait_for_series("DCGM_FI_DEV_GPU_UTIL")
         time.sleep(2.5)  # a few scrapes, so that range queries ending now see data
@@ -186,15 +187,24 @@ def test_backfilled_capture_gives_the_same_metric_finding(tmp_path):
 
 # -- faults ---------------------------------------------------------------------------------------
 
-def _source_for(respond, timeout=2.0):
-    tgt = Target(respond)
-    return tgt, PrometheusSource(tgt.url, timeout_s=timeout)
+@pytest.fixture
+def target():
+    """Make loopback HTTP targets (``target(respond)``); all are stopped when the test ends."""
+    made = []
+
+    def make(respond):
+        made.append(Target(respond))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.stop()
 
 
 @pytest.mark.parametrize("case,expect", [
     ("down", "unreachable"), ("slow", "did not answer in time"), ("5xx", "503"), ("garbage", "not Prometheus JSON"),
 ])
-def test_prometheus_faults_become_clear_errors(case, expect):
+def test_prometheus_faults_become_clear_errors(case, expect, target):
     if case == "down":
         src = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     else:
@@ -205,7 +215,7 @@ def test_prometheus_faults_become_clear_errors(case, expect):
             if case == "5xx":
                 return 503, b"overloaded", {}
             return 200, b"<html>proxy login</html>", {"Content-Type": "text/html"}
-        tgt, src = _source_for(respond, timeout=1)
+        src = PrometheusSource(target(respond).url, timeout_s=1)
     with pytest.raises(PrometheusError) as exc:
         src.present_metrics()
     assert expect in str(exc.value)
@@ -227,7 +237,7 @@ def test_live_session_marks_stale_and_backs_off_while_traces_flow():
         s.stop()
 
 
-def test_credentials_come_from_env_or_file_and_are_never_printed(tmp_path):
+def test_credentials_come_from_env_or_file_and_are_never_printed(tmp_path, target):
     secret = tmp_path / "token"
     secret.write_text("s3cr3t-token\n")
     creds = Credentials.from_env({"TRIAGE_PROMETHEUS_BEARER_TOKEN_FILE": str(secret)})
@@ -238,14 +248,13 @@ def test_credentials_come_from_env_or_file_and_are_never_printed(tmp_path):
         seen.append(h.headers.get("Authorization"))
         return 200, json.dumps({"status": "success", "data": []}).encode(), {"Content-Type": "application/json"}
 
-    tgt = Target(respond)
-    PrometheusSource(tgt.url, credentials=creds).present_metrics()
+    PrometheusSource(target(respond).url, credentials=creds).present_metrics()
     assert seen == ["Bearer s3cr3t-token"]
     basic = Credentials.from_env({"TRIAGE_PROMETHEUS_USERNAME": "u", "TRIAGE_PROMETHEUS_PASSWORD": "p"})
     assert basic.basic == ("u", "p") and "p'" not in repr(basic)
 
 
-def test_tls_verification_is_on_by_default(tmp_path):
+def test_tls_verification_is_on_by_default(tmp_path, target):
     """A self-signed HTTPS endpoint is refused unless its CA is given."""
     import ssl
 
@@ -255,7 +264,7 @@ def test_tls_verification_is_on_by_default(tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
-    tgt = Target(lambda h: (200, json.dumps({"status": "success", "data": ["DCGM_FI_DEV_GPU_UTIL"]}).encode(),
+    tgt = target(lambda h: (200, json.dumps({"status": "success", "data": ["DCGM_FI_DEV_GPU_UTIL"]}).encode(),
                             {"Content-Type": "application/json"}))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
