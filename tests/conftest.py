@@ -35,3 +35,21 @@ def capture():
 
 def rules_of(report: dict, severities=("critical", "warning")) -> list[str]:
     return [f["rule"] for f in report["findings"] if f["severity"] in severities]
+
+
+@pytest.fixture(scope="session")
+def demo_repo_master(tmp_path_factory):
+    """The demo model repository (trained and exported once per session); copy it before changing it."""
+    pytest.importorskip("torch", reason="torch is in the test extra (pip install torch==2.13.0)")
+    from remediations.demo_model import write_repo
+
+    root = tmp_path_factory.mktemp("demo")
+    write_repo(root)
+    return root
+
+
+def model_files(repo: Path) -> dict[str, str]:
+    """Digest of the model files of a repository (the ledger beside them is a record, not a model)."""
+    from remediations import atomic, ledger
+
+    return {k: v for k, v in atomic.tree_digest(repo / "clf").items() if not k.endswith(ledger.LEDGER_NAME)}

@@ -10,16 +10,8 @@ pytest.importorskip("onnxruntime")
 
 from remediations import atomic, ledger  # noqa: E402
 from remediations.quantize import RemediationError, plan, rollback, run  # noqa: E402
+from conftest import model_files  # noqa: E402
 from tui.cli import main  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def demo_repo_master(tmp_path_factory):
-    from remediations.demo_model import write_repo
-
-    root = tmp_path_factory.mktemp("demo")
-    write_repo(root)
-    return root
 
 
 @pytest.fixture
@@ -30,9 +22,7 @@ def repo(demo_repo_master, tmp_path, monkeypatch):
     return dst
 
 
-def _models(repo):
-    """The model files of the repository (the ledger beside them is a record, not a model)."""
-    return {k: v for k, v in atomic.tree_digest(repo / "clf").items() if not k.endswith(ledger.LEDGER_NAME)}
+_models = model_files
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])

@@ -7,13 +7,14 @@ pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real TorchS
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    pytest.importorskip("torch")
-    from remediations.demo_model import write_repo
+def served(tmp_path_factory, demo_repo_master):
+    import shutil
+
     from remediations.torchserve import TorchServe
 
     root = tmp_path_factory.mktemp("ts")
-    model = write_repo(root / "demo")
+    shutil.copytree(demo_repo_master, root / "demo")
+    model = root / "demo" / "clf" / "1" / "model.onnx"  # what write_repo returns
     ts = TorchServe(root / "work").start()
     try:
         mar = ts.archive(model)

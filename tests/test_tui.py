@@ -2,7 +2,7 @@
 import pytest
 from textual.widgets import DataTable, Static
 
-from conftest import SAMPLES
+from conftest import SAMPLES, model_files
 from tui.app import TriageApp
 from tui.screens.findings import FindingsScreen
 from tui.screens.help import HelpScreen
@@ -144,20 +144,17 @@ async def test_budget_and_scorecard_screen(tmp_path):
         assert scores == sorted(scores, reverse=True) and card.get_row_at(0)[5] == "preprocessing-share"
 
 
-async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatch):
+async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatch, demo_repo_master):
     """A finding whose candidates include quantization: a → preview → y → worker → before/after card;
     u rolls back; the model repository ends byte-identical."""
     import shutil
 
-    pytest.importorskip("torch")
-    from remediations import atomic
-    from remediations.demo_model import write_repo
     from tui.screens.remediate import PreviewScreen, ResultScreen
 
     monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
     repo = tmp_path / "repo"
-    write_repo(repo)
-    before = {k: v for k, v in atomic.tree_digest(repo / "clf").items() if "ledger" not in k}
+    shutil.copytree(demo_repo_master, repo)
+    before = model_files(repo)
     cap = tmp_path / "cap"
     shutil.copytree(SAMPLES / "healthy", cap)
     (cap / "triage.toml").write_text("[budget]\ninference_ms = 5\n")
@@ -186,7 +183,7 @@ async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatc
             await pilot.pause(0.1)
             if not (repo / "clf" / "2").exists():
                 break
-    assert {k: v for k, v in atomic.tree_digest(repo / "clf").items() if "ledger" not in k} == before
+    assert model_files(repo) == before
 
 
 async def test_markup_in_data_is_shown_not_swallowed():
