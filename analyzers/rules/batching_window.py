@@ -68,8 +68,11 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if not queued:
         return [not_evaluated(ID, TITLE, "no queue time in the traces (Triton QUEUE_START events or queue spans)")]
     batch_metrics = triton_batch_size(store)
-    batch_traces = _trace_batch_size(store)
+    # Triton's own counters when scraped, else the batch sizes seen in the traces
+    batch = next(iter(batch_metrics.values())) if batch_metrics else _trace_batch_size(store)
     window_cfg = next((c for c in configs.values() if c.dynamic_batching), None)
+    max_batch = window_cfg.max_batch_size if window_cfg else None
+    limit = max(th["max_avg_batch"], 0.2 * max_batch) if max_batch else th["max_avg_batch"]
     findings = []
     for route, q in queued.items():
         if q["p95_share"] < th["min_queue_share"]:
@@ -86,9 +89,6 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             continue
         if not (th["min_ratio"] <= p50 / window_ms <= th["max_ratio"]):
             continue
-        batch = next(iter(batch_metrics.values()), None) if batch_metrics else batch_traces
-        max_batch = window_cfg.max_batch_size if window_cfg else None
-        limit = max(th["max_avg_batch"], 0.2 * max_batch) if max_batch else th["max_avg_batch"]
         if batch is None or batch > limit:
             continue
         saving = max(p50 - th["target_window_ms"], 0.0)
