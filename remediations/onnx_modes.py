@@ -70,8 +70,10 @@ def input_spec(path: Path) -> tuple[str, list, str, int]:
     return inp.name, dims, dtype, vocab
 
 
-def random_feeds(path: Path, shapes: list[tuple[int, ...]], seed: int = 0) -> list[dict]:
-    name, dims, dtype, vocab = input_spec(path)
+def random_feeds(spec: tuple[str, list, str, int], shapes: list[tuple[int, ...]], seed: int = 0) -> list[dict]:
+    """Random valid inputs of the given shapes for a model whose ``input_spec`` is ``spec`` (read once by the
+    caller: it parses the model file)."""
+    name, dims, dtype, vocab = spec
     rng = np.random.default_rng(seed)
     feeds = []
     for shape in shapes:

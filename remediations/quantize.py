@@ -143,7 +143,7 @@ Progress = Callable[[str], None]
 
 def run(p: Plan, apply: bool = True, store=None, progress: Progress | None = None, iters: int = 200) -> dict:
     """Build, verify and (when every guardrail holds and ``apply``) install the candidate."""
-    from .verify import verify
+    from .verify import run_shapes, session, verify
 
     say = progress or (lambda msg: None)
     with tempfile.TemporaryDirectory(prefix="triage-quantize-") as tmp:
@@ -155,30 +155,26 @@ def run(p: Plan, apply: bool = True, store=None, progress: Progress | None = Non
             say("exporting PyTorch to ONNX")
             original = tmp / "exported.onnx"
             export(p.source, original)
-            feeds = random_feeds(original, [tuple(s) for s in p.shapes])
-            from .verify import run_shapes
-
+            feeds = random_feeds(input_spec(original), [tuple(s) for s in p.shapes])
             failures = run_shapes(original, feeds, p.threads)
             if failures:
                 return {"plan": p.to_dict(), "applied": False, "reason": "the export baked a shape",
                         "verification": {"ok": False, "shape_failures": failures}}
             ref = torch_outputs(p.source, feeds)
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+            sess = session(original, p.threads)
             diff = max(float(np.max(np.abs(sess.run(None, f)[0] - r))) for f, r in zip(feeds, ref))
             if diff > 1e-3:
                 return {"plan": p.to_dict(), "applied": False, "reason": f"export differs from PyTorch by {diff:.2e}",
                         "verification": {"ok": False}}
-        name, _, _, _ = input_spec(original)
-        shape_feeds = random_feeds(original, [tuple(s) for s in p.shapes], seed=1)
-        calib = (load_calibration(Path(p.calibration), name) if Path(p.calibration).suffix == ".npz"
-                 else random_feeds(original, [tuple(s) for s in p.shapes] * 8, seed=2))
+        spec = input_spec(original)
+        shape_feeds = random_feeds(spec, [tuple(s) for s in p.shapes], seed=1)
+        calib = (load_calibration(Path(p.calibration), spec[0]) if Path(p.calibration).suffix == ".npz"
+                 else random_feeds(spec, [tuple(s) for s in p.shapes] * 8, seed=2))
         candidate = tmp / "candidate.onnx"
         say(f"building the {p.mode} candidate")
         make_candidate(original, candidate, p.mode, calibration=calib)
         say("verifying shapes, agreement and speed")
-        bench = random_feeds(original, [BENCH_SHAPE], seed=3)[0]
+        bench = random_feeds(spec, [BENCH_SHAPE], seed=3)[0]
         verdict = verify(original, candidate, shape_feeds, calib, bench, p.guardrails, p.threads, iters)
         result = {"plan": p.to_dict(), "verification": verdict.to_dict(), "applied": False}
         if not verdict.ok:

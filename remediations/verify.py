@@ -53,9 +53,10 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def run_shapes(path: Path, feeds: list[dict], threads: int = 1) -> list[dict]:
-    """Every feed that fails to run (an export that baked a shape fails here), with its shape and the error."""
-    sess = session(path, threads)
+def run_shapes(path: Path, feeds: list[dict], threads: int = 1, sess=None) -> list[dict]:
+    """Every feed that fails to run (an export that baked a shape fails here), with its shape and the error.
+    ``sess``: a session of ``path`` already built (building one parses and optimises the model)."""
+    sess = sess or session(path, threads)
     failures = []
     for feed in feeds:
         try:
@@ -65,8 +66,9 @@ def run_shapes(path: Path, feeds: list[dict], threads: int = 1) -> list[dict]:
     return failures
 
 
-def agreement(original: Path, candidate: Path, feeds: list[dict], threads: int = 1) -> tuple[float, float]:
-    a, b = session(original, threads), session(candidate, threads)
+def agreement(original: Path, candidate: Path, feeds: list[dict], threads: int = 1,
+              sessions: tuple | None = None) -> tuple[float, float]:
+    a, b = sessions or (session(original, threads), session(candidate, threads))
     same = total = 0
     max_diff = 0.0
     for feed in feeds:
@@ -78,9 +80,9 @@ def agreement(original: Path, candidate: Path, feeds: list[dict], threads: int =
     return (same / total if total else 1.0), max_diff
 
 
-def measure(path: Path, feed: dict, threads: int, iters: int = 200, warmup: int = 20) -> Measurement:
+def measure(path: Path, feed: dict, threads: int, iters: int = 200, warmup: int = 20, sess=None) -> Measurement:
     """Latency and throughput in this process; peak memory in a clean child process."""
-    sess = session(path, threads)
+    sess = sess or session(path, threads)
     for _ in range(warmup):
         sess.run(None, feed)
     times = np.empty(iters)
@@ -126,23 +128,24 @@ def peak_rss_mb(path: Path, feed: dict, threads: int) -> float | None:
 def verify(original: Path, candidate: Path, shape_feeds: list[dict], calib_feeds: list[dict], bench_feed: dict,
            guardrails: dict, threads: int, iters: int = 200) -> Verdict:
     v = Verdict(ok=False)
-    v.shape_failures = run_shapes(candidate, shape_feeds, threads)
-    base_failures = run_shapes(original, shape_feeds, threads)
+    a, b = session(original, threads), session(candidate, threads)  # once each, for every check below
+    v.shape_failures = run_shapes(candidate, shape_feeds, threads, sess=b)
+    base_failures = run_shapes(original, shape_feeds, threads, sess=a)
     if base_failures:  # the original itself cannot take these shapes: say so, precisely
         v.guardrail_failures.append("the original model fails on shapes " +
                                     ", ".join(str(f["shape"]) for f in base_failures))
     if v.shape_failures:
         v.guardrail_failures.append("the candidate fails on shapes " + ", ".join(str(f["shape"]) for f in v.shape_failures))
         return v
-    v.top1_agreement, v.max_abs_diff = agreement(original, candidate, calib_feeds, threads)
+    v.top1_agreement, v.max_abs_diff = agreement(original, candidate, calib_feeds, threads, sessions=(a, b))
     need = float(guardrails.get("min_top1_agreement", 0.99))
     if v.top1_agreement < need:
         v.guardrail_failures.append(f"top-1 agreement {v.top1_agreement:.2%} < {need:.2%} (guardrails.min_top1_agreement)")
     if "max_abs_diff" in guardrails and v.max_abs_diff > float(guardrails["max_abs_diff"]):
         v.guardrail_failures.append(f"max abs difference {v.max_abs_diff:.4f} > {guardrails['max_abs_diff']} "
                                     "(guardrails.max_abs_diff)")
-    v.before = measure(original, bench_feed, threads, iters)
-    v.after = measure(candidate, bench_feed, threads, iters)
+    v.before = measure(original, bench_feed, threads, iters, sess=a)
+    v.after = measure(candidate, bench_feed, threads, iters, sess=b)
     v.ok = not v.guardrail_failures
     return v
 
