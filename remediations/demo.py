@@ -7,7 +7,6 @@ the load generator.
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -28,12 +27,30 @@ INCIDENTS = {
 
 
 def _triton_counters(metrics_url: str) -> dict[str, float]:
-    text = requests.get(metrics_url, timeout=5).text
-    out: dict[str, float] = {}
-    for name in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us"):
-        m = re.search(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.M)
-        out[name] = float(m.group(1)) if m else 0.0
-    return out
+    """Triton's cumulative request, execution and compute-time counters (the first series of each)."""
+    from collectors.problems import Problems
+    from collectors.prom_text import parse
+
+    _, names, _, values = parse(requests.get(metrics_url, timeout=5).text, metrics_url, Problems(), 0)
+    out = {n: None for n in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us")}
+    for name, value in zip(names, values):
+        if name in out and out[name] is None:
+            out[name] = value
+    return {n: v or 0.0 for n, v in out.items()}
+
+
+def _serve_model(tmp: Path, spec: dict, store, say) -> Path:
+    """Train and export the demo model into a Triton repository (tmp/repository) configured for the
+    incident, and tell the store its config.pbtxt (the batching rules read it). Returns the model folder."""
+    from .demo_model import write_repo
+    from .triton_server import write_model_repository
+
+    say("training and exporting the demo model")
+    mdir = write_model_repository(tmp / "repository", write_repo(tmp / "demo"), spec["window_us"],
+                                  max_batch_size=spec.get("max_batch_size", 16), extra_ms=spec.get("extra_ms", 0.0))
+    store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
+                  [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
+    return mdir
 
 
 def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0, constraints=None,
@@ -56,81 +73,70 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
 
     from . import batching, loadgen
     from .demo_gateway import Gateway
-    from .demo_model import write_repo
-    from .triton_server import Triton, write_model_repository
+    from .ledger import LEDGER_NAME
+    from .triton_server import Triton
 
     say = progress or (lambda m: None)
     if incident not in INCIDENTS:
         raise ValueError(f"unknown incident {incident!r} (have: {', '.join(INCIDENTS)})")
     spec = INCIDENTS[incident]
-    window_us, rate = spec["window_us"], spec["rate"]
+    rate = spec["rate"]
     cons = constraints or Constraints()
     with tempfile.TemporaryDirectory(prefix="triage-demo-") as tmp:
         tmp = Path(tmp)
-        say("training and exporting the demo model")
-        onnx_model = write_repo(tmp / "demo")
-        repo = tmp / "repository"
-        mdir = write_model_repository(repo, onnx_model, window_us, max_batch_size=spec.get("max_batch_size", 16),
-                                      extra_ms=spec.get("extra_ms", 0.0))
         store = Store()
+        mdir = _serve_model(tmp, spec, store, say)
         with Receiver(store, port=0) as receiver:
             otlp = f"127.0.0.1:{receiver.port}/v1/traces"
-            triton = Triton(repo, otlp_url=otlp)
+            triton = Triton(tmp / "repository", otlp_url=otlp)
             say("starting Triton")
             with triton:
                 info["proc"] = triton.proc
                 gateway = Gateway(triton.url, f"http://{otlp}", tokenize_us_per_token=spec["tokenize_us"]).start()
-                workload = loadgen.Workload(rate_rps=rate, rate_end_rps=spec.get("rate_end"), duration_s=load_s,
-                                            seed=7, sizes=spec["sizes"], target="gateway")
-                say(f"measuring: {rate:g} req/s for {load_s:g}s through the gateway")
-                c0 = _triton_counters(triton.metrics_url)
-                before = loadgen.run(gateway.url, "clf", workload)
-                c1 = _triton_counters(triton.metrics_url)
-                gateway.provider.force_flush()
-                store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
-                              [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
-                _wait_for_traces(store, before.ok)
-                engine.prepare(store, cons)
-                findings = engine.run_rules(store, cons)
-                result = {"incident": incident, "expected_rule": spec["expect"], "findings": [f.to_dict() for f in findings if f.severity != "info"],
-                          "traces": {"spans": store.scalar("SELECT count(*) FROM spans"),
-                                     "requests": store.scalar("SELECT count(*) FROM requests"),
-                                     "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
-                          "before": before.summary(), "remediation": None, "after": None, "comparison": None}
-                top = next((f for f in findings if f.severity != "info"), None)
-                if top is None or top.rule != "batching-window":
-                    result["remediation"] = {"applied": False, "reason": "the top finding has no batching fix"}
-                    gateway.stop()
+                try:
+                    workload = loadgen.Workload(rate_rps=rate, rate_end_rps=spec.get("rate_end"), duration_s=load_s,
+                                                seed=7, sizes=spec["sizes"], target="gateway")
+                    say(f"measuring: {rate:g} req/s for {load_s:g}s through the gateway")
+                    c0 = _triton_counters(triton.metrics_url)
+                    before = loadgen.run(gateway.url, "clf", workload)
+                    c1 = _triton_counters(triton.metrics_url)
+                    gateway.provider.force_flush()
+                    _wait_for_traces(store, before.ok)
+                    engine.prepare(store, cons)
+                    findings = engine.run_rules(store, cons)
+                    result = {"incident": incident, "expected_rule": spec["expect"], "findings": [f.to_dict() for f in findings if f.severity != "info"],
+                              "traces": {"spans": store.scalar("SELECT count(*) FROM spans"),
+                                         "requests": store.scalar("SELECT count(*) FROM requests"),
+                                         "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
+                              "before": before.summary(), "remediation": None, "after": None, "comparison": None}
+                    top = next((f for f in findings if f.severity != "info"), None)
+                    if top is None or top.rule != "batching-window":
+                        result["remediation"] = {"applied": False, "reason": "the top finding has no batching fix"}
+                        return result
+                    execs = max(c1["nv_inference_exec_count"] - c0["nv_inference_exec_count"], 1)
+                    measured = batching.Measured(
+                        arrival_rps=before.sent / before.seconds,
+                        avg_batch=(c1["nv_inference_count"] - c0["nv_inference_count"]) / execs,
+                        compute_ms=(c1["nv_inference_compute_infer_duration_us"] -
+                                    c0["nv_inference_compute_infer_duration_us"]) / execs / 1000,
+                        queue_budget_ms=cons.budget.get("queue_ms"))
+                    proposal = batching.propose(mdir / "config.pbtxt", measured)
+                    say("applying: " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in proposal.changes.items() if v[0] != v[1]))
+                    entry = batching.apply(proposal, reload=triton.load, before=result["before"])
+                    after = loadgen.run(gateway.url, "clf", workload)
+                    cmp = compare({"clf": before.latencies_ms}, {"clf": after.latencies_ms}, cons)["routes"]["clf"]
+                    result["after"] = after.summary()
+                    result["comparison"] = {"verdict": cmp["verdict"], "basis": cmp["verdict_basis"], "change": cmp["change"]}
+                    result["remediation"] = {"applied": True, "ledger_id": entry["id"], **proposal.to_dict()}
+                    if not keep:
+                        rolled = batching.rollback(entry["id"], reload=triton.load, ledger_path=mdir / LEDGER_NAME)
+                        result["remediation"]["rolled_back"] = rolled["id"]
+                        result["remediation"]["config_restored"] = (mdir / "config.pbtxt").read_text() == proposal.old_text
+                    else:
+                        result["remediation"]["kept_in"] = str(mdir / "config.pbtxt")
                     return result
-                execs = max(c1["nv_inference_exec_count"] - c0["nv_inference_exec_count"], 1)
-                measured = batching.Measured(
-                    arrival_rps=before.sent / before.seconds,
-                    avg_batch=(c1["nv_inference_count"] - c0["nv_inference_count"]) / execs,
-                    compute_ms=(c1["nv_inference_compute_infer_duration_us"] -
-                                c0["nv_inference_compute_infer_duration_us"]) / execs / 1000,
-                    queue_budget_ms=cons.budget.get("queue_ms"))
-                proposal = batching.propose(mdir / "config.pbtxt", measured)
-                say("applying: " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in proposal.changes.items() if v[0] != v[1]))
-                entry = batching.apply(proposal, reload=triton.load, before=result["before"])
-                after = loadgen.run(gateway.url, "clf", workload)
-                gateway.stop()
-                cmp = compare({"clf": before.latencies_ms}, {"clf": after.latencies_ms}, cons)["routes"]["clf"]
-                result["after"] = after.summary()
-                result["comparison"] = {"verdict": cmp["verdict"], "basis": cmp["verdict_basis"], "change": cmp["change"]}
-                result["remediation"] = {"applied": True, "ledger_id": entry["id"], **proposal.to_dict()}
-                if not keep:
-                    rolled = batching.rollback(entry["id"], reload=triton.load, ledger_path=mdir / ledger_name())
-                    result["remediation"]["rolled_back"] = rolled["id"]
-                    result["remediation"]["config_restored"] = (mdir / "config.pbtxt").read_text() == proposal.old_text
-                else:
-                    result["remediation"]["kept_in"] = str(mdir / "config.pbtxt")
-                return result
-
-
-def ledger_name() -> str:
-    from .ledger import LEDGER_NAME
-
-    return LEDGER_NAME
+                finally:
+                    gateway.stop()
 
 
 def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
@@ -151,19 +157,14 @@ def stack(incident: str, session, load_s: float = 600.0, progress=None):
     gets the traces: Triton, a Prometheus scraping it (when installed), the gateway, and background load."""
     from . import loadgen
     from .demo_gateway import Gateway
-    from .demo_model import write_repo
     from .prometheus_server import PrometheusServer, binary
-    from .triton_server import Triton, write_model_repository
+    from .triton_server import Triton
 
     say = progress or (lambda m: None)
     spec = INCIDENTS[incident]
     with tempfile.TemporaryDirectory(prefix="triage-demo-") as tmp:
         tmp = Path(tmp)
-        say("training and exporting the demo model")
-        mdir = write_model_repository(tmp / "repository", write_repo(tmp / "demo"), spec["window_us"],
-                                      max_batch_size=spec.get("max_batch_size", 16), extra_ms=spec.get("extra_ms", 0.0))
-        session.store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
-                              [str(mdir / "config.pbtxt"), "clf", (mdir / "config.pbtxt").read_text()])
+        mdir = _serve_model(tmp, spec, session.store, say)
         endpoint = session.otlp_endpoint.replace("http://", "")
         say("starting Triton")
         triton = Triton(tmp / "repository", otlp_url=endpoint).start()
