@@ -12,6 +12,7 @@ TLS certificates are verified; TRIAGE_PROMETHEUS_CA (or ``ca_file``) names a cus
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,7 +80,7 @@ class Credentials:
 
 class PrometheusSource:
     def __init__(self, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
-                 timeout_s: float = 10.0):
+                 timeout_s: float = 10.0, rediscover_s: float = 60.0):
         import requests
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
@@ -93,6 +94,8 @@ class PrometheusSource:
         self._pc = PrometheusConnect(url=self.url, headers=headers, auth=creds.basic, session=session,
                                      retry=Retry(total=0), timeout=timeout_s)
         self._present: set[str] | None = None
+        self._present_at = 0.0
+        self.rediscover_s = rediscover_s  # how long the list of known series present is trusted
 
     def _call(self, fn, *args, **kwargs):
         import requests
@@ -118,11 +121,15 @@ class PrometheusSource:
             raise PrometheusError(f"{self.url}: unexpected answer to the metric name list")
         wanted = set(KNOWN) | {f"{h}_bucket" for h in HISTOGRAMS}
         self._present = {n for n in names if n in wanted}
+        self._present_at = time.monotonic()
         return self._present
 
     def queries(self) -> list[tuple[str, str]]:
         """(stored metric name, PromQL) for every known metric the server has."""
-        present = self._present if self._present is not None else self.present_metrics()
+        # asked again while none are known (a server that has not scraped yet) and every rediscover_s (an
+        # exporter that started later)
+        fresh = self._present and time.monotonic() - self._present_at < self.rediscover_s
+        present = self._present if fresh else self.present_metrics()
         out = [(m, q.format(m=m)) for m, q in KNOWN.items() if m in present]
         for h, by in HISTOGRAMS.items():
             if f"{h}_bucket" in present:
