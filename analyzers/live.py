@@ -1,6 +1,12 @@
 """Live mode: traces arrive at the OTLP receiver, metrics come from Prometheus; every refresh analyses
 the rolling window and keeps a snapshot, so the user can pause and scrub back through earlier ones.
 
+A trace joins the analysis once it has settled: no span of it has arrived for ``settle_s`` seconds
+(default 10 s, two of the OpenTelemetry SDK's default 5 s export intervals). Services export in batches, so a
+request's downstream spans (Triton's queue and compute) often arrive seconds after its root; analysed early,
+such requests look as if they never queued. What is still settling is counted in the snapshot's status, and
+``stop()`` moves it in, so nothing acknowledged is lost.
+
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
 attempt waits with exponential backoff (capped), while traces keep flowing.
 """
@@ -34,6 +40,7 @@ class LiveSession:
     listen: tuple[str, int] | None = ("127.0.0.1", 4318)
     prometheus_url: str | None = None
     window_s: float = 900.0
+    settle_s: float = 10.0
     history: int = 120
     store: Store = field(default_factory=Store)
     snapshots: deque = field(default_factory=deque)
@@ -46,7 +53,7 @@ class LiveSession:
     def start(self) -> "LiveSession":
         self.snapshots = deque(maxlen=self.history)
         if self.listen:
-            self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1]).start()
+            self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True).start()
         if self.prometheus_url:
             self._source = PrometheusSource(self.prometheus_url)
             self.prometheus_state = "not yet queried"
@@ -61,6 +68,7 @@ class LiveSession:
     def stop(self) -> None:
         if self._receiver:
             self._receiver.stop()
+            self._receiver.promote()  # everything acknowledged ends up in the store, settled or not
             self._receiver = None
 
     @property
@@ -79,6 +87,8 @@ class LiveSession:
                 self._backoff_s = min(max(self._backoff_s * 2, 1.0), 60.0)
                 self._next_prom_try = time.monotonic() + self._backoff_s
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
+        if self._receiver:
+            self._receiver.promote(self.settle_s)
         cutoff_ns = int(start.timestamp() * 1e9)
         self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
         self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])
@@ -91,7 +101,8 @@ class LiveSession:
         rep = report_mod.build(self.store, ingest, findings, self.constraints)
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,
-                  "receiver": vars(self._receiver.stats).copy() if self._receiver else None}
+                  "receiver": vars(self._receiver.stats).copy() if self._receiver else None,
+                  "settling": {**self._receiver.pending(), "settle_s": self.settle_s} if self._receiver else None}
         snap = Snapshot(now, rep, status)
         self.snapshots.append(snap)
         return snap

@@ -5,6 +5,12 @@ Answers as the OTLP specification says: 200 (with ``partial_success`` when some 
 415 for an unsupported content type, 503 with ``Retry-After`` when the ingest queue is full.
 One bounded queue feeds one writer thread; a request is answered 200 only after its spans are committed
 to the store, so every acknowledged span is in the store. Binds 127.0.0.1 by default.
+
+With ``staging=True`` (live sessions) spans land in ``pending_spans`` / ``pending_events`` with their arrival
+time, and ``promote()`` moves a trace into ``spans`` / ``span_events`` once no span of it has arrived for a
+while. Services export in batches (the OpenTelemetry SDK's batch processor every 5 s by default, Triton
+likewise), so a request's downstream spans often arrive seconds after its root; analysed before they arrive,
+the request would look as if it never queued or computed.
 """
 from __future__ import annotations
 
@@ -15,12 +21,13 @@ import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import orjson
 
 from . import otlp_json, otlp_proto
 from .problems import Problems
 from .spans import SpanColumns
-from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store
+from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store, insert_frame
 
 MAX_BODY = 16 << 20          # compressed or not, what we accept on the wire
 MAX_DECODED = 64 << 20       # what a body may decompress to (decompression bombs stop here)
@@ -91,8 +98,13 @@ class Receiver:
     """The server and its single writer. ``start()`` / ``stop()``; ``port`` is the bound port."""
 
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4318, queue_size: int = 64,
-                 retry_after_s: int = 1, max_body: int = MAX_BODY):
+                 retry_after_s: int = 1, max_body: int = MAX_BODY, staging: bool = False):
         self.store = store
+        self.staging = staging
+        if staging:
+            for table, like in (("pending_spans", "spans"), ("pending_events", "span_events")):
+                store.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT *, 0::BIGINT AS arrived_ns "
+                              f"FROM {like} LIMIT 0")
         self.queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.retry_after_s = retry_after_s
         self.max_body = max_body
@@ -134,12 +146,53 @@ class Receiver:
             if job is None:
                 return
             try:
-                self.store.insert_columns("spans", SPAN_COLUMNS, job.cols.spans)
-                self.store.insert_columns("span_events", EVENT_COLUMNS, job.cols.events)
+                if self.staging:
+                    now = time.time_ns()
+                    with self.store.writer() as con:
+                        for table, cols, data in (("pending_spans", SPAN_COLUMNS, job.cols.spans),
+                                                  ("pending_events", EVENT_COLUMNS, job.cols.events)):
+                            n = len(data[cols[0]])
+                            insert_frame(con, table, cols + ("arrived_ns",), {**data, "arrived_ns": np.full(n, now, dtype=np.int64)})
+                else:
+                    self.store.insert_columns("spans", SPAN_COLUMNS, job.cols.spans)
+                    self.store.insert_columns("span_events", EVENT_COLUMNS, job.cols.events)
             except Exception as exc:  # the client hears about it (503) rather than losing spans silently
                 job.error = f"{type(exc).__name__}: {exc}"
             finally:
                 job.done.set()
+
+    def promote(self, idle_s: float | None = None) -> int:
+        """Move the staged traces that have had no new span for ``idle_s`` seconds (all of them when None)
+        into ``spans`` / ``span_events``, in one transaction. Returns the number of spans moved."""
+        if not self.staging:
+            return 0
+        before = time.time_ns() - int(idle_s * 1e9) if idle_s is not None else None
+        span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
+        with self.store.writer() as con:
+            con.execute("BEGIN")
+            try:
+                having = "" if before is None else f"HAVING max(arrived_ns) <= {before}"
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id FROM pending_spans
+                                GROUP BY trace_id {having}""")
+                moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans
+                                        WHERE trace_id IN (SELECT trace_id FROM _settled)""").fetchone()[0]
+                con.execute(f"""INSERT INTO span_events ({event_cols}) SELECT {event_cols} FROM pending_events
+                                WHERE trace_id IN (SELECT trace_id FROM _settled)""")
+                for table in ("pending_spans", "pending_events"):
+                    con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _settled)")
+                con.execute("DROP TABLE _settled")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return int(moved)
+
+    def pending(self) -> dict:
+        """What is staged and not yet analysed: spans and traces."""
+        if not self.staging:
+            return {"spans": 0, "traces": 0}
+        spans, traces = self.store.query("SELECT count(*), count(DISTINCT trace_id) FROM pending_spans")[0]
+        return {"spans": int(spans), "traces": int(traces)}
 
     def _count(self, **kw) -> None:
         with self._lock:

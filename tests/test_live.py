@@ -53,8 +53,9 @@ def idle_gpu_prometheus(tmp_path_factory):
         tgt.target.stop()
 
 
-def _emit_queued_requests(endpoint: str, n: int = 120):
-    """An OTel-instrumented gateway calling a Triton-like server whose requests mostly wait in its queue."""
+def _emit_queued_requests(endpoint: str, n: int = 120, between=None):
+    """An OTel-instrumented gateway calling a Triton-like server whose requests mostly wait in its queue.
+    The gateway's spans are exported first; ``between()``, when given, runs before Triton's are."""
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -66,7 +67,8 @@ def _emit_queued_requests(endpoint: str, n: int = 120):
     tracers = {}
     for svc in ("gateway", "triton"):
         tp = TracerProvider(resource=Resource.create({"service.name": svc}))
-        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        # exported when flushed below, not on the processor's own 5 s timer
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=60_000))
         providers.append(tp)
         tracers[svc] = tp.get_tracer(svc)
     import random
@@ -92,7 +94,9 @@ def _emit_queued_requests(endpoint: str, n: int = 120):
         m.end(end_time=t + wait + 18 * ms)
         cl.end(end_time=t + wait + 20 * ms)
         root.end(end_time=t + wait + 22 * ms)
-    for tp in providers:
+    for i, tp in enumerate(providers):
+        if i and between:
+            between()
         tp.force_flush()
         tp.shutdown()
     return 4 * n
@@ -114,7 +118,7 @@ def test_live_headless_reports_the_right_finding(idle_gpu_prometheus):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}", "--prometheus",
-         idle_gpu_prometheus.url, "--window", "5m", "--refresh", "2s", "--for", "12s", "--format", "json"],
+         idle_gpu_prometheus.url, "--window", "5m", "--refresh", "2s", "--settle", "3s", "--for", "12s", "--format", "json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     endpoint = _wait_for_receiver(port)
     sent = _emit_queued_requests(endpoint)
@@ -221,9 +225,47 @@ def test_prometheus_faults_become_clear_errors(case, expect, target):
     assert expect in str(exc.value)
 
 
+def test_a_trace_is_analysed_once_its_late_spans_have_arrived():
+    """The gateway exports first, Triton later (as their batch exporters do): until the trace has settled it is
+    held back, because analysed without Triton's spans every request would look as if it never queued."""
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=1.5).start()
+    early = {}
+
+    def before_triton():
+        early["snap"] = s.refresh()
+
+    try:
+        _emit_queued_requests(s.otlp_endpoint, n=30, between=before_triton)
+        arrived = time.monotonic()
+        snap = s.refresh()
+        assert snap.report["inputs"]["spans"] == 0 and snap.status["settling"]["spans"] == 120
+        time.sleep(max(0.0, arrived + 1.6 - time.monotonic()))
+        snap = s.refresh()
+    finally:
+        s.stop()
+    first = early["snap"]
+    assert first.report["inputs"]["spans"] == 0
+    assert first.status["settling"] == {"spans": 60, "traces": 30, "settle_s": 1.5}
+    assert snap.report["inputs"]["spans"] == 120 and snap.status["settling"]["spans"] == 0
+    queued = s.store.scalar("SELECT count(DISTINCT trace_id) FROM request_stages WHERE stage = 'queue'")
+    assert queued == 30  # every request has its Triton queue time
+
+
+def test_stopping_a_live_session_keeps_what_was_still_settling():
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=60).start()
+    try:
+        sent = _emit_queued_requests(s.otlp_endpoint, n=10)
+        assert s.refresh().report["inputs"]["spans"] == 0
+    finally:
+        s.stop()
+    assert s.store.scalar("SELECT count(*) FROM spans") == sent
+    assert s.store.scalar("SELECT count(*) FROM span_events") == 2 * 10
+    assert s.store.scalar("SELECT count(*) FROM pending_spans") == 0
+
+
 def test_live_session_marks_stale_and_backs_off_while_traces_flow():
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=f"http://127.0.0.1:{free_port()}",
-                    window_s=600).start()
+                    window_s=600, settle_s=0).start()
     try:
         _emit_queued_requests(s.otlp_endpoint, n=20)
         snap = s.refresh()
@@ -235,6 +277,24 @@ def test_live_session_marks_stale_and_backs_off_while_traces_flow():
         assert len(s.snapshots) == 2
     finally:
         s.stop()
+
+
+def test_series_that_appear_later_are_discovered(target):
+    """A Prometheus that has not scraped yet (the demo starts both together) lists no series; the source asks
+    again rather than querying nothing for the rest of the session."""
+    names = []
+
+    def respond(h):
+        return 200, json.dumps({"status": "success", "data": list(names)}).encode(), {"Content-Type": "application/json"}
+
+    src = PrometheusSource(target(respond).url)
+    assert src.queries() == []
+    names.append("DCGM_FI_DEV_GPU_UTIL")
+    assert [m for m, _ in src.queries()] == ["DCGM_FI_DEV_GPU_UTIL"]
+    names.append("nv_inference_count")
+    assert [m for m, _ in src.queries()] == ["DCGM_FI_DEV_GPU_UTIL"]  # trusted for rediscover_s
+    src.rediscover_s = 0
+    assert {m for m, _ in src.queries()} == {"DCGM_FI_DEV_GPU_UTIL", "nv_inference_count"}
 
 
 def test_credentials_come_from_env_or_file_and_are_never_printed(tmp_path, target):
@@ -280,7 +340,7 @@ def test_live_capture_replay_gives_the_same_findings(tmp_path, idle_gpu_promethe
     from analyzers.session import analyze
 
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=idle_gpu_prometheus.url,
-                    window_s=600).start()
+                    window_s=600, settle_s=0).start()
     try:
         _emit_queued_requests(s.otlp_endpoint, n=60)
         live = s.refresh()

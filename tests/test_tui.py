@@ -100,7 +100,7 @@ async def test_live_mode_refreshes_pauses_and_scrubs():
     from analyzers.live import LiveSession
     from test_live import _emit_queued_requests
 
-    live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600).start()
+    live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0).start()
     app = TriageApp(paths=[], live=live, refresh_s=0.3, source_title="live")
     async with app.run_test(size=(80, 24)) as pilot:
         _emit_queued_requests(live.otlp_endpoint, n=30)

@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     lv = sub.add_parser("live", help="watch a live service: OTLP receiver + Prometheus queries")
     live_args(lv)
     lv.add_argument("--refresh", metavar="DURATION", default="5s", help="analysis refresh interval (default 5s)")
+    lv.add_argument("--settle", metavar="DURATION", default="10s",
+                    help="a trace is analysed once no span of it has arrived for this long (default 10s: services "
+                         "export in batches, and a request analysed before its downstream spans arrive looks fast)")
     lv.add_argument("--for", dest="duration", metavar="DURATION",
                     help="headless: collect for DURATION, print the report, exit with report's codes")
     lv.add_argument("--format", choices=("md", "json"), default="md")

@@ -12,8 +12,10 @@ def _live_session(args):
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
+    settle = getattr(args, "settle", None)  # capture keeps every span whatever it is given
     return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=parse_duration(args.window)).start()
+                       window_s=parse_duration(args.window),
+                       settle_s=parse_duration(settle) if settle else 10.0).start()
 
 
 def cmd_live(args) -> int:
@@ -41,6 +43,10 @@ def cmd_live(args) -> int:
         snap = session.refresh()
     finally:
         session.stop()
+    settling = snap.status["settling"]
+    if settling and settling["spans"]:
+        print(f"triage live: {settling['spans']} spans of {settling['traces']} traces arrived in the last "
+              f"{settling['settle_s']:.0f}s and were still settling: not in this report", file=sys.stderr)
     if snap.status["prometheus"].startswith("stale"):
         print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
     emit(snap.report, args.format, to_markdown)

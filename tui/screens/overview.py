@@ -73,7 +73,10 @@ class OverviewScreen(Screen):
         summary = self.query_one("#summary", Static)
         if not self.routes:
             if self.live is not None:
-                summary.update(f"Waiting for traces at {self.live.get('otlp_endpoint') or '(receiver off)'} · "
+                settling = self.live.get("settling") or {}
+                held = (f" · {settling['traces']:,} traces arrived, analysed once idle for {settling['settle_s']:.0f}s"
+                        if settling.get("spans") else "")
+                summary.update(f"Waiting for traces at {self.live.get('otlp_endpoint') or '(receiver off)'}{held} · "
                                f"prometheus {self.live.get('prometheus')}")
                 return
             summary.update(f"No requests found. {rep['inputs']['spans']:,} spans, {rep['inputs']['samples']:,} samples; "
@@ -88,6 +91,9 @@ class OverviewScreen(Screen):
             prom = self.live.get("prometheus", "off")
             style = "red" if prom.startswith("stale") else "dim"
             where = f" · snapshot {self.live['scrub']} (p: resume)" if self.live.get("scrub") else ""
+            settling = self.live.get("settling") or {}
+            if settling.get("spans"):
+                where += f" · {settling['traces']:,} traces settling ({settling['settle_s']:.0f}s)"
             more += f"\n[dim]LIVE · window {self.live['window_s']:.0f}s · at {self.live['at']}{where}[/] · [{style}]prometheus {esc(prom)}[/]"
         summary.update(
             f"[b]{esc(route)}[/]{more}\n"
