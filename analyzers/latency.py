@@ -64,7 +64,7 @@ def tail_exemplars(store, stage: str, route: str | None = None, n: int = 3) -> l
     return [r[0] for r in store.query(f"""
         WITH tail AS ({TAIL_COHORT_SQL}) SELECT t.trace_id FROM tail t JOIN request_stages rs
           ON rs.trace_id = t.trace_id AND rs.root_id = t.root_id AND rs.stage = ?
-        WHERE true {where} ORDER BY rs.ns DESC LIMIT {int(n)}""", [stage] + ([route] if route else []))]
+        WHERE true {where} ORDER BY rs.ns DESC, t.trace_id LIMIT {int(n)}""", [stage] + ([route] if route else []))]
 
 
 @per_build
@@ -107,6 +107,19 @@ def bucket_seconds(store, target_buckets: int = 60) -> float:
         if span_s / step <= target_buckets:
             return float(step)
     return span_s / target_buckets
+
+
+def route_queue_sql(step_ns: int) -> str:
+    """A ``WITH`` clause defining ``rq``: the requests of one route (the query's ``?``), each with its time
+    bucket ``b`` (``step_ns`` wide, counted from the first request of the capture), its ``duration_ns`` and
+    its ``queue_ns`` (0 for a request that never queued). The rules that weigh queueing against traffic or
+    time aggregate it their own way; in integer nanoseconds, so that equal buckets stay equal (ties matter to
+    a rank correlation)."""
+    return f"""WITH t0 AS (SELECT min(start_ns) AS t0 FROM requests),
+        rq AS (SELECT (r.start_ns - t0) // {int(step_ns)} AS b, r.duration_ns, coalesce(rs.ns, 0) AS queue_ns
+               FROM requests r CROSS JOIN t0 LEFT JOIN request_stages rs
+                 ON rs.trace_id = r.trace_id AND rs.root_id = r.root_id AND rs.stage = 'queue'
+               WHERE r.route = ?)"""
 
 
 def timeseries(store, route: str | None = None, target_buckets: int = 60) -> list[dict]:

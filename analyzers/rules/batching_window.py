@@ -16,7 +16,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
+from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
 from ..rule import Context, Rule, Threshold
 from ..triton_config import batching
@@ -37,22 +37,13 @@ def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
     """Queue times (ms) of requests in the quieter half of time buckets (all of them when the traffic is
     steady), and the rates of both halves."""
     step = bucket_seconds(store, 30)
-    step_ns = int(step * 1e9)
-    rows = store.query(f"""
-        WITH t0 AS (SELECT min(start_ns) t0 FROM requests),
-        q AS (SELECT (r.start_ns - t0) // {step_ns} AS b, coalesce(rs.ns, 0) / 1e6 AS qms
-              FROM requests r CROSS JOIN t0 LEFT JOIN request_stages rs
-                ON rs.trace_id = r.trace_id AND rs.root_id = r.root_id AND rs.stage = 'queue'
-              WHERE r.route = ?),
-        b AS (SELECT b, count(*) AS n FROM q GROUP BY b)
-        SELECT q.qms, b.n FROM q JOIN b USING (b)""", [route])
-    if not rows:
+    rows = store.columns(f"{route_queue_sql(int(step * 1e9))} SELECT queue_ns / 1e6 AS qms, b FROM rq", [route])
+    if not len(rows["qms"]):
         return np.array([]), 0.0, 0.0
-    q = np.array([r[0] for r in rows])
-    n = np.array([r[1] for r in rows], dtype=float)
-    buckets = np.array(store.query(f"""SELECT count(*) FROM requests, (SELECT min(start_ns) t0 FROM requests)
-                                      WHERE route = ? GROUP BY (start_ns - t0) // {step_ns}""", [route]), dtype=float)
-    if dispersion(buckets.ravel()) < 3.0:  # steady traffic: every request is at the same (low or not) load
+    q = np.asarray(rows["qms"], dtype=float)
+    _, at, buckets = np.unique(np.asarray(rows["b"]), return_inverse=True, return_counts=True)
+    n = buckets[at].astype(float)  # requests in each request's bucket
+    if dispersion(buckets.astype(float)) < 3.0:  # steady traffic: every request is at the same (low or not) load
         low = np.ones(len(n), dtype=bool)
     else:
         low = n <= np.median(np.unique(n))

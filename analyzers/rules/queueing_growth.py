@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import bucket_seconds, stage_breakdown, tail_exemplars
+from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, series, triton_queue_per_request
 from ..rule import Context, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
@@ -45,13 +45,9 @@ def _trend(t, rate, queue, th, counts=None) -> dict | None:
 
 
 def _trace_buckets(store, route: str, step_s: float, min_requests: int):
-    step_ns = int(step_s * 1e9)
-    return store.query(f"""
-        WITH t0 AS (SELECT min(start_ns) AS t0 FROM requests),
-        q AS (SELECT q.start_ns, coalesce(rs.ns, 0) AS queue_ns FROM requests q LEFT JOIN request_stages rs
-              ON rs.trace_id = q.trace_id AND rs.root_id = q.root_id AND rs.stage = 'queue' WHERE q.route = ?)
-        SELECT (start_ns - t0) // {step_ns} AS b, count(*) / {step_s}, avg(queue_ns) / 1e6, count(*)
-        FROM q, t0 GROUP BY b HAVING count(*) >= {min_requests} ORDER BY b""", [route])
+    return store.query(f"""{route_queue_sql(int(step_s * 1e9))}
+        SELECT b, count(*) / {step_s}, avg(queue_ns) / 1e6, count(*) FROM rq
+        GROUP BY b HAVING count(*) >= {min_requests} ORDER BY b""", [route])
 
 
 def detect(ctx: Context, th: dict) -> list[Finding]:

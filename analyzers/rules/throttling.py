@@ -14,7 +14,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import bucket_seconds
+from ..latency import bucket_seconds, route_queue_sql
 from ..metrics import series
 from ..rule import Context, Rule, Threshold
 from ..stats import spearman, thirds_ratio
@@ -44,16 +44,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                 evidence={"throttled_fraction": round(float(hit.mean()), 4), "reasons": reasons, "samples": int(len(vals))},
                 confidence=0.9, remediations=scored(["fix-cooling-power"], ctx.constraints.scorecard), impact_ms=0.0))
     step = bucket_seconds(store, 30)
-    step_ns = int(step * 1e9)
     for route, in store.query("SELECT DISTINCT route FROM requests"):
-        rows = store.query(f"""
-            WITH t0 AS (SELECT min(start_ns) t0 FROM requests),
-            q AS (SELECT (r.start_ns - t0) // {step_ns} AS b, r.duration_ns / 1e6 AS ms,
-                         coalesce(rs.ns, 0) / 1e6 AS qms
-                  FROM requests r CROSS JOIN t0 LEFT JOIN request_stages rs
-                    ON rs.trace_id = r.trace_id AND rs.root_id = r.root_id AND rs.stage = 'queue'
-                  WHERE r.route = ?)
-            SELECT b, count(*), median(ms), avg(qms), avg(ms) FROM q GROUP BY b HAVING count(*) >= 5 ORDER BY b""",
+        rows = store.query(f"""{route_queue_sql(int(step * 1e9))}
+            SELECT b, count(*), median(duration_ns / 1e6), avg(queue_ns / 1e6), avg(duration_ns / 1e6) FROM rq GROUP BY b HAVING count(*) >= 5 ORDER BY b""",
                            [route])
         if len(rows) < th["min_buckets"]:
             continue
