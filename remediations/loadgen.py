@@ -49,7 +49,7 @@ class LoadResult:
 def mix_from_store(store, max_sizes: int = 12) -> list[tuple[int, float]]:
     """The captured request mix: input sizes (tokens) and how often each occurred, for replay."""
     rows = store.query("""SELECT input_size, count(*) FROM requests WHERE input_size > 0
-                          GROUP BY 1 ORDER BY 2 DESC LIMIT ?""", [max_sizes])
+                          GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?""", [max_sizes])
     return [(int(s), float(n)) for s, n in rows]
 
 

@@ -32,7 +32,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             SELECT coalesce(s.peer, s.name), count(*), quantile_cont(t.self_ns, 0.95), sum(t.self_ns)
             FROM span_times t JOIN spans s USING (trace_id, span_id)
             JOIN requests q ON q.trace_id = t.trace_id AND q.root_id = t.root_id
-            WHERE t.stage = 'network' AND q.route = ? GROUP BY 1 ORDER BY 4 DESC LIMIT 5""", [route])
+            WHERE t.stage = 'network' AND q.route = ? GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT 5""", [route])
         top = peers[0][0] if peers else "?"
         severity = "critical" if net["p95_share"] >= th["critical_share"] else "warning"
         out.append(Finding(

@@ -66,7 +66,7 @@ def _evidence(store, route: str) -> dict:
         SELECT s.name, count(*), quantile_cont(t.self_ns, 0.95) FROM span_times t
         JOIN spans s USING (trace_id, span_id)
         JOIN requests q ON q.trace_id = t.trace_id AND q.root_id = t.root_id
-        WHERE t.stage = 'preprocess' AND q.route = ? GROUP BY s.name ORDER BY sum(t.self_ns) DESC LIMIT 5""", [route])
+        WHERE t.stage = 'preprocess' AND q.route = ? GROUP BY s.name ORDER BY sum(t.self_ns) DESC, s.name LIMIT 5""", [route])
     ev = {
         "route_p95_ms": round(float(store.scalar(
             "SELECT quantile_cont(duration_ns, 0.95) FROM requests WHERE route = ?", [route])) / MS, 3),
