@@ -242,7 +242,8 @@ def main() -> int:
     ph = analysis["phases"]
     print(f"\ntime to first finding (ingest + all rules, whole capture): {analysis['seconds']:.2f} s "
           f"→ {analysis['first_finding']}  (of which capture checks {ph['checks']:.2f} s, stage attribution "
-          f"{ph['stages']:.2f} s, rules {ph['rules']:.2f} s, the preliminary pass included)")
+          f"{ph['stages']:.2f} s, rules {ph['rules']:.2f} s, the preliminary pass included); peak RSS "
+          f"{analysis['peak_rss_mb']:,.0f} MB")
     pre = analysis["preliminary"]
     if pre:
         print(f"time to preliminary finding (all rules on the first {pre['fraction']:.0%} of the capture, "

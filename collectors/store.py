@@ -6,6 +6,10 @@ In memory by default; a file when a path is given (persist, reopen, share). All 
 """
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +96,40 @@ def insert_frame(con, table: str, columns: tuple[str, ...], data: dict) -> int:
     return n
 
 
+# DuckDB's own default is 80% of the machine's memory. triage runs next to the service it diagnoses, so its
+# database is capped (TRIAGE_MEMORY_LIMIT, DuckDB's syntax: "512MB", "4GB") and spills to a private temporary
+# folder beyond that, which DuckDB removes on close. With 1 GiB a million spans analyse as fast as uncapped
+# (benchmarks/RESULTS.md), and a capture larger than memory still loads and analyses.
+DEFAULT_MEMORY_LIMIT = "1GiB"
+_spill_ids = itertools.count()
+
+
+MIN_MEMORY_LIMIT = 64 << 20  # below this DuckDB cannot pin the blocks that stage attribution needs
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_limit_bytes(text: str) -> int:
+    """'1GiB', '512MB', '4 GB' → bytes; ValueError naming TRIAGE_MEMORY_LIMIT for anything else or too small."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m and m.group(2).lower()
+    if not m or unit not in _UNITS:
+        raise ValueError(f"TRIAGE_MEMORY_LIMIT={text!r} is not a size (e.g. 512MB, 4GB, 1GiB)")
+    n = int(float(m.group(1)) * _UNITS[unit])
+    if n < MIN_MEMORY_LIMIT:
+        raise ValueError(f"TRIAGE_MEMORY_LIMIT={text!r} is below the 64 MiB that analysis needs")
+    return n
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What to tell the user when DuckDB ran out of its memory limit (None for any other error)."""
+    if not isinstance(exc, duckdb.OutOfMemoryException):
+        return None
+    limit = os.environ.get("TRIAGE_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+    return (f"the database needed more than its memory limit ({limit}, TRIAGE_MEMORY_LIMIT) even after spilling "
+            f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
+
+
 class Store:
     """One DuckDB database. ``Store()`` is in memory; ``Store(path)`` persists to a file."""
 
@@ -104,6 +142,14 @@ class Store:
         # proportion to everything stored so far: loading 1M spans spent 2 of its 3 insert seconds there.
         # One checkpoint per GiB keeps bulk loads linear; a file store is checkpointed after each ingest.
         self._con.execute("SET checkpoint_threshold = '1GiB'")
+        limit = os.environ.get("TRIAGE_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+        try:
+            self._con.execute(f"SET memory_limit = '{memory_limit_bytes(limit)}B'")
+        except ValueError:
+            self._con.close()
+            raise
+        spill = Path(tempfile.gettempdir()) / f"triage-spill-{os.getpid()}-{next(_spill_ids)}"
+        self._con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
         self._lock = threading.Lock()
         self._con.execute(SCHEMA)
 

@@ -120,7 +120,9 @@ class TriageApp(App):
             self.guardrails = dict(a.constraints.guardrails)
             self.store = a.store  # the ledger's DuckDB table goes here too
         except Exception as exc:  # shown in the UI; the app stays up
-            self.post_message(AnalysisFailed(f"{type(exc).__name__}: {exc}"))
+            from collectors.store import out_of_memory
+
+            self.post_message(AnalysisFailed(out_of_memory(exc) or f"{type(exc).__name__}: {exc}"))
             return
         self.post_message(AnalysisReady(report, series))
 

@@ -199,6 +199,8 @@ def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: st
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import duckdb
+
     import sample_traces
 
     try:
@@ -233,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # bad durations, ports in use, unreadable files
         print(f"triage: {exc}", file=sys.stderr)
         return 2
+    except duckdb.OutOfMemoryException as exc:
+        from collectors.store import out_of_memory
 
+        print(f"triage: {out_of_memory(exc)}", file=sys.stderr)
+        return 2
 
 if __name__ == "__main__":
     sys.exit(main())
