@@ -4,7 +4,8 @@ the rolling window and keeps a snapshot, so the user can pause and scrub back th
 A trace joins the analysis once it has settled: no span of it has arrived for ``settle_s`` seconds
 (default 10 s, two of the OpenTelemetry SDK's default 5 s export intervals). Services export in batches, so a
 request's downstream spans (Triton's queue and compute) often arrive seconds after its root; analysed early,
-such requests look as if they never queued. What is still settling is counted in the snapshot's status, and
+such requests look as if they never queued. A trace that keeps growing is analysed anyway once its first span
+is a minute old (or six settle periods). What is still settling is counted in the snapshot's status, and
 ``stop()`` moves it in, so nothing acknowledged is lost.
 
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
@@ -88,7 +89,7 @@ class LiveSession:
                 self._next_prom_try = time.monotonic() + self._backoff_s
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
         if self._receiver:
-            self._receiver.promote(self.settle_s)
+            self._receiver.promote(self.settle_s, max_hold_s=max(6 * self.settle_s, 60.0))
         cutoff_ns = int(start.timestamp() * 1e9)
         self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
         self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])

@@ -161,17 +161,22 @@ class Receiver:
             finally:
                 job.done.set()
 
-    def promote(self, idle_s: float | None = None) -> int:
-        """Move the staged traces that have had no new span for ``idle_s`` seconds (all of them when None)
-        into ``spans`` / ``span_events``, in one transaction. Returns the number of spans moved."""
+    def promote(self, idle_s: float | None = None, max_hold_s: float | None = None) -> int:
+        """Move the staged traces that have had no new span for ``idle_s`` seconds, or whose first span came
+        more than ``max_hold_s`` ago (a trace that keeps growing is not held back for ever), into ``spans`` /
+        ``span_events`` in one transaction; all of them when ``idle_s`` is None. Returns the spans moved."""
         if not self.staging:
             return 0
-        before = time.time_ns() - int(idle_s * 1e9) if idle_s is not None else None
+        now = time.time_ns()
         span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
         with self.store.writer() as con:
             con.execute("BEGIN")
             try:
-                having = "" if before is None else f"HAVING max(arrived_ns) <= {before}"
+                having = ""
+                if idle_s is not None:
+                    having = f"HAVING max(arrived_ns) <= {now - int(idle_s * 1e9)}"
+                    if max_hold_s is not None:
+                        having += f" OR min(arrived_ns) <= {now - int(max_hold_s * 1e9)}"
                 con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id FROM pending_spans
                                 GROUP BY trace_id {having}""")
                 moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans

@@ -111,3 +111,33 @@ def test_full_queue_answers_503_with_retry_after():
         assert all(x.headers.get("Retry-After") == "1" for x in results if x.status_code == 503)
         # every 200 is a span in the store
         assert store.scalar("SELECT count(*) FROM spans") == codes.count(200)
+
+
+def test_staged_traces_move_when_idle_or_held_too_long():
+    """Live sessions stage spans until their trace has settled; a trace that keeps growing (a long session
+    exporting turn by turn) is still moved once it has been held for max_hold_s."""
+    import time
+
+    store = Store()
+    with Receiver(store, port=0, staging=True) as r:
+        tp = TracerProvider(resource=Resource.create({"service.name": "chat"}))
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=r.endpoint), schedule_delay_millis=60_000))
+        tracer = tp.get_tracer("t")
+        with tracer.start_as_current_span("session"):
+            for i in range(3):
+                with tracer.start_as_current_span(f"turn {i}"):
+                    pass
+                tp.force_flush()  # each turn arrives on its own, the session's root at the end
+                assert r.promote(idle_s=10) == 0
+                time.sleep(0.3)
+            assert r.pending() == {"spans": 3, "traces": 1}
+            assert r.promote(idle_s=10, max_hold_s=60) == 0
+            assert r.promote(idle_s=10, max_hold_s=0.5) == 3
+        tp.force_flush()
+        tp.shutdown()
+        assert r.pending() == {"spans": 1, "traces": 1}
+        assert r.promote(idle_s=10) == 0
+        assert r.promote() == 1  # everything, as a session's stop() does
+    assert store.scalar("SELECT count(*) FROM spans") == 4
+    assert store.scalar("SELECT count(DISTINCT trace_id) FROM spans") == 1
+    assert store.scalar("SELECT count(*) FROM pending_spans") == 0
