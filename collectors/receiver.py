@@ -146,20 +146,29 @@ class Receiver:
             if job is None:
                 return
             try:
-                if self.staging:
-                    now = time.time_ns()
-                    with self.store.writer() as con:
-                        for table, cols, data in (("pending_spans", SPAN_COLUMNS, job.cols.spans),
-                                                  ("pending_events", EVENT_COLUMNS, job.cols.events)):
-                            n = len(data[cols[0]])
-                            insert_frame(con, table, cols + ("arrived_ns",), {**data, "arrived_ns": np.full(n, now, dtype=np.int64)})
-                else:
-                    self.store.insert_columns("spans", SPAN_COLUMNS, job.cols.spans)
-                    self.store.insert_columns("span_events", EVENT_COLUMNS, job.cols.events)
+                self._write(job.cols)
             except Exception as exc:  # the client hears about it (503) rather than losing spans silently
                 job.error = f"{type(exc).__name__}: {exc}"
             finally:
                 job.done.set()
+
+    def _write(self, cols: SpanColumns) -> None:
+        """One request's spans and events, both or neither (a 503 makes the client send them again)."""
+        tables = (("spans", SPAN_COLUMNS, cols.spans), ("span_events", EVENT_COLUMNS, cols.events))
+        if self.staging:
+            now = time.time_ns()
+            tables = tuple((f"pending_{table.removeprefix('span_')}", names + ("arrived_ns",),
+                            {**data, "arrived_ns": np.full(len(data[names[0]]), now, dtype=np.int64)})
+                           for table, names, data in tables)
+        with self.store.writer() as con:
+            con.execute("BEGIN")
+            try:
+                for table, names, data in tables:
+                    insert_frame(con, table, names, data)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
 
     def promote(self, idle_s: float | None = None, max_hold_s: float | None = None) -> int:
         """Move the staged traces that have had no new span for ``idle_s`` seconds, or whose first span came

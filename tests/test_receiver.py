@@ -141,3 +141,30 @@ def test_staged_traces_move_when_idle_or_held_too_long():
     assert store.scalar("SELECT count(*) FROM spans") == 4
     assert store.scalar("SELECT count(DISTINCT trace_id) FROM spans") == 1
     assert store.scalar("SELECT count(*) FROM pending_spans") == 0
+
+
+def test_a_failed_write_stores_nothing_and_asks_for_a_retry(monkeypatch):
+    """Spans and their events are written together or not at all: a client retrying after the 503 does not
+    leave duplicate spans behind."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from collectors import receiver as receiver_mod
+
+    real = receiver_mod.insert_frame
+
+    def failing_on_events(con, table, columns, data):
+        if table == "span_events":
+            raise OSError("disk full")
+        return real(con, table, columns, data)
+
+    monkeypatch.setattr(receiver_mod, "insert_frame", failing_on_events)
+    tracer = TracerProvider(resource=Resource.create({"service.name": "sdk-client"})).get_tracer("t")
+    with tracer.start_as_current_span("infer") as span:
+        span.add_event("QUEUE_START")
+    body = encode_spans([span]).SerializeToString()  # what the SDK's exporter sends
+    store = Store()
+    with Receiver(store, port=0) as r:
+        resp = requests.post(r.endpoint, data=body, headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert "disk full" in str(resp.content)
+    assert store.scalar("SELECT count(*) FROM spans") == 0
