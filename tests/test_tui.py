@@ -101,26 +101,32 @@ async def test_live_mode_refreshes_pauses_and_scrubs():
     from test_live import _emit_queued_requests
 
     live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0).start()
-    app = TriageApp(paths=[], live=live, refresh_s=0.3, source_title="live")
-    async with app.run_test(size=(80, 24)) as pilot:
-        _emit_queued_requests(live.otlp_endpoint, n=30)
-        for _ in range(50):
-            await pilot.pause(0.1)
-            if "30 requests" in str(app.screen.query_one("#summary", Static).render()):
-                break
-        summary = str(app.screen.query_one("#summary", Static).render())
-        assert "30 requests" in summary and "LIVE" in summary and "prometheus off" in summary
-        await pilot.press("p")
-        assert app.paused
-        await pilot.pause(0.5)
-        n = len(live.snapshots)
-        await pilot.pause(0.7)
-        assert len(live.snapshots) == n  # paused: no refresh runs
-        await pilot.press("comma")
-        assert "snapshot" in str(app.screen.query_one("#summary", Static).render())
-        await pilot.press("p")
-        assert not app.paused
-        await pilot.press("q")
+    try:
+        app = TriageApp(paths=[], live=live, refresh_s=0.3, source_title="live")
+        async with app.run_test(size=(80, 24)) as pilot:
+            _emit_queued_requests(live.otlp_endpoint, n=30)
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if "30 requests" in str(app.screen.query_one("#summary", Static).render()):
+                    break
+            summary = str(app.screen.query_one("#summary", Static).render())
+            assert "30 requests" in summary and "LIVE" in summary and "prometheus off" in summary
+            await pilot.press("p")
+            assert app.paused
+            await pilot.pause(0.5)
+            n = len(live.snapshots)
+            await pilot.pause(0.7)
+            assert len(live.snapshots) == n  # paused: no refresh runs
+            await pilot.press("comma")
+            assert "snapshot" in str(app.screen.query_one("#summary", Static).render())
+            await pilot.press("p")
+            assert not app.paused
+            await pilot.press("q")
+        # the session belongs to its caller: `triage demo` still has to stop the gateway, whose last spans go
+        # to this receiver (stopped first, the gateway's exporter retried for 10 s on quit)
+        assert live.otlp_endpoint is not None
+    finally:
+        live.stop()
 
 
 async def test_budget_and_scorecard_screen(tmp_path):

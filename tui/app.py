@@ -36,7 +36,7 @@ class TriageApp(App):
         self.applied: list[str] = []   # ledger ids applied in this session, newest last
         self.guardrails: dict | None = None  # [guardrails] of the constraints in force
         self.store = None
-        self.live = live          # an analyzers.live.LiveSession, or None for a capture replay
+        self.live = live          # an analyzers.live.LiveSession (its caller stops it), or None for a replay
         self.refresh_s = refresh_s
         self.paused = False
         self.cursor: int | None = None  # index into live snapshots while scrubbing; None = follow latest
@@ -98,10 +98,6 @@ class TriageApp(App):
         self.overview.show(snap.report, {}, None, status)
         self.findings.show(snap.report)
         self.budget.show(snap.report)
-
-    async def on_unmount(self) -> None:
-        if self.live is not None:
-            self.live.stop()
 
     @work(thread=True, exclusive=True, group="analysis")
     def analyze(self) -> None:

@@ -27,8 +27,12 @@ def cmd_live(args) -> int:
     if not args.duration:
         from tui.app import TriageApp
 
-        TriageApp(paths=[], live=_live_session(args), refresh_s=parse_duration(args.refresh),
-                  source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+        session = _live_session(args)
+        try:
+            TriageApp(paths=[], live=session, refresh_s=parse_duration(args.refresh),
+                      source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+        finally:
+            session.stop()
         return 0
     session = _live_session(args)
     try:
