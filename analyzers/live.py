@@ -5,7 +5,7 @@ A trace joins the analysis once it has settled: no span of it has arrived for ``
 (default 10 s, two of the OpenTelemetry SDK's default 5 s export intervals). Services export in batches, so a
 request's downstream spans (Triton's queue and compute) often arrive seconds after its root; analysed early,
 such requests look as if they never queued. A trace that keeps growing is analysed anyway once its first span
-is a minute old (or six settle periods). What is still settling is counted in the snapshot's status, and
+is a minute old (or six settle periods; at most half the window). What is still settling is counted in the snapshot's status, and
 ``stop()`` moves it in, so nothing acknowledged is lost.
 
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
@@ -52,6 +52,9 @@ class LiveSession:
     _next_prom_try: float = 0.0
 
     def start(self) -> "LiveSession":
+        if not 0 <= self.settle_s < self.window_s / 2:
+            raise ValueError(f"settle time {self.settle_s:g}s must be under half the {self.window_s:g}s window, "
+                             f"or traces would leave the window before they are analysed")
         self.snapshots = deque(maxlen=self.history)
         if self.listen:
             self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True).start()
@@ -76,8 +79,18 @@ class LiveSession:
     def otlp_endpoint(self) -> str | None:
         return self._receiver.endpoint if self._receiver else None
 
-    def refresh(self, now: datetime | None = None) -> Snapshot:
-        """Pull metrics for the window (unless backing off), drop what left the window, analyse."""
+    def finish(self) -> Snapshot:
+        """The last snapshot of a bounded run: every trace begun by now, once it has had ``settle_s`` to
+        complete; traces begun after now are left out (``status["settling"]`` counts them)."""
+        if self._receiver:
+            cut = self._receiver.clock()
+            time.sleep(self.settle_s)
+            self._receiver.promote(begun_by_ns=cut)
+        return self.refresh(promote=False)
+
+    def refresh(self, now: datetime | None = None, promote: bool = True) -> Snapshot:
+        """Pull metrics for the window (unless backing off), bring in the traces that have settled, drop what
+        left the window, analyse."""
         now = now or datetime.now(timezone.utc)
         start = now - timedelta(seconds=self.window_s)
         if self._source and time.monotonic() >= self._next_prom_try:
@@ -88,8 +101,8 @@ class LiveSession:
                 self._backoff_s = min(max(self._backoff_s * 2, 1.0), 60.0)
                 self._next_prom_try = time.monotonic() + self._backoff_s
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
-        if self._receiver:
-            self._receiver.promote(self.settle_s, max_hold_s=max(6 * self.settle_s, 60.0))
+        if self._receiver and promote:
+            self._receiver.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
         cutoff_ns = int(start.timestamp() * 1e9)
         self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
         self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])

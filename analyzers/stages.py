@@ -186,7 +186,7 @@ SELECT r.t, r.sid AS root, r.trace_id, r.span_id AS root_id, r.service,
        (r.status_code = 2 OR coalesce(r.http_status, 0) >= 500) AS error,
        r.input_size, m.model, r.instance
 FROM _st_spans r SEMI JOIN (SELECT DISTINCT t, root FROM _st_tree) k ON k.t = r.t AND k.root = r.sid
-LEFT JOIN (SELECT k.t, k.root, any_value(s.model) AS model FROM _st_tree k JOIN _st_spans s USING (t, sid)
+LEFT JOIN (SELECT k.t, k.root, min(s.model) AS model FROM _st_tree k JOIN _st_spans s USING (t, sid)
            WHERE s.model IS NOT NULL GROUP BY ALL) m ON m.t = r.t AND m.root = r.sid
 """
 _REQUESTS_OUT = """

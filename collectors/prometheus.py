@@ -96,6 +96,7 @@ class PrometheusSource:
         self._present: set[str] | None = None
         self._present_at = 0.0
         self.rediscover_s = rediscover_s  # how long the list of known series present is trusted
+        self.rediscover_empty_s = min(rediscover_s, 10.0)  # ... when it is empty
 
     def _call(self, fn, *args, **kwargs):
         import requests
@@ -126,10 +127,16 @@ class PrometheusSource:
 
     def queries(self) -> list[tuple[str, str]]:
         """(stored metric name, PromQL) for every known metric the server has."""
-        # asked again while none are known (a server that has not scraped yet) and every rediscover_s (an
-        # exporter that started later)
-        fresh = self._present and time.monotonic() - self._present_at < self.rediscover_s
-        present = self._present if fresh else self.present_metrics()
+        # asked again every rediscover_s (an exporter that started later), sooner while none are known (a
+        # server that has not scraped yet); a failed re-ask keeps the list already known
+        age = time.monotonic() - self._present_at
+        if self._present is None or age >= (self.rediscover_s if self._present else self.rediscover_empty_s):
+            try:
+                self.present_metrics()
+            except PrometheusError:
+                if not self._present:
+                    raise
+        present = self._present
         out = [(m, q.format(m=m)) for m, q in KNOWN.items() if m in present]
         for h, by in HISTOGRAMS.items():
             if f"{h}_bucket" in present:

@@ -131,8 +131,8 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
         self.queue.put(None)
-        for t in self._threads:
-            t.join(timeout=10)
+        for t in self._threads:  # the writer finishes what was acknowledged before it exits
+            t.join()
 
     def __enter__(self):
         return self.start()
@@ -155,12 +155,12 @@ class Receiver:
     def _write(self, cols: SpanColumns) -> None:
         """One request's spans and events, both or neither (a 503 makes the client send them again)."""
         tables = (("spans", SPAN_COLUMNS, cols.spans), ("span_events", EVENT_COLUMNS, cols.events))
-        if self.staging:
-            now = time.time_ns()
-            tables = tuple((f"pending_{table.removeprefix('span_')}", names + ("arrived_ns",),
-                            {**data, "arrived_ns": np.full(len(data[names[0]]), now, dtype=np.int64)})
-                           for table, names, data in tables)
         with self.store.writer() as con:
+            if self.staging:  # stamped once the writer holds the store: time spent waiting is not settling time
+                now = self.clock()
+                tables = tuple((f"pending_{table.removeprefix('span_')}", names + ("arrived_ns",),
+                                {**data, "arrived_ns": np.full(len(data[names[0]]), now, dtype=np.int64)})
+                               for table, names, data in tables)
             con.execute("BEGIN")
             try:
                 for table, names, data in tables:
@@ -170,19 +170,23 @@ class Receiver:
                 con.execute("ROLLBACK")
                 raise
 
-    def promote(self, idle_s: float | None = None, max_hold_s: float | None = None) -> int:
-        """Move the staged traces that have had no new span for ``idle_s`` seconds, or whose first span came
-        more than ``max_hold_s`` ago (a trace that keeps growing is not held back for ever), into ``spans`` /
-        ``span_events`` in one transaction; all of them when ``idle_s`` is None. Returns the spans moved."""
+    def promote(self, idle_s: float | None = None, max_hold_s: float | None = None,
+                begun_by_ns: int | None = None) -> int:
+        """Move staged traces into ``spans`` / ``span_events`` in one transaction: those that have had no new
+        span for ``idle_s`` seconds or whose first span came more than ``max_hold_s`` ago (a trace that keeps
+        growing is not held back for ever); with ``begun_by_ns`` (a ``clock()`` reading) instead, those whose
+        first span had arrived by then; all of them when neither is given. Returns the spans moved."""
         if not self.staging:
             return 0
-        now = time.time_ns()
         span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
         with self.store.writer() as con:
+            now = self.clock()
             con.execute("BEGIN")
             try:
                 having = ""
-                if idle_s is not None:
+                if begun_by_ns is not None:
+                    having = f"HAVING min(arrived_ns) <= {int(begun_by_ns)}"
+                elif idle_s is not None:
                     having = f"HAVING max(arrived_ns) <= {now - int(idle_s * 1e9)}"
                     if max_hold_s is not None:
                         having += f" OR min(arrived_ns) <= {now - int(max_hold_s * 1e9)}"
@@ -200,6 +204,11 @@ class Receiver:
                 con.execute("ROLLBACK")
                 raise
         return int(moved)
+
+    @staticmethod
+    def clock() -> int:
+        """The clock arrivals are stamped with (monotonic: a wall-clock step must not release or hold traces)."""
+        return time.monotonic_ns()
 
     def pending(self) -> dict:
         """What is staged and not yet analysed: spans and traces."""

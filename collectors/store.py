@@ -6,11 +6,12 @@ In memory by default; a file when a path is given (persist, reopen, share). All 
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
+import shutil
 import tempfile
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,11 +98,10 @@ def insert_frame(con, table: str, columns: tuple[str, ...], data: dict) -> int:
 
 
 # DuckDB's own default is 80% of the machine's memory. triage runs next to the service it diagnoses, so its
-# database is capped (TRIAGE_MEMORY_LIMIT, DuckDB's syntax: "512MB", "4GB") and spills to a private temporary
-# folder beyond that, which DuckDB removes on close. With 1 GiB a million spans analyse as fast as uncapped
+# database is capped (TRIAGE_MEMORY_LIMIT: "512MB", "4GB", "1GiB") and spills to a private temporary folder
+# beyond that, removed with the store. With 1 GiB a million spans analyse as fast as uncapped
 # (benchmarks/RESULTS.md), and a capture larger than memory still loads and analyses.
 DEFAULT_MEMORY_LIMIT = "1GiB"
-_spill_ids = itertools.count()
 
 
 MIN_MEMORY_LIMIT = 64 << 20  # below this DuckDB cannot pin the blocks that stage attribution needs
@@ -148,8 +148,12 @@ class Store:
         except ValueError:
             self._con.close()
             raise
-        spill = Path(tempfile.gettempdir()) / f"triage-spill-{os.getpid()}-{next(_spill_ids)}"
-        self._con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
+        # DuckDB creates its spill folder world-readable; ours is made private first (0700) and removed with
+        # the store (on close, when collected, or at exit)
+        self.spill_dir = Path(tempfile.mkdtemp(prefix="triage-spill-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.spill_dir, True)
+        spill = str(self.spill_dir / "duckdb").replace("'", "''")
+        self._con.execute(f"SET temp_directory = '{spill}'")
         self._lock = threading.Lock()
         self._con.execute(SCHEMA)
 
@@ -225,3 +229,4 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+        self._cleanup()

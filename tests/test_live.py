@@ -263,6 +263,44 @@ def test_stopping_a_live_session_keeps_what_was_still_settling():
     assert s.store.scalar("SELECT count(*) FROM pending_spans") == 0
 
 
+def test_a_bounded_run_reports_the_traces_begun_in_it():
+    """``finish()`` (``triage live --for``) waits one settle period for the traces begun so far, and leaves out
+    the ones begun during that wait."""
+    import threading
+
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=1.0).start()
+    try:
+        before = _emit_queued_requests(s.otlp_endpoint, n=20)
+        done = {}
+        finisher = threading.Thread(target=lambda: done.update(snap=s.finish()))
+        finisher.start()
+        time.sleep(0.3)
+        after = _emit_queued_requests(s.otlp_endpoint, n=5)
+        finisher.join()
+    finally:
+        s.stop()
+    snap = done["snap"]
+    assert snap.report["inputs"]["spans"] == before == 80
+    assert snap.status["settling"]["spans"] == after == 20
+
+
+def test_settle_must_fit_the_window():
+    with pytest.raises(ValueError, match="under half the 60s window"):
+        LiveSession(Constraints(), listen=None, window_s=60, settle_s=30).start()
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", "off", "--window", "1m",
+                          "--settle", "40s", "--for", "1s"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "settle time 40s must be under half the 60s window" in out.stderr
+
+
+def test_a_bounded_run_that_received_nothing_exits_2():
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{free_port()}",
+                          "--settle", "0", "--for", "1s", "--format", "json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "nothing received in 1s" in out.stderr
+    assert json.loads(out.stdout)["inputs"]["spans"] == 0  # the (empty) report is still printed
+
+
 def test_live_session_marks_stale_and_backs_off_while_traces_flow():
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=f"http://127.0.0.1:{free_port()}",
                     window_s=600, settle_s=0).start()
@@ -287,13 +325,18 @@ def test_series_that_appear_later_are_discovered(target):
     def respond(h):
         return 200, json.dumps({"status": "success", "data": list(names)}).encode(), {"Content-Type": "application/json"}
 
-    src = PrometheusSource(target(respond).url)
+    tgt = target(respond)
+    src = PrometheusSource(tgt.url)
     assert src.queries() == []
     names.append("DCGM_FI_DEV_GPU_UTIL")
+    assert src.queries() == []  # an empty list is trusted for rediscover_empty_s
+    src.rediscover_empty_s = 0
     assert [m for m, _ in src.queries()] == ["DCGM_FI_DEV_GPU_UTIL"]
     names.append("nv_inference_count")
-    assert [m for m, _ in src.queries()] == ["DCGM_FI_DEV_GPU_UTIL"]  # trusted for rediscover_s
+    assert [m for m, _ in src.queries()] == ["DCGM_FI_DEV_GPU_UTIL"]  # a known list for rediscover_s
     src.rediscover_s = 0
+    assert {m for m, _ in src.queries()} == {"DCGM_FI_DEV_GPU_UTIL", "nv_inference_count"}
+    tgt.stop()  # Prometheus gone: the list already known is kept, the range queries will say what failed
     assert {m for m, _ in src.queries()} == {"DCGM_FI_DEV_GPU_UTIL", "nv_inference_count"}
 
 

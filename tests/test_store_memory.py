@@ -1,18 +1,20 @@
 """The store's memory cap (TRIAGE_MEMORY_LIMIT): beyond it DuckDB spills to a private temporary folder, the
 analysis is unchanged, and the folder is gone on close."""
 import json
-import os
 import tempfile
 import threading
 import time
+
+from pathlib import Path
 
 import pytest
 
 from collectors.store import Store, memory_limit_bytes
 
 
-def _spill_folders() -> set[str]:
-    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"triage-spill-{os.getpid()}-")}
+def _spilling() -> set[Path]:
+    """The stores' spill folders that DuckDB has written into."""
+    return {p.parent for p in Path(tempfile.gettempdir()).glob("triage-spill-*/duckdb")}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_a_capped_store_spills_and_analyses_the_same(capture, monkeypatch):
 
     def watch():
         while not done.is_set():
-            seen.update(_spill_folders())
+            seen.update(_spilling())
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch)
@@ -44,14 +46,15 @@ def test_a_capped_store_spills_and_analyses_the_same(capture, monkeypatch):
     try:
         capped = analyze([capture])
         assert capped.store.scalar("SELECT current_setting('memory_limit')") == "64.0 MiB"
+        assert capped.store.spill_dir in seen
+        assert capped.store.spill_dir.stat().st_mode & 0o777 == 0o700  # spilled trace data is not for others
         got = json.dumps(capped.report(), sort_keys=True, default=str)
         capped.store.close()
     finally:
         done.set()
         watcher.join()
     assert got == expected
-    assert seen, "a 64 MiB cap on a larger capture should have spilled"
-    assert not _spill_folders() & seen  # removed on close
+    assert not capped.store.spill_dir.exists()  # removed on close
 
 
 def test_the_memory_limit_is_checked():

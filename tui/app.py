@@ -68,7 +68,9 @@ class TriageApp(App):
             snap = self.live.refresh()
             series = {r: timeseries(self.live.store, r) for r in snap.report["latency"]}
         except Exception as exc:
-            self.post_message(AnalysisFailed(f"{type(exc).__name__}: {exc}"))
+            from collectors.store import out_of_memory
+
+            self.post_message(AnalysisFailed(out_of_memory(exc) or f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(AnalysisReady(snap.report, series, live_status=snap.status))
         self.call_from_thread(self._arm)

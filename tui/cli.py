@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="a trace is analysed once no span of it has arrived for this long (default 10s: services "
                          "export in batches, and a request analysed before its downstream spans arrive looks fast)")
     lv.add_argument("--for", dest="duration", metavar="DURATION",
-                    help="headless: collect for DURATION, print the report, exit with report's codes")
+                    help="headless: collect for DURATION, wait --settle for the traces begun in it to complete, "
+                         "print the report, exit with report's codes (2 when nothing was received)")
     lv.add_argument("--format", choices=("md", "json"), default="md")
     lv.add_argument("--fail-on", choices=("warning", "critical"))
     cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"triage: {out_of_memory(exc)}", file=sys.stderr)
         return 2
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,16 +44,22 @@ def cmd_live(args) -> int:
             time.sleep(max(0.0, min(refresh, end - time.monotonic())))
             if time.monotonic() < end:
                 session.refresh()
-        snap = session.refresh()
+        if session.settle_s:
+            print(f"triage live: waiting {session.settle_s:g}s for the last traces to complete (--settle)",
+                  file=sys.stderr)
+        snap = session.finish()
     finally:
         session.stop()
     settling = snap.status["settling"]
     if settling and settling["spans"]:
-        print(f"triage live: {settling['spans']} spans of {settling['traces']} traces arrived in the last "
-              f"{settling['settle_s']:.0f}s and were still settling: not in this report", file=sys.stderr)
+        print(f"triage live: {settling['spans']} spans of {settling['traces']} traces begun after {args.duration} "
+              f"are not in this report", file=sys.stderr)
     if snap.status["prometheus"].startswith("stale"):
         print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
     emit(snap.report, args.format, to_markdown)
+    if not snap.report["inputs"]["spans"] and not snap.report["inputs"]["samples"]:
+        print(f"triage live: nothing received in {args.duration}: no spans, no metric samples", file=sys.stderr)
+        return 2
     return exit_code(snap.report, args.fail_on)
 
 

@@ -29,7 +29,7 @@ CALLS_SQL = """
                (s.status_code = 2 OR coalesce(s.http_status, 0) >= 400) AS failed
         FROM spans s JOIN span_roots k USING (trace_id, span_id) WHERE s.kind = 3
     )
-    SELECT trace_id, root_id, parent_span_id, name, any_value(peer) AS peer, count(*) AS attempts,
+    SELECT trace_id, root_id, parent_span_id, name, min(peer) AS peer, count(*) AS attempts,
            greatest(count(*) - 1, max(resend)) AS retries, sum(overload_failure::INT) AS overload_failures,
            sum(CASE WHEN failed THEN duration_ns ELSE 0 END) AS failed_ns, min(start_ns) AS start_ns
     FROM c GROUP BY trace_id, root_id, parent_span_id, name
@@ -43,8 +43,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         return [not_evaluated(ID, TITLE, "no CLIENT spans, so retries cannot be seen in the traces")]
     totals = store.query(f"""
         WITH calls AS ({CALLS_SQL})
-        SELECT name, any_value(peer), count(*), sum(attempts), sum(retries), sum(overload_failures)
-        FROM calls GROUP BY name ORDER BY sum(retries) DESC""")
+        SELECT name, min(peer), count(*), sum(attempts), sum(retries), sum(overload_failures)
+        FROM calls GROUP BY name ORDER BY sum(retries) DESC, name""")
     findings = []
     for name, peer, calls, attempts, retries, overload in totals:
         ratio = retries / calls if calls else 0.0
