@@ -268,7 +268,7 @@ def test_a_bounded_run_reports_the_traces_begun_in_it():
     the ones begun during that wait."""
     import threading
 
-    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=1.0).start()
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=2.0).start()
     try:
         before = _emit_queued_requests(s.otlp_endpoint, n=20)
         done = {}
