@@ -406,13 +406,17 @@ def test_capture_command_writes_a_replayable_folder(tmp_path):
     cons = tmp_path / "triage.toml"
     cons.write_text("[slo]\np95_ms = 50\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "4s", "--otlp-listen",
-         f"127.0.0.1:{port}", "--constraints", str(cons)], cwd=ROOT, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "4s", "--settle", "3s",
+         "--otlp-listen", f"127.0.0.1:{port}", "--constraints", str(cons)], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     endpoint = _wait_for_receiver(port)
-    sent = _emit_queued_requests(endpoint, n=25)
+    ready = time.monotonic()
+    # the gateway's spans arrive within the 4 s, Triton's just after (its exporter's last batch): the capture
+    # waits --settle for them, so its traces are whole
+    sent = _emit_queued_requests(endpoint, n=25, between=lambda: time.sleep(max(0.0, ready + 4.8 - time.monotonic())))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    assert "waiting 3s for the last traces" in err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "traces.otlp.jsonl", "triage.toml"]
     rep = subprocess.run([sys.executable, "-m", "tui.cli", "report", str(out), "--format", "json"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -79,13 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables)")
         sp.add_argument("--window", metavar="DURATION", default="15m", help="rolling analysis window (default 15m)")
         sp.add_argument("--constraints", metavar="FILE", help="triage.toml")
+        sp.add_argument("--settle", metavar="DURATION", default="10s",
+                        help="a trace is taken once no span of it has arrived for this long (default 10s: services "
+                             "export in batches, and a request taken before its downstream spans arrive looks fast)")
 
     lv = sub.add_parser("live", help="watch a live service: OTLP receiver + Prometheus queries")
     live_args(lv)
     lv.add_argument("--refresh", metavar="DURATION", default="5s", help="analysis refresh interval (default 5s)")
-    lv.add_argument("--settle", metavar="DURATION", default="10s",
-                    help="a trace is analysed once no span of it has arrived for this long (default 10s: services "
-                         "export in batches, and a request analysed before its downstream spans arrive looks fast)")
     lv.add_argument("--for", dest="duration", metavar="DURATION",
                     help="headless: collect for DURATION, wait --settle for the traces begun in it to complete, "
                          "print the report, exit with report's codes (2 when nothing was received)")
@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
     live_args(cap)
     cap.add_argument("--out", required=True, metavar="DIR", help="capture folder to write (must not exist or be empty)")
-    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="how long to record")
+    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                     help="how long to record; then --settle more for the late spans of the traces begun in it")
     return p
 
 

@@ -12,10 +12,11 @@ def _live_session(args):
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
-    settle = getattr(args, "settle", None)  # capture keeps every span whatever it is given
+    window_s = parse_duration(args.window)
+    if getattr(args, "out", None):  # capture: the window holds everything recorded
+        window_s = max(window_s, 2 * (parse_duration(args.duration) + parse_duration(args.settle)) + 60)
     return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=parse_duration(args.window),
-                       settle_s=parse_duration(settle) if settle else 10.0).start()
+                       window_s=window_s, settle_s=parse_duration(args.settle)).start()
 
 
 def cmd_live(args) -> int:
@@ -78,17 +79,21 @@ def cmd_capture(args) -> int:
         print(f"triage capture: receiving OTLP on {session.otlp_endpoint or 'off'} for {args.duration}",
               file=sys.stderr)
         time.sleep(parse_duration(args.duration))
-        session.window_s = max(session.window_s, parse_duration(args.duration) + 60)
-        snap = session.refresh()
+        if session.settle_s:
+            print(f"triage capture: waiting {session.settle_s:g}s for the last traces to complete (--settle)",
+                  file=sys.stderr)
+        snap = session.finish()  # the traces begun in the duration, each with its late spans
+        out.mkdir(parents=True, exist_ok=True)
+        n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
+        n_samples = write_metrics(session.store, out / "metrics.prom")
+        if session.constraints.path:
+            shutil.copyfile(session.constraints.path, out / "triage.toml")
     finally:
         session.stop()
-    out.mkdir(parents=True, exist_ok=True)
-    n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
-    n_samples = write_metrics(session.store, out / "metrics.prom")
-    if session.constraints.path:
-        shutil.copyfile(session.constraints.path, out / "triage.toml")
+    later = snap.status["settling"] or {}
+    extra = f"; {later['spans']} spans of traces begun after {args.duration} left out" if later.get("spans") else ""
     print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
-          f"(prometheus: {snap.status['prometheus']})", file=sys.stderr)
+          f"(prometheus: {snap.status['prometheus']}){extra}", file=sys.stderr)
     return 0
 
 
