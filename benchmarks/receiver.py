@@ -1,10 +1,13 @@
 """Receiver benchmark: sustained spans/s into triage's OTLP/HTTP receiver on loopback, and how many
 acknowledged spans are missing from the store afterwards (must be zero).
 
-    python benchmarks/receiver.py [--seconds 10] [--senders 4] [--batch 512] [--json]
+    python benchmarks/receiver.py [--seconds 10] [--senders 4] [--batch 512] [--bodies 512] [--settle 1] [--json]
 
-The receiver runs in its own process (as `triage live` does). Two senders are measured in one run:
-  raw   pre-encoded ExportTraceServiceRequest bodies (unique ids) posted by --senders keep-alive clients
+The receiver runs in its own process (as `triage live` does). Three runs, measured in one invocation:
+  raw   pre-encoded ExportTraceServiceRequest bodies posted by --senders keep-alive clients (ids are unique
+        within the --bodies bodies, which are cycled through)
+  live  the same sender into the receiver as a live session runs it: spans staged with their arrival time,
+        and every second the traces idle for --settle are promoted into the analysed tables
   sdk   the real opentelemetry-sdk OTLPSpanExporter behind a BatchSpanProcessor (creating spans costs too)
 """
 from __future__ import annotations
@@ -22,17 +25,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def serve() -> int:
-    """Child: a receiver on an ephemeral port; prints the port, then the store count when stdin closes."""
+def serve(settle_s: float | None) -> int:
+    """Child: a receiver on an ephemeral port (staging, with a promoter thread, when ``settle_s`` is given);
+    prints the port, then the store count when stdin closes."""
     from collectors.receiver import Receiver
     from collectors.store import Store
 
     store = Store()
-    with Receiver(store, port=0, queue_size=64) as r:
+    done = threading.Event()
+    promoted = [0]
+    with Receiver(store, port=0, queue_size=64, staging=settle_s is not None) as r:
+        def promoter():
+            while not done.wait(1.0):
+                promoted[0] += r.promote(settle_s, max_hold_s=60)
+
+        t = threading.Thread(target=promoter)
+        if settle_s is not None:
+            t.start()
         print(json.dumps({"port": r.port}), flush=True)
         sys.stdin.read()
+        done.set()
+    if settle_s is not None:
+        t.join()
+        r.promote()
     print(json.dumps({"stored": store.scalar("SELECT count(*) FROM spans"), "accepted": r.stats.accepted_spans,
-                      "refused_busy": r.stats.refused_busy}), flush=True)
+                      "refused_busy": r.stats.refused_busy, "promoted_while_running": promoted[0]}), flush=True)
     return 0
 
 
@@ -61,10 +78,10 @@ def bodies(n_bodies: int, batch: int) -> list[bytes]:
     return out
 
 
-def run_raw(endpoint: str, seconds: float, senders: int, batch: int) -> dict:
+def run_raw(endpoint: str, seconds: float, senders: int, batch: int, n_bodies: int) -> dict:
     import requests
 
-    pool = bodies(64, batch)
+    pool = bodies(n_bodies, batch)
     acked = [0] * senders
     busy = [0] * senders
     stop = time.monotonic() + seconds
@@ -129,30 +146,42 @@ def main() -> int:
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--sdk-spans", type=int, default=100_000)
+    ap.add_argument("--bodies", type=int, default=512,
+                    help="distinct pre-encoded bodies the raw senders cycle through (ids repeat after them)")
+    ap.add_argument("--settle", type=float, default=1.0, help="settle seconds of the live run (default 1)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--staging", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        return serve()
+        return serve(args.staging)
     results = {}
-    for mode in ("raw", "sdk"):
-        child = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True, cwd=ROOT)
+    for mode in ("raw", "live", "sdk"):
+        extra = ["--staging", str(args.settle)] if mode == "live" else []
+        child = subprocess.Popen([sys.executable, __file__, "--serve", *extra], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)
         port = json.loads(child.stdout.readline())["port"]
         endpoint = f"http://127.0.0.1:{port}/v1/traces"
-        res = run_raw(endpoint, args.seconds, args.senders, args.batch) if mode == "raw" else run_sdk(endpoint, args.sdk_spans)
+        if mode == "sdk":
+            res = run_sdk(endpoint, args.sdk_spans)
+        else:
+            res = run_raw(endpoint, args.seconds, args.senders, args.batch, args.bodies)
         out, _ = child.communicate("", timeout=120)
         final = json.loads(out.strip().splitlines()[-1])
         acked = res["acked"]
         results[mode] = {"spans_per_s": round(acked / res["seconds"]), "acked": acked, "stored": final["stored"],
                          "lost_acknowledged": max(0, acked - final["stored"]), "seconds": round(res["seconds"], 2),
-                         "busy_answers": res.get("busy_answers", 0)}
+                         "busy_answers": res.get("busy_answers", 0),
+                         "promoted_while_running": final["promoted_while_running"]}
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"{'sender':<8}{'spans/s':>12}{'acked':>12}{'stored':>12}{'lost':>8}{'busy 503s':>11}")
+    print(f"{'sender':<8}{'spans/s':>12}{'vs raw':>8}{'acked':>12}{'stored':>12}{'lost':>8}{'busy 503s':>11}"
+          f"{'promoted live':>15}")
     for mode, r in results.items():
-        print(f"{mode:<8}{r['spans_per_s']:>12,}{r['acked']:>12,}{r['stored']:>12,}{r['lost_acknowledged']:>8}{r['busy_answers']:>11}")
+        print(f"{mode:<8}{r['spans_per_s']:>12,}{r['spans_per_s'] / results['raw']['spans_per_s']:>7.2f}x"
+              f"{r['acked']:>12,}{r['stored']:>12,}{r['lost_acknowledged']:>8}{r['busy_answers']:>11}"
+              f"{r['promoted_while_running']:>15,}")
     return 0
 
 
