@@ -214,14 +214,11 @@ def _write_prepared(result, sink: SpanSink, progress):
     if prepared is None:
         yield item
         return
-    with sink.store.writer() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
+    try:
+        with sink.store.transaction() as con:
             written = otlp_arrow.write(con, prepared)
-            con.execute("COMMIT")
-        except Exception:  # nothing of the chunk stays; the exact path reads it and explains any problem
-            con.execute("ROLLBACK")
-            written = None
+    except Exception:  # nothing of the chunk stays; the exact path reads it and explains any problem
+        written = None
     if written is None:
         yield item
         return

@@ -7,7 +7,7 @@ import struct
 from google.protobuf.message import DecodeError
 
 from . import streams
-from .spans import SpanColumns, SpanSink, resource_json
+from .spans import SpanColumns, SpanSink, resource_columns
 
 MAX_RECORD = 256 << 20
 
@@ -72,15 +72,13 @@ def looks_length_prefixed(head: bytes, size: int) -> bool:
 def parse_request(req, cols: SpanColumns, where: str) -> int:
     n = 0
     for i, rs in enumerate(req.resource_spans):
-        resource = attributes(rs.resource.attributes)
-        rjson = resource_json(resource)
-        service = resource.get("service.name")
+        service, rjson = resource_columns(attributes(rs.resource.attributes))
         for j, ss in enumerate(rs.scope_spans):
             for k, sp in enumerate(ss.spans):
                 events = [(e.name, e.time_unix_nano, attributes(e.attributes)) for e in sp.events]
                 n += cols.add(
                     bytes(sp.trace_id), bytes(sp.span_id), bytes(sp.parent_span_id) or None,
-                    str(service) if service is not None else None, rjson, sp.name, int(sp.kind),
+                    service, rjson, sp.name, int(sp.kind),
                     sp.start_time_unix_nano, sp.end_time_unix_nano, int(sp.status.code), sp.status.message,
                     attributes(sp.attributes), events,
                     lambda i=i, j=j, k=k: f"{where}resource_spans[{i}].scope_spans[{j}].spans[{k}]")

@@ -154,21 +154,16 @@ class Receiver:
 
     def _write(self, cols: SpanColumns) -> None:
         """One request's spans and events, both or neither (a 503 makes the client send them again)."""
-        tables = (("spans", SPAN_COLUMNS, cols.spans), ("span_events", EVENT_COLUMNS, cols.events))
-        with self.store.writer() as con:
-            if self.staging:  # stamped once the writer holds the store: time spent waiting is not settling time
-                now = self.clock()
-                tables = tuple((f"pending_{table.removeprefix('span_')}", names + ("arrived_ns",),
-                                {**data, "arrived_ns": np.full(len(data[names[0]]), now, dtype=np.int64)})
-                               for table, names, data in tables)
-            con.execute("BEGIN")
-            try:
-                for table, names, data in tables:
-                    insert_frame(con, table, names, data)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+        with self.store.transaction() as con:
+            if not self.staging:
+                insert_frame(con, "spans", SPAN_COLUMNS, cols.spans)
+                insert_frame(con, "span_events", EVENT_COLUMNS, cols.events)
+                return
+            now = self.clock()  # stamped once the writer holds the store: waiting for it is not settling time
+            for table, names, data in (("pending_spans", SPAN_COLUMNS, cols.spans),
+                                       ("pending_events", EVENT_COLUMNS, cols.events)):
+                arrived = np.full(len(data[names[0]]), now, dtype=np.int64)
+                insert_frame(con, table, names + ("arrived_ns",), {**data, "arrived_ns": arrived})
 
     def promote(self, idle_s: float | None = None, max_hold_s: float | None = None,
                 begun_by_ns: int | None = None) -> int:
@@ -179,30 +174,24 @@ class Receiver:
         if not self.staging:
             return 0
         span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
-        with self.store.writer() as con:
+        with self.store.transaction() as con:
             now = self.clock()
-            con.execute("BEGIN")
-            try:
-                having = ""
-                if begun_by_ns is not None:
-                    having = f"HAVING min(arrived_ns) <= {int(begun_by_ns)}"
-                elif idle_s is not None:
-                    having = f"HAVING max(arrived_ns) <= {now - int(idle_s * 1e9)}"
-                    if max_hold_s is not None:
-                        having += f" OR min(arrived_ns) <= {now - int(max_hold_s * 1e9)}"
-                con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id FROM pending_spans
-                                GROUP BY trace_id {having}""")
-                moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans
-                                        WHERE trace_id IN (SELECT trace_id FROM _settled)""").fetchone()[0]
-                con.execute(f"""INSERT INTO span_events ({event_cols}) SELECT {event_cols} FROM pending_events
-                                WHERE trace_id IN (SELECT trace_id FROM _settled)""")
-                for table in ("pending_spans", "pending_events"):
-                    con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _settled)")
-                con.execute("DROP TABLE _settled")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+            having = ""
+            if begun_by_ns is not None:
+                having = f"HAVING min(arrived_ns) <= {int(begun_by_ns)}"
+            elif idle_s is not None:
+                having = f"HAVING max(arrived_ns) <= {now - int(idle_s * 1e9)}"
+                if max_hold_s is not None:
+                    having += f" OR min(arrived_ns) <= {now - int(max_hold_s * 1e9)}"
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id FROM pending_spans
+                            GROUP BY trace_id {having}""")
+            moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans
+                                    WHERE trace_id IN (SELECT trace_id FROM _settled)""").fetchone()[0]
+            con.execute(f"""INSERT INTO span_events ({event_cols}) SELECT {event_cols} FROM pending_events
+                            WHERE trace_id IN (SELECT trace_id FROM _settled)""")
+            for table in ("pending_spans", "pending_events"):
+                con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _settled)")
+            con.execute("DROP TABLE _settled")
         return int(moved)
 
     @staticmethod

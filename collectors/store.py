@@ -102,11 +102,14 @@ def insert_frame(con, table: str, columns: tuple[str, ...], data: dict) -> int:
 # beyond that, removed with the store. With 1 GiB a million spans analyse as fast as uncapped
 # (benchmarks/RESULTS.md), and a capture larger than memory still loads and analyses.
 DEFAULT_MEMORY_LIMIT = "1GiB"
-
-
 MIN_MEMORY_LIMIT = 64 << 20  # below this DuckDB cannot pin the blocks that stage attribution needs
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_limit() -> str:
+    """The cap as the user set it (TRIAGE_MEMORY_LIMIT) or the default."""
+    return os.environ.get("TRIAGE_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
 
 
 def memory_limit_bytes(text: str) -> int:
@@ -125,8 +128,7 @@ def out_of_memory(exc: BaseException) -> str | None:
     """What to tell the user when DuckDB ran out of its memory limit (None for any other error)."""
     if not isinstance(exc, duckdb.OutOfMemoryException):
         return None
-    limit = os.environ.get("TRIAGE_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
-    return (f"the database needed more than its memory limit ({limit}, TRIAGE_MEMORY_LIMIT) even after spilling "
+    return (f"the database needed more than its memory limit ({memory_limit()}, TRIAGE_MEMORY_LIMIT) even after spilling "
             f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
 
 
@@ -134,6 +136,7 @@ class Store:
     """One DuckDB database. ``Store()`` is in memory; ``Store(path)`` persists to a file."""
 
     def __init__(self, path: str | Path | None = None):
+        limit = memory_limit_bytes(memory_limit())  # a bad TRIAGE_MEMORY_LIMIT fails before anything is opened
         self.path = str(path) if path else ":memory:"
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -142,12 +145,7 @@ class Store:
         # proportion to everything stored so far: loading 1M spans spent 2 of its 3 insert seconds there.
         # One checkpoint per GiB keeps bulk loads linear; a file store is checkpointed after each ingest.
         self._con.execute("SET checkpoint_threshold = '1GiB'")
-        limit = os.environ.get("TRIAGE_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
-        try:
-            self._con.execute(f"SET memory_limit = '{memory_limit_bytes(limit)}B'")
-        except ValueError:
-            self._con.close()
-            raise
+        self._con.execute(f"SET memory_limit = '{limit}B'")
         # DuckDB creates its spill folder world-readable; ours is made private first (0700) and removed with
         # the store (on close, when collected, or at exit)
         self.spill_dir = Path(tempfile.mkdtemp(prefix="triage-spill-"))
@@ -203,6 +201,19 @@ class Store:
         """The connection, held for a multi-statement write."""
         with self._lock:
             yield self._con
+
+    @contextmanager
+    def transaction(self):
+        """The connection, held, inside a transaction: committed when the block ends, rolled back (and the
+        error raised) when it raises."""
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:

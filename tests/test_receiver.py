@@ -81,13 +81,13 @@ def test_full_queue_answers_503_with_retry_after():
     store = Store()
     r = Receiver(store, port=0, queue_size=1)
     gate = threading.Event()
-    original = store.insert_columns
+    original = r._write
 
-    def slow_insert(*a, **k):
+    def slow_write(cols):  # the writer holds each request until the gate opens, so the queue fills up
         gate.wait(10)
-        return original(*a, **k)
+        return original(cols)
 
-    store.insert_columns = slow_insert
+    r._write = slow_write
     with r:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
