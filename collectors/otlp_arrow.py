@@ -119,7 +119,7 @@ class Unfit(Exception):
     """The chunk cannot be loaded exactly by this path (the reason is for debugging, not a problem)."""
 
 
-def parse(chunk: bytes, threads: bool = True):
+def parse(chunk: bytes):
     """A chunk of whole JSON lines → an Arrow table against the OTLP schema; raises Unfit."""
     import pyarrow as pa
     import pyarrow.json as pj
@@ -137,7 +137,7 @@ def parse(chunk: bytes, threads: bool = True):
     for block_size in (block, len(chunk) + 1):
         try:
             return pj.read_json(pa.py_buffer(chunk), parse_options=opts,
-                                read_options=pj.ReadOptions(block_size=block_size, use_threads=threads))
+                                read_options=pj.ReadOptions(block_size=block_size, use_threads=True))
         except pa.ArrowInvalid as exc:
             if "straddl" in str(exc) and block_size < len(chunk) + 1:
                 continue  # a line longer than the block: once more with one block
@@ -180,6 +180,12 @@ def flatten(table) -> tuple[list, list]:
     return parts, resources
 
 
+def _one(column):
+    """A column of a part as one array: the parts ``flatten`` builds hold one chunk per column, taken as it
+    is (``combine_chunks`` would copy it every time)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _ids_ok(ids, width: int, nullable: bool = False) -> bool:
     """Every id is ``width`` hex digits and not all zero (null or empty allowed where ``nullable``)."""
     import pyarrow.compute as pc
@@ -207,7 +213,7 @@ def _checked(part):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    c = lambda name: part.column(name).combine_chunks()  # noqa: E731
+    c = lambda name: _one(part.column(name))  # noqa: E731
     if not (_ids_ok(c("traceId"), 32) and _ids_ok(c("spanId"), 16) and _ids_ok(c("parentSpanId"), 16, True)):
         return None
     if c("name").null_count:
@@ -239,7 +245,7 @@ def _span_table(part, trace_id, span_id, service, resource):
     from . import arrow_attrs
 
     c = part.column
-    got = arrow_attrs.attributes_and_promoted(c("attributes").combine_chunks())
+    got = arrow_attrs.attributes_and_promoted(_one(c("attributes")))
     if got is None:
         return None
     attributes, promoted = got
@@ -260,7 +266,7 @@ def _indexed(indices, values):
     """values[indices] without copying the strings (DuckDB reads Arrow dictionaries directly)."""
     import pyarrow as pa
 
-    return pa.DictionaryArray.from_arrays(indices.combine_chunks().cast(pa.int32()), values)
+    return pa.DictionaryArray.from_arrays(_one(indices).cast(pa.int32()), values)
 
 
 def _event_table(part, trace_id, span_id):
@@ -271,7 +277,7 @@ def _event_table(part, trace_id, span_id):
 
     from . import arrow_attrs
 
-    events = part.column("events").combine_chunks()
+    events = _one(part.column("events"))
     flat = events.flatten()
     attrs = arrow_attrs.attributes_json(flat.field("attributes"), empty=None)
     if attrs is None:
@@ -351,8 +357,8 @@ def prepare(chunk: bytes, source: str) -> Prepared | None:
     service = pa.array(res["service"], pa.string())
     resource = pa.array(res["resource"], pa.string())
     for part in parts:
-        trace_id = pc.utf8_lower(part.column("traceId").combine_chunks())
-        span_id = pc.utf8_lower(part.column("spanId").combine_chunks())
+        trace_id = pc.utf8_lower(_one(part.column("traceId")))
+        span_id = pc.utf8_lower(_one(part.column("spanId")))
         spans = _span_table(part, trace_id, span_id, service, resource)
         events = _event_table(part, trace_id, span_id) if spans is not None else None
         if spans is not None:
@@ -377,13 +383,13 @@ def write(con, prepared: Prepared) -> int:
                 _insert_sql(con, part, prepared.source, spans=with_spans)
         finally:
             con.unregister("otlp_arrow_resources")
-    for name, sql, tables in (("otlp_arrow_ready", INSERT_FLAT_SPANS, prepared.ready),
-                              ("otlp_arrow_events", "INSERT INTO span_events SELECT * FROM otlp_arrow_events",
-                               prepared.events)):
+    for name, sql, params, tables in (
+            ("otlp_arrow_ready", INSERT_FLAT_SPANS, [prepared.source], prepared.ready),
+            ("otlp_arrow_events", "INSERT INTO span_events SELECT * FROM otlp_arrow_events", [], prepared.events)):
         if tables:
             con.register(name, pa.concat_tables(tables))
             try:
-                con.execute(sql, [prepared.source] if name == "otlp_arrow_ready" else [])
+                con.execute(sql, params)
             finally:
                 con.unregister(name)
     return prepared.spans
