@@ -81,7 +81,8 @@ class Decompressed(io.RawIOBase):
         self._fill(n if n >= 0 else 1 << 62)
         avail = len(self._buf) - self._pos
         n = avail if n < 0 else min(n, avail)
-        out = bytes(self._buf[self._pos:self._pos + n])
+        with memoryview(self._buf) as view:  # one copy (a bytearray slice would make a second); released
+            out = view[self._pos:self._pos + n].tobytes()  # before the buffer below may be resized
         self._pos += n
         if self._pos > (1 << 20) and self._pos * 2 > len(self._buf):  # drop what was read, now and then
             del self._buf[:self._pos]
