@@ -98,6 +98,7 @@ def stage_breakdown(store) -> dict[str, dict[str, dict]]:
     return {r: dict(sorted(v.items(), key=lambda kv: order.get(kv[0], 99))) for r, v in out.items()}
 
 
+@per_build
 def bucket_seconds(store, target_buckets: int = 60) -> float:
     t0, t1 = store.query("SELECT min(start_ns), max(start_ns) FROM requests")[0]
     if t0 is None:
@@ -109,14 +110,14 @@ def bucket_seconds(store, target_buckets: int = 60) -> float:
     return span_s / target_buckets
 
 
-def route_queue_sql(step_ns: int) -> str:
+def route_queue_sql(step_s: float) -> str:
     """A ``WITH`` clause defining ``rq``: the requests of one route (the query's ``?``), each with its time
-    bucket ``b`` (``step_ns`` wide, counted from the first request of the capture), its ``duration_ns`` and
+    bucket ``b`` (``step_s`` wide, counted from the first request of the capture), its ``duration_ns`` and
     its ``queue_ns`` (0 for a request that never queued). The rules that weigh queueing against traffic or
     time aggregate it their own way; in integer nanoseconds, so that equal buckets stay equal (ties matter to
     a rank correlation)."""
     return f"""WITH t0 AS (SELECT min(start_ns) AS t0 FROM requests),
-        rq AS (SELECT (r.start_ns - t0) // {int(step_ns)} AS b, r.duration_ns, coalesce(rs.ns, 0) AS queue_ns
+        rq AS (SELECT (r.start_ns - t0) // {int(step_s * 1e9)} AS b, r.duration_ns, coalesce(rs.ns, 0) AS queue_ns
                FROM requests r CROSS JOIN t0 LEFT JOIN request_stages rs
                  ON rs.trace_id = r.trace_id AND rs.root_id = r.root_id AND rs.stage = 'queue'
                WHERE r.route = ?)"""

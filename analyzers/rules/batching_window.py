@@ -37,7 +37,7 @@ def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
     """Queue times (ms) of requests in the quieter half of time buckets (all of them when the traffic is
     steady), and the rates of both halves."""
     step = bucket_seconds(store, 30)
-    rows = store.columns(f"{route_queue_sql(int(step * 1e9))} SELECT queue_ns / 1e6 AS qms, b FROM rq", [route])
+    rows = store.columns(f"{route_queue_sql(step)} SELECT queue_ns / 1e6 AS qms, b FROM rq", [route])
     if not len(rows["qms"]):
         return np.array([]), 0.0, 0.0
     q = np.asarray(rows["qms"], dtype=float)

@@ -45,7 +45,7 @@ def _trend(t, rate, queue, th, counts=None) -> dict | None:
 
 
 def _trace_buckets(store, route: str, step_s: float, min_requests: int):
-    return store.query(f"""{route_queue_sql(int(step_s * 1e9))}
+    return store.query(f"""{route_queue_sql(step_s)}
         SELECT b, count(*) / {step_s}, avg(queue_ns) / 1e6, count(*) FROM rq
         GROUP BY b HAVING count(*) >= {min_requests} ORDER BY b""", [route])
 

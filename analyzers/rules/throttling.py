@@ -17,8 +17,7 @@ from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql
 from ..metrics import series
 from ..rule import Context, Rule, Threshold
-from ..stats import spearman, thirds_ratio
-from ..stats import dispersion
+from ..stats import dispersion, spearman, thirds_ratio
 
 ID = "throttling"
 TITLE = "Throttling: the device slows down"
@@ -45,7 +44,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                 confidence=0.9, remediations=scored(["fix-cooling-power"], ctx.constraints.scorecard), impact_ms=0.0))
     step = bucket_seconds(store, 30)
     for route, in store.query("SELECT DISTINCT route FROM requests"):
-        rows = store.query(f"""{route_queue_sql(int(step * 1e9))}
+        rows = store.query(f"""{route_queue_sql(step)}
             SELECT b, count(*), median(duration_ns / 1e6), avg(queue_ns / 1e6), avg(duration_ns / 1e6) FROM rq GROUP BY b HAVING count(*) >= 5 ORDER BY b""",
                            [route])
         if len(rows) < th["min_buckets"]:
