@@ -132,6 +132,11 @@ def out_of_memory(exc: BaseException) -> str | None:
             f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
 
 
+def describe(exc: BaseException) -> str:
+    """An error as the user should read it: what to change when it is the memory limit."""
+    return out_of_memory(exc) or f"{type(exc).__name__}: {exc}"
+
+
 class Store:
     """One DuckDB database. ``Store()`` is in memory; ``Store(path)`` persists to a file."""
 

@@ -7,6 +7,8 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
+from collectors.store import describe
+
 from .messages import AnalysisFailed, AnalysisReady, IngestProgress
 from .screens.budget import BudgetScreen
 from .screens.findings import FindingsScreen
@@ -68,9 +70,7 @@ class TriageApp(App):
             snap = self.live.refresh()
             series = {r: timeseries(self.live.store, r) for r in snap.report["latency"]}
         except Exception as exc:
-            from collectors.store import out_of_memory
-
-            self.post_message(AnalysisFailed(out_of_memory(exc) or f"{type(exc).__name__}: {exc}"))
+            self.post_message(AnalysisFailed(describe(exc)))
         else:
             self.post_message(AnalysisReady(snap.report, series, live_status=snap.status))
         self.call_from_thread(self._arm)
@@ -118,9 +118,7 @@ class TriageApp(App):
             self.guardrails = dict(a.constraints.guardrails)
             self.store = a.store  # the ledger's DuckDB table goes here too
         except Exception as exc:  # shown in the UI; the app stays up
-            from collectors.store import out_of_memory
-
-            self.post_message(AnalysisFailed(out_of_memory(exc) or f"{type(exc).__name__}: {exc}"))
+            self.post_message(AnalysisFailed(describe(exc)))
             return
         self.post_message(AnalysisReady(report, series))
 

@@ -7,35 +7,37 @@ from pathlib import Path
 from .cli import _listen, emit, parse_duration
 
 
-def _live_session(args):
+def _live_session(args, window_s: float | None = None):
     from analyzers.live import LiveSession
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
-    window_s = parse_duration(args.window)
-    if getattr(args, "out", None):  # capture: the window holds everything recorded
-        window_s = max(window_s, 2 * (parse_duration(args.duration) + parse_duration(args.settle)) + 60)
     return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=window_s, settle_s=parse_duration(args.settle)).start()
+                       window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle)).start()
+
+
+def _finish(session, cmd: str):
+    """The last snapshot of a bounded run (``LiveSession.finish``), saying why it waits."""
+    if session.settle_s:
+        print(f"triage {cmd}: waiting {session.settle_s:g}s for the last traces to complete (--settle)",
+              file=sys.stderr)
+    return session.finish()
 
 
 def cmd_live(args) -> int:
     import time
 
-
     from analyzers.report import exit_code, to_markdown
+    from tui.app import TriageApp
 
+    session = _live_session(args)
     if not args.duration:
-        from tui.app import TriageApp
-
-        session = _live_session(args)
         try:
             TriageApp(paths=[], live=session, refresh_s=parse_duration(args.refresh),
                       source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
         finally:
             session.stop()
         return 0
-    session = _live_session(args)
     try:
         print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
               f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
@@ -45,10 +47,7 @@ def cmd_live(args) -> int:
             time.sleep(max(0.0, min(refresh, end - time.monotonic())))
             if time.monotonic() < end:
                 session.refresh()
-        if session.settle_s:
-            print(f"triage live: waiting {session.settle_s:g}s for the last traces to complete (--settle)",
-                  file=sys.stderr)
-        snap = session.finish()
+        snap = _finish(session, "live")
     finally:
         session.stop()
     settling = snap.status["settling"]
@@ -74,15 +73,14 @@ def cmd_capture(args) -> int:
     if out.exists() and any(out.iterdir()):
         print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
         return 2
-    session = _live_session(args)
+    duration_s = parse_duration(args.duration)
+    # the window holds everything recorded, and the settle period after it
+    session = _live_session(args, max(parse_duration(args.window), 2 * (duration_s + parse_duration(args.settle)) + 60))
     try:
         print(f"triage capture: receiving OTLP on {session.otlp_endpoint or 'off'} for {args.duration}",
               file=sys.stderr)
-        time.sleep(parse_duration(args.duration))
-        if session.settle_s:
-            print(f"triage capture: waiting {session.settle_s:g}s for the last traces to complete (--settle)",
-                  file=sys.stderr)
-        snap = session.finish()  # the traces begun in the duration, each with its late spans
+        time.sleep(duration_s)
+        snap = _finish(session, "capture")  # the traces begun in the duration, each with its late spans
         out.mkdir(parents=True, exist_ok=True)
         n_spans = write_traces(session.store, out / "traces.otlp.jsonl")
         n_samples = write_metrics(session.store, out / "metrics.prom")
