@@ -10,9 +10,8 @@ from pathlib import Path
 
 import requests
 
-from .procs import die_with_parent, wait_ready
 from . import procs
-from .procs import free_port
+from .procs import die_with_parent, free_port, wait_ready
 
 
 def binary() -> str | None:

@@ -156,12 +156,12 @@ def run(p: Plan, apply: bool = True, store=None, progress: Progress | None = Non
             original = tmp / "exported.onnx"
             export(p.source, original)
             feeds = random_feeds(input_spec(original), [tuple(s) for s in p.shapes])
-            failures = run_shapes(original, feeds, p.threads)
+            sess = session(original, p.threads)  # one session of the export, for its shapes and its outputs
+            failures = run_shapes(original, feeds, p.threads, sess=sess)
             if failures:
                 return {"plan": p.to_dict(), "applied": False, "reason": "the export baked a shape",
                         "verification": {"ok": False, "shape_failures": failures}}
             ref = torch_outputs(p.source, feeds)
-            sess = session(original, p.threads)
             diff = max(float(np.max(np.abs(sess.run(None, f)[0] - r))) for f, r in zip(feeds, ref))
             if diff > 1e-3:
                 return {"plan": p.to_dict(), "applied": False, "reason": f"export differs from PyTorch by {diff:.2e}",

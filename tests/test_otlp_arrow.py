@@ -13,7 +13,6 @@ import copy
 import functools
 import json
 import random
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,11 +22,10 @@ from hypothesis import strategies as st
 from collectors import otlp_arrow, otlp_fast
 from collectors.ingest import ingest_paths
 from collectors.store import Store
-from conftest import CAPTURE
+from conftest import CAPTURE, ROOT, need
 
 pytest.importorskip("pyarrow")
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "sample_traces").glob("*/otlp/triton.jsonl"))
 SPAN_ORDER = "ORDER BY ALL"
 
@@ -84,7 +82,7 @@ def test_sdk_samples_give_identical_rows(path):
 
 
 def test_real_triton_capture_gives_identical_rows():
-    files = sorted((CAPTURE / "otlp").glob("*.json"))
+    files = sorted((need(CAPTURE) / "otlp").glob("*.json"))
     chunk = b"".join(f.read_bytes().rstrip(b"\n") + b"\n" for f in files)
     assert chunk.count(b"\n") == len(files)  # one request per file, one line each
     store = _arrow_store(chunk)

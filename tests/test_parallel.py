@@ -11,8 +11,7 @@ import textwrap
 from pathlib import Path
 
 from collectors.parallel import Pool
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 PRELUDE = """
 import io, os, sys

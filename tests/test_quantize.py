@@ -22,18 +22,15 @@ def repo(demo_repo_master, tmp_path, monkeypatch):
     return dst
 
 
-_models = model_files
-
-
 @pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])
 def test_each_mode_is_verified_and_installed_as_a_new_version(repo, mode):
-    before = _models(repo)
+    before = model_files(repo)
     p = plan(str(repo / "clf"), mode, calib=str(repo / "calib.npz"))
     r = run(p, iters=60)
     v = r["verification"]
     assert r["applied"], r.get("reason")
     assert (repo / "clf" / "2" / "model.onnx").exists()
-    assert {k: x for k, x in _models(repo).items() if not k.startswith("2/")} == before  # version 1 untouched
+    assert {k: x for k, x in model_files(repo).items() if not k.startswith("2/")} == before  # version 1 untouched
     assert v["top1_agreement"] >= 0.99 and v["shape_failures"] == []
     assert v["after"]["size_bytes"] < v["before"]["size_bytes"]
     assert v["before"]["p95_ms"] > 0 and v["after"]["throughput_per_s"] > 0
@@ -43,17 +40,17 @@ def test_each_mode_is_verified_and_installed_as_a_new_version(repo, mode):
 
 
 def test_rollback_restores_byte_identical_files(repo, capsys, tmp_path):
-    before = _models(repo)
+    before = model_files(repo)
     db = tmp_path / "ledger.duckdb"
     assert main(["--db", str(db), "quantize", str(repo / "clf"), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert _models(repo) != before
+    assert model_files(repo) != before
     assert main(["--db", str(db), "rollback", out["ledger_id"]]) == 0
     from collectors.store import Store
 
     assert [r[0] for r in Store(db).query("SELECT action FROM remediations ORDER BY ts")] == [
         "quantize", "rollback"]
-    assert _models(repo) == before
+    assert model_files(repo) == before
     assert main(["rollback", out["ledger_id"]]) == 2  # once only
     assert [e["action"] for e in ledger.entries(repo / "clf" / ledger.LEDGER_NAME)] == ["quantize", "rollback"]
 
@@ -82,7 +79,7 @@ def test_reexport_from_torchscript_then_quantize(repo):
 
 
 def test_interrupted_apply_leaves_the_original_intact(repo, monkeypatch):
-    before = _models(repo)
+    before = model_files(repo)
 
     def crash(staging, dst):
         raise KeyboardInterrupt("power cut while installing")
@@ -90,7 +87,7 @@ def test_interrupted_apply_leaves_the_original_intact(repo, monkeypatch):
     monkeypatch.setattr(atomic, "install_dir_atomic", crash)
     with pytest.raises(KeyboardInterrupt):
         run(plan(str(repo / "clf"), "dynamic"), iters=10)
-    assert _models(repo) == before
+    assert model_files(repo) == before
     assert not any(p.name.startswith(".triage-staging") for p in (repo / "clf").iterdir())
     assert ledger.entries() == []
 

@@ -8,13 +8,10 @@ pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real TorchS
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, demo_repo_master):
-    import shutil
-
     from remediations.torchserve import TorchServe
 
     root = tmp_path_factory.mktemp("ts")
-    shutil.copytree(demo_repo_master, root / "demo")
-    model = root / "demo" / "clf" / "1" / "model.onnx"  # what write_repo returns
+    model = demo_repo_master / "clf" / "1" / "model.onnx"  # only read by the archiver
     ts = TorchServe(root / "work").start()
     try:
         mar = ts.archive(model)
