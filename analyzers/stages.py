@@ -125,8 +125,9 @@ WITH a AS (
     SELECT s.*, r.root, r.root_id, r.b, r.e,
            json_extract(s.attrs, '$."gen_ai.latency.time_in_model_forward"') IS NOT NULL AS forward_attr,
            TRY_CAST(json_extract_string(s.attrs, '$."gen_ai.latency.time_in_queue"') AS DOUBLE) AS queue_attr_s,
-           json_extract_string(s.attrs, '$."url.full"') AS url_full,
-           json_extract_string(s.attrs, '$."http.url"') AS http_url
+           -- the call's URL is read for client spans only: nothing else joins on it
+           CASE WHEN s.kind IN (3, 4) THEN json_extract_string(s.attrs, '$."url.full"') END AS url_full,
+           CASE WHEN s.kind IN (3, 4) THEN json_extract_string(s.attrs, '$."http.url"') END AS http_url
     FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
 by_name AS (  -- from the work table, not from a: a used once is streamed, not materialised

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,37 +37,38 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _synced_temp(dst: Path, write):
+    """A temporary file next to ``dst`` holding what ``write(fh)`` wrote, flushed and fsynced; yielded for the
+    caller to move into place, removed whatever happens."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def copy_file_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` atomically; refuses to overwrite an existing ``dst``."""
     dst = Path(dst)
     if dst.exists():
         raise FileExistsError(f"{dst} exists; triage never overwrites")
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            shutil.copyfileobj(fi, fo, 1 << 20)
-            fo.flush()
-            os.fsync(fo.fileno())
+    with open(src, "rb") as fi, _synced_temp(dst, lambda fo: shutil.copyfileobj(fi, fo, 1 << 20)) as tmp:
         os.link(tmp, dst)  # fails if dst appeared meanwhile: never overwrite
         _fsync_dir(dst.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def replace_file(path: Path, data: bytes) -> None:
     """Overwrite ``path`` with ``data`` atomically (the caller keeps the backup): temporary file, fsync,
     rename, fsync of the folder. An interruption leaves the old content."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with _synced_temp(path, lambda fh: fh.write(data)) as tmp:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def install_dir_atomic(staging: Path, dst: Path) -> None:
