@@ -5,33 +5,9 @@ The tail cohort of a route is its requests whose end-to-end latency is >= the ro
 """
 from __future__ import annotations
 
-import functools
-import weakref
-
-from .stages import STAGES
+from .stages import STAGES, per_build
 
 MS = 1e6
-
-# Results computed from the derived tables stay valid until stages.build rebuilds them; every rule and the
-# report ask for the same breakdown, so each is computed once per build.
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def invalidate(store) -> None:
-    """Forget what was computed from the derived tables (stages.build calls this)."""
-    _CACHE.pop(store, None)
-
-
-def per_build(fn):
-    @functools.wraps(fn)
-    def wrapper(store, *args):
-        cache = _CACHE.setdefault(store, {})
-        key = (fn.__name__, args)
-        if key not in cache:
-            cache[key] = fn(store, *args)
-        return cache[key]
-    return wrapper
-
 
 def window(store) -> tuple[int | None, int | None]:
     """(start_ns, end_ns) covered by spans and metric samples."""

@@ -17,6 +17,8 @@ Outputs (rebuilt by ``build``):
 """
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass
 
 from collectors.store import span_key, trace_key
@@ -206,12 +208,26 @@ FROM per_stage p JOIN _st_requests q USING (t, root)
 """
 
 
+# Results computed from the derived tables (latency's breakdowns) stay valid until build() rebuilds them;
+# every rule and the report ask for the same ones, so each is computed once per build.
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def per_build(fn):
+    @functools.wraps(fn)
+    def wrapper(store, *args):
+        cache = _CACHE.setdefault(store, {})
+        key = (fn.__name__, args)
+        if key not in cache:
+            cache[key] = fn(store, *args)
+        return cache[key]
+    return wrapper
+
+
 def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
     """(Re)build span_times, span_roots (a view of it), requests and request_stages from spans and
     span_events."""
-    from .latency import invalidate
-
-    invalidate(store)
+    _CACHE.pop(store, None)
     span_times = _SPAN_TIMES.replace("{name_rules}", _rule_case(rules)).replace(
         "{msc}", MODEL_SERVER_CALL.replace("'", "''"))
     with store.writer() as con:
