@@ -1,23 +1,86 @@
 from __future__ import annotations
 
+import os
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "fixtures"
+# Third-party and recorded fixtures travel with the project (provenance and licences: fixtures/SOURCES.md).
+SHARED = ROOT / "tests" / "fixtures"
 CAPTURE = SHARED / "captures" / "triton-gateway-mixed"
+VLLM_CAPTURE = SHARED / "captures" / "vllm-gateway-mixed"
 SAMPLES = ROOT / "sample_traces"
 
 sys.path.insert(0, str(ROOT))
 
+# Property tests: the suite runs derandomised (the same examples every run, so a failure seen once is seen
+# again); `HYPOTHESIS_PROFILE=fuzz` runs many random examples for a long local hunt.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=40, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, deadline=None, max_examples=5000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def examples(ci_count: int) -> int:
+    """max_examples for a property test: its own count in the suite, the profile's in a longer (fuzz) run."""
+    return max(ci_count, settings().max_examples)
+
 
 def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared fixture not present: {path}")
+    """A bundled fixture; its absence is a broken checkout, so it fails rather than skips."""
+    assert path.exists(), f"bundled fixture missing: {path} (see tests/fixtures/SOURCES.md)"
     return path
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.02):
+    """Poll ``pred()`` until it returns something truthy (which is returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def async_wait_until(pilot, pred, timeout: float, what: str, interval: float = 0.05):
+    """``wait_until`` for Textual pilot tests: lets the app run between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await pilot.pause(interval)
+
+
+def _private(mp: pytest.MonkeyPatch, home: Path) -> None:
+    mp.setenv("TRIAGE_HOME", str(home))
+    mp.setenv("XDG_STATE_HOME", str(home / "xdg-state"))
+    for name in list(os.environ):
+        if name.startswith("TRIAGE_PROMETHEUS_"):
+            mp.delenv(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_session_environment(tmp_path_factory):
+    """Session and module fixtures run before the per-test one below: they get a private home too."""
+    with pytest.MonkeyPatch.context() as mp:
+        _private(mp, tmp_path_factory.mktemp("triage-home-session"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_environment(tmp_path_factory, monkeypatch):
+    """No test writes the user's global ledger or state, or sends the user's Prometheus credentials
+    (TRIAGE_PROMETHEUS_*); each test starts with an empty ledger of its own."""
+    _private(monkeypatch, tmp_path_factory.mktemp("triage-home"))
 
 
 @lru_cache(maxsize=None)

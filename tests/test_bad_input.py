@@ -8,7 +8,7 @@ import pytest
 
 from collectors.ingest import ingest_paths
 from collectors.store import Store
-from conftest import CAPTURE, SHARED, need
+from conftest import CAPTURE, SHARED
 from tui.cli import main
 
 SPAN = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "s", "kind": 2,
@@ -91,7 +91,7 @@ DAMAGEABLE = [
 
 @pytest.mark.parametrize("folder,name", DAMAGEABLE)
 def test_damaged_copy_of_each_fixture_loads_its_good_part(tmp_path, folder, name):
-    src = need(SHARED / folder / name)
+    src = SHARED / folder / name
     _, whole = ingest(src)
     dst = tmp_path / src.name
     _truncate(src, dst)
@@ -105,7 +105,7 @@ def test_damaged_copy_of_each_fixture_loads_its_good_part(tmp_path, folder, name
 
 def test_damaged_copy_of_the_real_capture(tmp_path):
     dst = tmp_path / "capture"
-    shutil.copytree(need(CAPTURE), dst)
+    shutil.copytree(CAPTURE, dst)
     for f in sorted((dst / "otlp").iterdir())[:4]:  # two Triton JSON bodies, two gateway protobuf bodies
         _truncate(f, f, 0.5)
     _, whole = ingest(CAPTURE)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from analyzers.session import analyze
-from conftest import CAPTURE, SAMPLES, analysis_of, need
+from conftest import CAPTURE, SAMPLES, SHARED, analysis_of
 
 
 def _raw_low_load_queue_ms():
     """Queue (QUEUE_START → child COMPUTE_START) of the requests in the capture's first 30 s (phase 1 of the
     load: ~10 req/s), straight from Triton's OTLP JSON."""
     spans = []
-    for f in sorted((need(CAPTURE) / "otlp").glob("*.json")):
+    for f in sorted((CAPTURE / "otlp").glob("*.json")):
         for rs in json.loads(f.read_text())["resourceSpans"]:
             for ss in rs["scopeSpans"]:
                 spans += ss["spans"]
@@ -46,7 +46,7 @@ def _finding(report, rule="batching-window"):
 
 
 def test_fires_on_the_real_capture_with_the_configured_window():
-    f = _finding(analysis_of(str(need(CAPTURE))).report())
+    f = _finding(analysis_of(str(CAPTURE)).report())
     assert f is not None and f["severity"] == "warning"
     ev = f["evidence"]
     assert ev["window_ms"] == 10.0 and "config.pbtxt" in ev["window_source"] and ev["max_batch_size"] == 16
@@ -59,7 +59,7 @@ def test_fires_on_the_real_capture_with_the_configured_window():
 
 def test_window_is_inferred_when_the_config_is_absent(tmp_path):
     cap = tmp_path / "capture"
-    shutil.copytree(need(CAPTURE), cap)
+    shutil.copytree(CAPTURE, cap)
     (cap / "config.pbtxt").unlink()
     f = _finding(analyze([cap]).report())
     assert f is not None and f["evidence"]["window_source"].startswith("inferred")
@@ -69,9 +69,11 @@ def test_window_is_inferred_when_the_config_is_absent(tmp_path):
 def test_quiet_when_the_window_is_not_what_requests_wait_for(tmp_path):
     """Same traffic, but a config whose window (100 ms) is far from the observed 10 ms queue: not this rule."""
     cap = tmp_path / "capture"
-    shutil.copytree(need(CAPTURE), cap)
+    shutil.copytree(CAPTURE, cap)
     cfg = cap / "config.pbtxt"
-    cfg.write_text(cfg.read_text().replace("max_queue_delay_microseconds: 10000", "max_queue_delay_microseconds: 100000"))
+    text = cfg.read_text()
+    assert text.count("max_queue_delay_microseconds: 10000") == 1
+    cfg.write_text(text.replace("max_queue_delay_microseconds: 10000", "max_queue_delay_microseconds: 100000"))
     assert _finding(analyze([cap]).report()) is None
 
 
@@ -82,6 +84,6 @@ def test_quiet_on_contention_queueing_and_other_causes(sample):
 
 
 def test_not_evaluated_without_queue_data():
-    rep = analysis_of(str(need(CAPTURE.parent.parent / "traces" / "otlp_proto_example_trace.json"))).report()
+    rep = analysis_of(str(SHARED / "traces" / "otlp_proto_example_trace.json")).report()
     f = next(f for f in rep["findings"] if f["rule"] == "batching-window")
     assert f["severity"] == "info" and f["summary"].startswith("Not evaluated")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import CAPTURE, ROOT, SAMPLES, need
+from conftest import CAPTURE, ROOT, SAMPLES
 from sample_traces.incidents import INCIDENTS
 from tui.cli import main
 
@@ -46,8 +46,8 @@ def test_json_report_shape(capsys):
 def test_exit_codes():
     assert run_cli("report", SAMPLES / "slow-tokenizer", "--fail-on", "warning")[0] == 1
     assert run_cli("report", SAMPLES / "slow-tokenizer", "--fail-on", "critical")[0] == 1
-    assert run_cli("report", need(CAPTURE), "--fail-on", "warning")[0] == 1  # the batching window
-    assert run_cli("report", need(CAPTURE), "--fail-on", "critical")[0] == 0
+    assert run_cli("report", CAPTURE, "--fail-on", "warning")[0] == 1  # the batching window
+    assert run_cli("report", CAPTURE, "--fail-on", "critical")[0] == 0
     assert run_cli("report", SAMPLES / "healthy", "--fail-on", "warning")[0] == 0
     rc, _, err = run_cli("report", "/nonexistent/capture")
     assert rc == 2 and "no such file" in err
@@ -95,7 +95,7 @@ def test_preliminary_analysis_arrives_before_the_end(tmp_path):
     from analyzers.session import analyze
 
     seen = []
-    final = analyze([need(CAPTURE)], preliminary=lambda a, frac: seen.append(
+    final = analyze([CAPTURE], preliminary=lambda a, frac: seen.append(
         (frac, a.store.scalar("SELECT count(*) FROM spans"), [f.rule for f in a.findings])),
         preliminary_after_s=0.0)
     assert len(seen) == 1

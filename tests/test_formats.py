@@ -10,7 +10,7 @@ import zstandard
 
 from collectors.ingest import ingest_paths
 from collectors.store import Store
-from conftest import CAPTURE, SHARED, need
+from conftest import CAPTURE, SHARED
 
 TRACES = SHARED / "traces"
 METRICS = SHARED / "metrics"
@@ -36,7 +36,7 @@ def _otlp_count(doc):
 @pytest.mark.parametrize("name", ["otlp_proto_example_trace.json", "otlp2jaeger-in.otlp.json",
                                   "otlp_jaeger_api_v3_anyvalues.json"])
 def test_otlp_json_fixtures(name):
-    path = need(TRACES / name)
+    path = TRACES / name
     store, res = ingest(path)
     assert res.spans == _otlp_count(json.loads(path.read_text())) > 0
     assert fmt_of(store, path) == "otlp-json"
@@ -44,7 +44,7 @@ def test_otlp_json_fixtures(name):
 
 
 def test_jaeger_ui_download():
-    path = need(TRACES / "jaeger_ui_genai_trace.json")
+    path = TRACES / "jaeger_ui_genai_trace.json"
     doc = json.loads(path.read_text())
     store, res = ingest(path)
     assert fmt_of(store, path) == "jaeger-json"
@@ -60,14 +60,14 @@ def test_jaeger_ui_download():
 
 def test_jaeger_api_and_otlp_of_the_same_trace_agree():
     """The Jaeger fixture is the Jaeger API rendering of the OTLP fixture: same ids, names, timings."""
-    a, _ = ingest(need(TRACES / "otlp2jaeger-in.otlp.json"))
-    b, res = ingest(need(TRACES / "otlp2jaeger-out.jaeger_api.json"))
+    a, _ = ingest(TRACES / "otlp2jaeger-in.otlp.json")
+    b, res = ingest(TRACES / "otlp2jaeger-out.jaeger_api.json")
     q = "SELECT trace_id, span_id, parent_span_id, name, start_ns // 1000, duration_ns // 1000 FROM spans ORDER BY span_id"
     assert res.spans > 0 and a.query(q) == b.query(q)
 
 
 def test_zipkin_shared_spans_become_client_server_pairs():
-    path = need(TRACES / "zipkin_v2_yelp_real.json")
+    path = TRACES / "zipkin_v2_yelp_real.json"
     doc = json.loads(path.read_text())
     store, res = ingest(path)
     assert fmt_of(store, path) == "zipkin-json"
@@ -86,7 +86,7 @@ def test_zipkin_shared_spans_become_client_server_pairs():
 
 
 def test_zipkin_clock_skew_is_reported_and_clipped():
-    path = need(TRACES / "zipkin_v2_clock_skew.json")
+    path = TRACES / "zipkin_v2_clock_skew.json"
     store, res = ingest(path)
     assert res.spans == 4
     assert any("clock skew" in p["message"] for p in res.problems.items)
@@ -97,7 +97,7 @@ def test_zipkin_clock_skew_is_reported_and_clipped():
 
 
 def test_tempo_base64_ids(tmp_path):
-    doc = json.loads(need(TRACES / "otlp_proto_example_trace.json").read_text())
+    doc = json.loads((TRACES / "otlp_proto_example_trace.json").read_text())
     hex_ids = []
     for rs in doc["resourceSpans"]:
         for ss in rs["scopeSpans"]:
@@ -113,7 +113,7 @@ def test_tempo_base64_ids(tmp_path):
 
 
 def _capture_bodies(n=3):
-    return [f.read_bytes() for f in sorted(need(CAPTURE / "otlp").glob("*.pb"))[:n]]
+    return [f.read_bytes() for f in sorted((CAPTURE / "otlp").glob("*.pb"))[:n]]
 
 
 def _proto_count(body):
@@ -174,7 +174,8 @@ def _independent_sample_count(text):
                and _SAMPLE_LINE.match(line.strip()))
 
 
-PROM_FILES = sorted(p.relative_to(METRICS).as_posix() for p in METRICS.rglob("*.prom")) if METRICS.exists() else []
+PROM_FILES = sorted(p.relative_to(METRICS).as_posix() for p in METRICS.rglob("*.prom"))
+assert len(PROM_FILES) == 6, PROM_FILES  # bundled: three documented examples, three real scrapes
 
 
 @pytest.mark.parametrize("rel", PROM_FILES)
@@ -191,7 +192,7 @@ def test_every_prometheus_fixture(rel):
 
 
 def test_non_telemetry_fixtures_are_skipped_with_a_reason():
-    store, res = ingest(need(METRICS))
+    store, res = ingest(METRICS)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in res.skipped}
     assert {"dcgm-exporter_grafana_dashboard.json", "tgi_grafana.json", "triton_k8s-onprem_grafana_dashboard.json",
             "dcgm-exporter_default-counters.csv", "torchserve_default_metrics.yaml"} <= set(reasons)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from collectors import otlp_arrow, otlp_fast
 from collectors.ingest import ingest_paths
 from collectors.store import Store
-from conftest import CAPTURE, ROOT, need
+from conftest import CAPTURE, ROOT, examples
 
 pytest.importorskip("pyarrow")
 
@@ -82,7 +82,7 @@ def test_sdk_samples_give_identical_rows(path):
 
 
 def test_real_triton_capture_gives_identical_rows():
-    files = sorted((need(CAPTURE) / "otlp").glob("*.json"))
+    files = sorted((CAPTURE / "otlp").glob("*.json"))
     chunk = b"".join(f.read_bytes().rstrip(b"\n") + b"\n" for f in files)
     assert chunk.count(b"\n") == len(files)  # one request per file, one line each
     store = _arrow_store(chunk)
@@ -258,7 +258,7 @@ def _edited_is_refused_or_identical(path: tuple, value) -> None:
     event("taken" if _same(chunk, must_fit=False) else "refused")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), value=JSON_VALUES)
 def test_mutated_lines_are_refused_or_identical(seed, value):
     """Replace one node of a real line (anywhere in the tree) with an arbitrary JSON value: the Arrow path
@@ -285,7 +285,7 @@ def _leaves(doc):
             yield path
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), text=TRICKY_TEXT, as_number=st.booleans())
 def test_edited_values_are_refused_or_identical(seed, text, as_number):
     """Replace one scalar of a real line (an id, a time, a kind, an attribute value or key...) with a tricky

@@ -4,7 +4,7 @@ import orjson
 
 from collectors.ingest import IngestResult, ingest_file, ingest_paths
 from collectors.store import Store
-from conftest import SHARED, need
+from conftest import SHARED
 
 SPAN = {"traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174", "name": "tokenize",
         "kind": 1, "startTimeUnixNano": 1544712660000000000, "endTimeUnixNano": "1544712661000000000",
@@ -83,7 +83,7 @@ def test_unknown_and_empty_files_are_skipped_with_a_reason(tmp_path):
 def test_shared_otlp_json_fixtures_counted_independently(tmp_path):
     import json
 
-    folder = need(SHARED / "traces")
+    folder = SHARED / "traces"
     for name in ("otlp_proto_example_trace.json", "otlp2jaeger-in.otlp.json", "otlp_jaeger_api_v3_anyvalues.json"):
         doc = json.loads((folder / name).read_text())
         doc = doc.get("result", doc)

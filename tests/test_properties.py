@@ -10,26 +10,24 @@ from hypothesis import strategies as st
 from collectors.ingest import IngestResult, ingest_file
 from collectors.parallel import Pool
 from collectors.store import Store
-from conftest import CAPTURE, SHARED
+from conftest import CAPTURE, SHARED, examples
 
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("TRIAGE_HYPOTHESIS_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomised in the suite, many random examples with HYPOTHESIS_PROFILE=fuzz (tests/conftest.py)
+SETTINGS = settings(max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _seeds():
     out = {}
     for name in ("otlp_proto_example_trace.json", "jaeger_ui_genai_trace.json", "zipkin_v2_yelp_real.json"):
-        p = SHARED / "traces" / name
-        if p.exists():
-            out[name] = p.read_bytes()
-    if CAPTURE.exists():
-        out["body.pb"] = next(iter(sorted((CAPTURE / "otlp").glob("*.pb")))).read_bytes()
-        out["metrics.prom"] = (CAPTURE / "metrics.prom").read_bytes()[:4000]
-        out["lines.jsonl"] = (CAPTURE / "otlp" / "00000-v1_traces.json").read_bytes()[:20000]
+        out[name] = (SHARED / "traces" / name).read_bytes()
+    out["body.pb"] = sorted((CAPTURE / "otlp").glob("*.pb"))[0].read_bytes()
+    out["metrics.prom"] = (CAPTURE / "metrics.prom").read_bytes()[:4000]
+    out["lines.jsonl"] = (CAPTURE / "otlp" / "00000-v1_traces.json").read_bytes()[:20000]
     out["api.json"] = orjson.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
         {"metric": {"__name__": "x"}, "values": [[1, "1"], [2, "2"]]}]}})
-    body = out.get("body.pb", b"")
+    body = out["body.pb"]
     out["framed.binpb"] = struct.pack(">I", len(body)) + body
-    out["gz.json.gz"] = gzip.compress(out.get("otlp_proto_example_trace.json", b"{}"))
+    out["gz.json.gz"] = gzip.compress(out["otlp_proto_example_trace.json"])
     return out
 
 
@@ -41,8 +39,14 @@ def _run(tmp_path, name, data):
     p = tmp_path / name
     p.write_bytes(data)
     res = IngestResult()
-    ingest_file(Store(), p, res, POOL)  # must not raise
-    assert res.spans >= 0 and res.samples >= 0
+    store = Store()
+    ingest_file(store, p, res, POOL)  # must not raise
+    # accounted for: read (its row in `inputs` says what it gave) or skipped with a reason, never both or neither
+    assert (res.files, len(res.skipped)) in ((1, 0), (0, 1)), (res.files, res.skipped)
+    assert all(s["path"] == str(p) and s["reason"] for s in res.skipped)
+    assert store.query("SELECT spans, samples, problems FROM inputs") == (
+        [(res.spans, res.samples, res.problems.count)] if res.files else [])
+    assert all(x["path"] in (str(p), "(capture)") for x in res.problems.items)
     return res
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import CAPTURE, need
+from conftest import CAPTURE
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,6 @@ def raw():
     """Spans straight from the raw files, with no triage code involved."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    need(CAPTURE)
     spans = []
     for f in sorted((CAPTURE / "otlp").iterdir()):
         if f.suffix == ".json":

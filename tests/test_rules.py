@@ -6,7 +6,7 @@ import pytest
 from analyzers.constraints import Constraints
 from analyzers import engine
 from analyzers.rules import BY_ID, RULES
-from conftest import CAPTURE, SAMPLES, SHARED, analysis_of, need, rules_of
+from conftest import CAPTURE, SAMPLES, SHARED, analysis_of, rules_of
 
 
 def findings(path, rule_id):
@@ -38,12 +38,12 @@ def test_preprocessing_share_positive():
 
 @pytest.mark.parametrize("where", ["capture", "overload"])
 def test_preprocessing_share_negative(where):
-    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    path = CAPTURE if where == "capture" else SAMPLES / where
     assert firing(path, "preprocessing-share") == []
 
 
 def test_preprocessing_share_not_evaluated_without_preprocess_spans():
-    [f] = findings(need(SHARED / "traces" / "otlp_proto_example_trace.json"), "preprocessing-share")
+    [f] = findings(SHARED / "traces" / "otlp_proto_example_trace.json", "preprocessing-share")
     assert f["severity"] == "info" and f["summary"].startswith("Not evaluated")
 
 
@@ -73,7 +73,7 @@ def test_gpu_underutilized_negative_when_gpu_is_busy():
 
 
 def test_gpu_underutilized_not_evaluated_without_gpu_metrics():
-    [f] = findings(need(CAPTURE), "gpu-underutilized")
+    [f] = findings(CAPTURE, "gpu-underutilized")
     assert f["severity"] == "info" and "no GPU utilization metrics" in f["summary"]
 
 
@@ -90,7 +90,7 @@ def test_queueing_growth_positive():
 def test_queueing_growth_negative(where):
     """Real capture: rate x5 but queue flat at the batch window. gpu-idle: steady load (queue is high but not
     growing). slow-tokenizer: no queueing to speak of."""
-    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    path = CAPTURE if where == "capture" else SAMPLES / where
     assert firing(path, "queueing-growth") == []
 
 
@@ -100,21 +100,20 @@ def test_retry_spiral_positive_and_ranked_above_its_symptom():
     rep = analysis_of(str(SAMPLES / "retry-storm")).report()
     [f] = [x for x in rep["findings"] if x["rule"] == "retry-spiral"]
     assert f["evidence"]["amplification"] > 1.5 and f["evidence"]["retries"] > 0
-    ranked = rules_of(rep)
-    assert ranked[0] == "retry-spiral"
-    if "queueing-growth" in ranked:
-        q = next(x for x in rep["findings"] if x["rule"] == "queueing-growth")
-        assert q["evidence"]["likely_caused_by"]["rule"] == "retry-spiral"
+    # the retries' added load is what queues: the symptom fires too, ranked below its cause, and says so
+    assert rules_of(rep) == ["retry-spiral", "queueing-growth"]
+    [q] = [x for x in rep["findings"] if x["rule"] == "queueing-growth"]
+    assert q["evidence"]["likely_caused_by"]["rule"] == "retry-spiral"
 
 
 @pytest.mark.parametrize("where", ["capture", "overload"])
 def test_retry_spiral_negative(where):
-    path = need(CAPTURE) if where == "capture" else SAMPLES / where
+    path = CAPTURE if where == "capture" else SAMPLES / where
     assert firing(path, "retry-spiral") == []
 
 
 def test_retry_spiral_not_evaluated_without_client_spans():
-    [f] = findings(need(SHARED / "traces" / "otlp_proto_example_trace.json"), "retry-spiral")
+    [f] = findings(SHARED / "traces" / "otlp_proto_example_trace.json", "retry-spiral")
     assert f["severity"] == "info" and "no CLIENT spans" in f["summary"]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from analyzers.constraints import Constraints
 from analyzers.session import analyze
-from conftest import CAPTURE, SAMPLES, analysis_of, need
+from conftest import CAPTURE, SAMPLES, analysis_of
 from sample_traces.generate import generate
 from sample_traces.incidents import INCIDENTS
 
@@ -139,7 +139,7 @@ def test_memory_pressure_from_oom_errors(tmp_path):
 
 
 def test_memory_pressure_not_evaluated_without_data():
-    assert not_evaluated(analysis_of(str(need(CAPTURE))).report(), "memory-pressure")
+    assert not_evaluated(analysis_of(str(CAPTURE)).report(), "memory-pressure")
 
 
 # -- throttling -------------------------------------------------------------------------------------
