@@ -2,7 +2,7 @@
 import pytest
 from textual.widgets import DataTable, Static
 
-from conftest import SAMPLES, model_files
+from conftest import SAMPLES, async_wait_until, model_files
 from tui.app import TriageApp
 from tui.screens.findings import FindingsScreen
 from tui.screens.help import HelpScreen
@@ -56,8 +56,9 @@ async def test_keyboard_navigation_and_help():
         await pilot.press("o")
         assert isinstance(app.screen, OverviewScreen)
         await pilot.press("right_square_bracket")  # one route: stays put, no error
+        assert app.return_code is None  # still running
         await pilot.press("q")
-    assert app.return_code in (0, None)
+        assert app.return_code == 0  # q asked the app to exit, cleanly (None: it did not)
 
 
 async def test_unreadable_input_keeps_the_ui_up(tmp_path):
@@ -95,6 +96,26 @@ async def test_progress_arrives_as_messages_while_the_worker_runs():
     assert seen and seen[-1][0] == seen[-1][1] > 0
 
 
+class CountedRefreshes(TriageApp):
+    """Counts the live refreshes armed (``set_timer``) and fired, to see when none is pending."""
+
+    armed = fired = 0
+
+    def set_timer(self, delay, callback=None, **kw):
+        if callback != self.live_refresh:
+            return super().set_timer(delay, callback, **kw)
+        self.armed += 1
+
+        def fire():
+            self.fired += 1
+            callback()
+
+        return super().set_timer(delay, fire, **kw)
+
+    def refreshes_pending(self) -> bool:
+        return self.armed != self.fired or any(w.group == "live" and not w.is_finished for w in self.workers)
+
+
 async def test_live_mode_refreshes_pauses_and_scrubs():
     from analyzers.constraints import Constraints
     from analyzers.live import LiveSession
@@ -102,25 +123,24 @@ async def test_live_mode_refreshes_pauses_and_scrubs():
 
     live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0).start()
     try:
-        app = TriageApp(paths=[], live=live, refresh_s=0.3, source_title="live")
+        app = CountedRefreshes(paths=[], live=live, refresh_s=0.3, source_title="live")
+        summary = lambda: str(app.screen.query_one("#summary", Static).render())  # noqa: E731
         async with app.run_test(size=(80, 24)) as pilot:
             _emit_queued_requests(live.otlp_endpoint, n=30)
-            for _ in range(50):
-                await pilot.pause(0.1)
-                if "30 requests" in str(app.screen.query_one("#summary", Static).render()):
-                    break
-            summary = str(app.screen.query_one("#summary", Static).render())
-            assert "30 requests" in summary and "LIVE" in summary and "prometheus off" in summary
+            await async_wait_until(pilot, lambda: "30 requests" in summary(), 20, "the 30 requests on the overview")
+            assert "LIVE" in summary() and "prometheus off" in summary()
+            assert app.armed >= 1  # refreshes come from the timer, one after another
             await pilot.press("p")
             assert app.paused
-            await pilot.pause(0.5)
-            n = len(live.snapshots)
-            await pilot.pause(0.7)
-            assert len(live.snapshots) == n  # paused: no refresh runs
+            # the refresh under way (if any) finishes, and arms no other: nothing is left to run while paused
+            await async_wait_until(pilot, lambda: not app.refreshes_pending(), 20, "no live refresh pending")
+            n, armed = len(live.snapshots), app.armed
             await pilot.press("comma")
-            assert "snapshot" in str(app.screen.query_one("#summary", Static).render())
+            assert "snapshot" in summary()
+            assert len(live.snapshots) == n and app.armed == armed  # scrubbing shows old snapshots, runs none
             await pilot.press("p")
             assert not app.paused
+            await async_wait_until(pilot, lambda: len(live.snapshots) > n, 20, "a refresh after resuming")
             await pilot.press("q")
         # the session belongs to its caller: `triage demo` still has to stop the gateway, whose last spans go
         # to this receiver (stopped first, the gateway's exporter retried for 10 s on quit)
@@ -150,14 +170,13 @@ async def test_budget_and_scorecard_screen(tmp_path):
         assert scores == sorted(scores, reverse=True) and card.get_row_at(0)[5] == "preprocessing-share"
 
 
-async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatch, demo_repo_master):
+async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, demo_repo_master):
     """A finding whose candidates include quantization: a → preview → y → worker → before/after card;
     u rolls back; the model repository ends byte-identical."""
     import shutil
 
     from tui.screens.remediate import PreviewScreen, ResultScreen
 
-    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
     repo = tmp_path / "repo"
     shutil.copytree(demo_repo_master, repo)
     before = model_files(repo)
@@ -176,19 +195,13 @@ async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, monkeypatc
         await pilot.pause()
         assert "new version 2" in str(app.screen.query_one(Static).render())
         await pilot.press("y")
-        for _ in range(300):
-            await pilot.pause(0.1)
-            if isinstance(app.screen, ResultScreen) and app.screen.query(Static):
-                break
-        assert isinstance(app.screen, ResultScreen)
+        await async_wait_until(pilot, lambda: isinstance(app.screen, ResultScreen) and app.screen.query(Static),
+                               120, "the result card of the quantization")
         card = str(app.screen.query_one(Static).render())
         assert "Applied" in card and "p95 ms" in card and (repo / "clf" / "2" / "model.onnx").exists()
         await pilot.press("escape")
         await pilot.press("u")
-        for _ in range(50):
-            await pilot.pause(0.1)
-            if not (repo / "clf" / "2").exists():
-                break
+        await async_wait_until(pilot, lambda: not (repo / "clf" / "2").exists(), 30, "the rollback of version 2")
     assert model_files(repo) == before
 
 
