@@ -1,8 +1,10 @@
 """Live mode against real servers started here on loopback: a Prometheus (Debian package) scraping a
 test target or backfilled with promtool, and the OTLP receiver fed by the real opentelemetry-sdk exporter."""
 import json
+import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +15,7 @@ from analyzers.constraints import Constraints
 from analyzers.live import LiveSession
 from collectors.prometheus import Credentials, PrometheusError, PrometheusSource
 from collectors.store import Store
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, wait_until
 from promserver import PROMTOOL, Prometheus, Target, free_port, need_prometheus
 
 
@@ -46,11 +48,18 @@ def idle_gpu_prometheus(tmp_path_factory):
     prom = Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[tgt.target.address])
     try:
         prom.wait_for_series("DCGM_FI_DEV_GPU_UTIL")
-        time.sleep(2.5)  # a few scrapes, so that range queries ending now see data
+        # a few scrapes, so that range queries ending now see data
+        wait_until(lambda: _points_in_last_minute(prom.url, "DCGM_FI_DEV_GPU_UTIL") >= 3, 30,
+                   "three scrapes of the idle-GPU target")
         yield prom
     finally:
         prom.stop()
         tgt.target.stop()
+
+
+def _points_in_last_minute(url: str, metric: str) -> int:
+    r = requests.get(f"{url}/api/v1/query", params={"query": f"count_over_time({metric}[1m])"}, timeout=5).json()
+    return int(float(r["data"]["result"][0]["value"][1])) if r["data"]["result"] else 0
 
 
 def _emit_queued_requests(endpoint: str, n: int = 120, between=None):
@@ -102,28 +111,66 @@ def _emit_queued_requests(endpoint: str, n: int = 120, between=None):
     return 4 * n
 
 
-def _wait_for_receiver(port: int) -> str:
-    """The endpoint of a receiver another process is starting, once it accepts connections."""
-    endpoint = f"http://127.0.0.1:{port}/v1/traces"
-    for _ in range(100):
-        try:
-            requests.post(endpoint, data=b"", headers={"Content-Type": "text/plain"}, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    return endpoint
+class Child:
+    """A `triage` command in a child process; what it says on stderr is read as it comes, to wait on."""
+
+    def __init__(self, args, out_path):
+        self.out_path = out_path
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=ROOT, stdout=out,
+                                         stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    def said(self, pattern: str, timeout: float = 60) -> re.Match:
+        """The first stderr line matching ``pattern``, once it has been printed."""
+        def seen():
+            found = next((m for line in list(self.lines) if (m := re.search(pattern, line))), None)
+            if found is None and self.proc.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"exited with {self.proc.returncode} without saying {pattern!r}: {self.err}")
+            return found
+        return wait_until(seen, timeout, f"{pattern!r} on the stderr of {self.proc.args[3:5]}")
+
+    def wait(self, timeout: float = 60) -> tuple[int, str]:
+        rc = self.proc.wait(timeout)
+        self._reader.join(10)
+        return rc, self.out_path.read_text()
+
+    @property
+    def err(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
-def test_live_headless_reports_the_right_finding(idle_gpu_prometheus):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}", "--prometheus",
-         idle_gpu_prometheus.url, "--window", "5m", "--refresh", "2s", "--settle", "3s", "--for", "12s", "--format", "json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    endpoint = _wait_for_receiver(port)
-    sent = _emit_queued_requests(endpoint)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+@pytest.fixture
+def child(tmp_path):
+    """Start `triage` commands (``child(*args)``); any still running when the test ends is killed."""
+    made = []
+
+    def start(*args):
+        made.append(Child(args, tmp_path / f"child{len(made)}.stdout"))
+        return made[-1]
+
+    yield start
+    for c in made:
+        c.kill()
+
+
+RECEIVING = r"receiving OTLP on (http://\S+/v1/traces)"
+
+
+def test_live_headless_reports_the_right_finding(idle_gpu_prometheus, child):
+    proc = child("live", "--otlp-listen", "127.0.0.1:0", "--prometheus", idle_gpu_prometheus.url, "--window", "5m",
+                 "--refresh", "2s", "--settle", "3s", "--for", "12s", "--format", "json")
+    sent = _emit_queued_requests(proc.said(RECEIVING).group(1))
+    rc, out = proc.wait()
+    assert rc == 0, proc.err
     rep = json.loads(out)
     assert rep["inputs"]["spans"] == sent
     assert rep["findings"][0]["rule"] == "gpu-underutilized", rep["findings"][0]
@@ -209,26 +256,44 @@ def target():
     ("down", "unreachable"), ("slow", "did not answer in time"), ("5xx", "503"), ("garbage", "not Prometheus JSON"),
 ])
 def test_prometheus_faults_become_clear_errors(case, expect, target):
+    gave_up = threading.Event()
     if case == "down":
         src = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     else:
         def respond(h):
             if case == "slow":
-                time.sleep(3)
+                assert gave_up.wait(30), "the client never gave up"  # answers only after the client's timeout
                 return 200, b"{}", {}
             if case == "5xx":
                 return 503, b"overloaded", {}
             return 200, b"<html>proxy login</html>", {"Content-Type": "text/html"}
         src = PrometheusSource(target(respond).url, timeout_s=1)
-    with pytest.raises(PrometheusError) as exc:
-        src.present_metrics()
+    try:
+        with pytest.raises(PrometheusError) as exc:
+            src.present_metrics()
+    finally:
+        gave_up.set()
     assert expect in str(exc.value)
+
+
+class ArrivalClock:
+    """The receiver's arrival clock (``Receiver.clock``, monotonic ns), injected: it moves only when told."""
+
+    def __init__(self):
+        self.ns = time.monotonic_ns()
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += int(seconds * 1e9)
 
 
 def test_a_trace_is_analysed_once_its_late_spans_have_arrived():
     """The gateway exports first, Triton later (as their batch exporters do): until the trace has settled it is
     held back, because analysed without Triton's spans every request would look as if it never queued."""
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=1.5).start()
+    clock = s._receiver.clock = ArrivalClock()
     early = {}
 
     def before_triton():
@@ -236,10 +301,12 @@ def test_a_trace_is_analysed_once_its_late_spans_have_arrived():
 
     try:
         _emit_queued_requests(s.otlp_endpoint, n=30, between=before_triton)
-        arrived = time.monotonic()
         snap = s.refresh()
         assert snap.report["inputs"]["spans"] == 0 and snap.status["settling"]["spans"] == 120
-        time.sleep(max(0.0, arrived + 1.6 - time.monotonic()))
+        clock.advance(1.4)
+        snap = s.refresh()
+        assert snap.report["inputs"]["spans"] == 0 and snap.status["settling"]["spans"] == 120  # not quite settled
+        clock.advance(0.2)
         snap = s.refresh()
     finally:
         s.stop()
@@ -266,22 +333,26 @@ def test_stopping_a_live_session_keeps_what_was_still_settling():
 def test_a_bounded_run_reports_the_traces_begun_in_it():
     """``finish()`` (``triage live --for``) waits one settle period for the traces begun so far, and leaves out
     the ones begun during that wait."""
-    import threading
+    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0.5).start()
+    read_clock, late = s._receiver.clock, {}
+    finishing = threading.get_ident()
 
-    s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=2.0).start()
+    def clock():
+        """finish() reads the arrival clock for its cut, then waits: the late traffic comes right after the cut."""
+        cut = read_clock()
+        if threading.get_ident() == finishing and "sent" not in late:
+            late["sent"] = _emit_queued_requests(s.otlp_endpoint, n=5)
+        return cut
+
     try:
         before = _emit_queued_requests(s.otlp_endpoint, n=20)
-        done = {}
-        finisher = threading.Thread(target=lambda: done.update(snap=s.finish()))
-        finisher.start()
-        time.sleep(0.3)
-        after = _emit_queued_requests(s.otlp_endpoint, n=5)
-        finisher.join()
+        s._receiver.clock = clock
+        snap = s.finish()
     finally:
         s.stop()
-    snap = done["snap"]
+    assert late, "finish() took no cut from the receiver's clock"
     assert snap.report["inputs"]["spans"] == before == 80
-    assert snap.status["settling"]["spans"] == after == 20
+    assert snap.status["settling"]["spans"] == late["sent"] == 20
 
 
 def test_settle_must_fit_the_window():
@@ -293,7 +364,7 @@ def test_settle_must_fit_the_window():
 
 
 def test_a_bounded_run_that_received_nothing_exits_2():
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{free_port()}",
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", "127.0.0.1:0",
                           "--settle", "0", "--for", "1s", "--format", "json"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
@@ -400,23 +471,18 @@ def test_live_capture_replay_gives_the_same_findings(tmp_path, idle_gpu_promethe
     assert replay["inputs"]["spans"] == live.report["inputs"]["spans"]
 
 
-def test_capture_command_writes_a_replayable_folder(tmp_path):
-    port = free_port()
+def test_capture_command_writes_a_replayable_folder(tmp_path, child):
     out = tmp_path / "cap"
     cons = tmp_path / "triage.toml"
     cons.write_text("[slo]\np95_ms = 50\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "4s", "--settle", "3s",
-         "--otlp-listen", f"127.0.0.1:{port}", "--constraints", str(cons)], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    endpoint = _wait_for_receiver(port)
-    ready = time.monotonic()
-    # the gateway's spans arrive within the 4 s, Triton's just after (its exporter's last batch): the capture
-    # waits --settle for them, so its traces are whole
-    sent = _emit_queued_requests(endpoint, n=25, between=lambda: time.sleep(max(0.0, ready + 4.8 - time.monotonic())))
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "waiting 3s for the last traces" in err
+    proc = child("capture", "--out", str(out), "--for", "4s", "--settle", "3s", "--otlp-listen", "127.0.0.1:0",
+                 "--constraints", str(cons))
+    endpoint = proc.said(RECEIVING).group(1)
+    # the gateway's spans arrive within the 4 s, Triton's only once the 4 s are over (its exporter's last
+    # batch): the capture waits --settle for them, so its traces are whole
+    sent = _emit_queued_requests(endpoint, n=25, between=lambda: proc.said("waiting 3s for the last traces"))
+    rc, _ = proc.wait()
+    assert rc == 0, proc.err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "traces.otlp.jsonl", "triage.toml"]
     rep = subprocess.run([sys.executable, "-m", "tui.cli", "report", str(out), "--format", "json"], cwd=ROOT,
                          capture_output=True, text=True)
