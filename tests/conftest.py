@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 # Property tests: the suite runs derandomised (the same examples every run, so a failure seen once is seen
 # again); `HYPOTHESIS_PROFILE=fuzz` runs many random examples for a long local hunt.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=40, print_blob=True)
-settings.register_profile("fuzz", derandomize=False, deadline=None, max_examples=5000, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, deadline=None, max_examples=2000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
