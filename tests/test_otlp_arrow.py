@@ -24,7 +24,7 @@ from collectors.ingest import ingest_paths
 from collectors.store import Store
 from conftest import CAPTURE, ROOT, examples
 
-pytest.importorskip("pyarrow")
+assert otlp_arrow.available(), "pyarrow is a dependency of triage (pyproject.toml): these tests never skip"
 
 SAMPLES = sorted((ROOT / "sample_traces").glob("*/otlp/triton.jsonl"))
 SPAN_ORDER = "ORDER BY ALL"
