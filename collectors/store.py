@@ -51,9 +51,12 @@ CREATE TABLE IF NOT EXISTS model_configs (
     path VARCHAR, model VARCHAR, text VARCHAR   -- Triton config.pbtxt files found in a capture
 );
 CREATE TABLE IF NOT EXISTS inputs (
-    path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT
+    path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT,
+    complete BOOLEAN DEFAULT true   -- false from the start of a file's load until its last row is written
 );
+ALTER TABLE inputs ADD COLUMN IF NOT EXISTS complete BOOLEAN DEFAULT true;  -- stores written before the marker
 """
+
 
 # Integer keys for joins on ids (two integers compare much faster than two 16- or 32-character strings).
 # Ids in the store are lowercase hex, as every reader normalises them; anything else is hashed.
@@ -71,6 +74,10 @@ SPAN_COLUMNS = (
     "peer", "input_size", "attributes", "resource", "source",
 )
 EVENT_COLUMNS = ("trace_id", "span_id", "name", "ts_ns", "attributes")
+# What each table of a triage store must have (a DuckDB file with other tables of these names is not one).
+_EXPECTED = {"spans": set(SPAN_COLUMNS), "span_events": set(EVENT_COLUMNS),
+             "samples": {"ts_ms", "metric", "labels", "value", "source"}, "model_configs": {"path", "model", "text"},
+             "inputs": {"path", "format", "spans", "samples", "problems", "complete"}}
 
 _INT_COLUMNS = {"kind", "start_ns", "end_ns", "duration_ns", "status_code", "http_status", "resend_count",
                 "input_size", "ts_ns", "ts_ms"}
@@ -132,6 +139,22 @@ def out_of_memory(exc: BaseException) -> str | None:
             f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
 
 
+class StoreError(ValueError):
+    """A --db file that cannot be used: held by another process, not a DuckDB database, damaged, or not
+    a triage store. The message names the file."""
+
+
+def _open_error(path: str, exc: BaseException) -> StoreError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "lock" in msg.lower():
+        pid = re.search(r"PID (\d+)", msg)
+        who = f"another triage (or another DuckDB program, PID {pid.group(1)})" if pid else "another triage"
+        return StoreError(f"{path}: {who} holds this database open; wait for it to finish, or use another --db")
+    if "not a valid DuckDB database" in msg:
+        return StoreError(f"{path}: not a DuckDB database (is --db pointing at the wrong file?)")
+    return StoreError(f"{path}: cannot open the database (damaged or truncated?): {msg}")
+
+
 def describe(exc: BaseException) -> str:
     """An error as the user should read it: what to change when it is the memory limit."""
     return out_of_memory(exc) or f"{type(exc).__name__}: {exc}"
@@ -144,8 +167,13 @@ class Store:
         limit = memory_limit_bytes(memory_limit())  # a bad TRIAGE_MEMORY_LIMIT fails before anything is opened
         self.path = str(path) if path else ":memory:"
         if path:
+            if Path(path).is_dir():
+                raise StoreError(f"{path}: is a folder; --db takes a database file")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(self.path)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as exc:
+            raise _open_error(self.path, exc) from None
         # DuckDB checkpoints (and compresses) every 16 MiB of writes by default, and each checkpoint costs in
         # proportion to everything stored so far: loading 1M spans spent 2 of its 3 insert seconds there.
         # One checkpoint per GiB keeps bulk loads linear; a file store is checkpointed after each ingest.
@@ -158,7 +186,25 @@ class Store:
         spill = str(self.spill_dir / "duckdb").replace("'", "''")
         self._con.execute(f"SET temp_directory = '{spill}'")
         self._lock = threading.Lock()
-        self._con.execute(SCHEMA)
+        try:
+            self._con.execute(SCHEMA)
+            self._check_tables()
+        except (duckdb.Error, StoreError) as exc:
+            self._con.close()
+            self._cleanup()
+            raise exc if isinstance(exc, StoreError) else _open_error(self.path, exc) from None
+
+    def _check_tables(self) -> None:
+        rows = self._con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                 "WHERE table_schema = 'main' AND table_catalog = current_database()").fetchall()
+        have: dict[str, set] = {}
+        for table, column in rows:
+            have.setdefault(table, set()).add(column)
+        for table, columns in _EXPECTED.items():
+            missing = columns - have.get(table, set())
+            if missing:
+                raise StoreError(f"{self.path}: a DuckDB database, but not a triage store (table {table} lacks "
+                                 f"{', '.join(sorted(missing))})")
 
     # -- readers -------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -219,6 +265,37 @@ class Store:
                 self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
+
+    # -- per-input load markers (a --db store that a killed ingest left half-written) --------------------------
+    def begin_input(self, path: str) -> dict | None:
+        """Mark ``path`` as being loaded (its ``inputs`` row, incomplete until ``complete_input``). When an
+        earlier load of it never completed (the process was killed), first remove what that load wrote and
+        return how much that was, so nothing is counted twice."""
+        with self.transaction() as con:
+            removed = None
+            if con.execute("SELECT count(*) FROM inputs WHERE path = ? AND NOT complete", [path]).fetchone()[0]:
+                removed = {"path": path,
+                           "spans": con.execute("SELECT count(*) FROM spans WHERE source = ?", [path]).fetchone()[0],
+                           "samples": con.execute("SELECT count(*) FROM samples WHERE source = ?", [path]).fetchone()[0]}
+                # events carry no source: those of this input's spans go, unless another input has the same span
+                con.execute("DELETE FROM span_events e USING spans s WHERE s.source = ? AND e.trace_id = s.trace_id "
+                            "AND e.span_id = s.span_id AND NOT EXISTS (SELECT 1 FROM spans o WHERE o.source <> ? "
+                            "AND o.trace_id = e.trace_id AND o.span_id = e.span_id)", [path, path])
+                con.execute("DELETE FROM spans WHERE source = ?", [path])
+                con.execute("DELETE FROM samples WHERE source = ?", [path])
+                con.execute("DELETE FROM model_configs WHERE path = ?", [path])
+                con.execute("DELETE FROM inputs WHERE path = ?", [path])
+            con.execute("INSERT INTO inputs (path, complete) VALUES (?, false)", [path])
+        return removed
+
+    def complete_input(self, path: str, fmt: str, spans: int, samples: int, problems: int) -> None:
+        """The load of ``path`` wrote its last row."""
+        self.execute("UPDATE inputs SET format = ?, spans = ?, samples = ?, problems = ?, complete = true "
+                     "WHERE path = ? AND NOT complete", [fmt, spans, samples, problems, path])
+
+    def has_input(self, path: str) -> bool:
+        """Whether ``path`` was loaded completely into this store before."""
+        return bool(self.scalar("SELECT count(*) FROM inputs WHERE path = ? AND complete", [path]))
 
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:
