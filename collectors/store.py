@@ -195,6 +195,13 @@ class Store:
             raise exc if isinstance(exc, StoreError) else _open_error(self.path, exc) from None
 
     def _check_tables(self) -> None:
+        if self.path != ":memory:":  # a file cut short (copied while written, disk full) lacks blocks it lists
+            block_size, blocks = self._con.execute(
+                "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+            ).fetchone()
+            if os.path.getsize(self.path) < block_size * blocks:
+                raise StoreError(f"{self.path}: the database is truncated ({os.path.getsize(self.path):,} bytes, its "
+                                 f"index lists {block_size * blocks:,}); damaged or truncated, cannot be read")
         rows = self._con.execute("SELECT table_name, column_name FROM information_schema.columns "
                                  "WHERE table_schema = 'main' AND table_catalog = current_database()").fetchall()
         have: dict[str, set] = {}

@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"triage: {out_of_memory(exc)}", file=sys.stderr)
         return 2
-    except duckdb.Error as exc:  # a --db file damaged past what opening it checks
-        where = f"{args.db}: " if args.db else ""
+    except duckdb.IOException as exc:  # a --db file damaged past what opening it checks
+        where = f"{args.db}: damaged or truncated? " if args.db else ""
         print(f"triage: {where}database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
