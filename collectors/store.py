@@ -186,6 +186,7 @@ class Store:
         spill = str(self.spill_dir / "duckdb").replace("'", "''")
         self._con.execute(f"SET temp_directory = '{spill}'")
         self._lock = threading.Lock()
+        self._inputs: dict[str, bool] | None = None  # path → loaded completely (see begin_input)
         try:
             self._con.execute(SCHEMA)
             self._check_tables()
@@ -274,13 +275,26 @@ class Store:
             self._con.execute("COMMIT")
 
     # -- per-input load markers (a --db store that a killed ingest left half-written) --------------------------
+    # A file store writes an input's ``inputs`` row incomplete before its first row and completes it after its
+    # last; an in-memory store, which a killed process takes with it, writes the row once, complete. Which
+    # inputs the store holds is read once and then kept here (one writer per store: the file is locked).
+    def _inputs_state(self) -> dict[str, bool]:
+        if self._inputs is None:
+            self._inputs = {p: bool(c) for p, c in self.query("SELECT path, complete FROM inputs")}
+        return self._inputs
+
+    def has_input(self, path: str) -> bool:
+        """Whether ``path`` was loaded completely into this store before."""
+        return self._inputs_state().get(path) is True
+
     def begin_input(self, path: str) -> dict | None:
-        """Mark ``path`` as being loaded (its ``inputs`` row, incomplete until ``complete_input``). When an
-        earlier load of it never completed (the process was killed), first remove what that load wrote and
-        return how much that was, so nothing is counted twice."""
-        with self.transaction() as con:
-            removed = None
-            if con.execute("SELECT count(*) FROM inputs WHERE path = ? AND NOT complete", [path]).fetchone()[0]:
+        """Mark ``path`` as being loaded (until ``complete_input``). When an earlier load of it never completed
+        (the process was killed), first remove what that load wrote and return how much that was, so nothing
+        is counted twice."""
+        state = self._inputs_state()
+        removed = None
+        if state.get(path) is False:
+            with self.transaction() as con:
                 removed = {"path": path,
                            "spans": con.execute("SELECT count(*) FROM spans WHERE source = ?", [path]).fetchone()[0],
                            "samples": con.execute("SELECT count(*) FROM samples WHERE source = ?", [path]).fetchone()[0]}
@@ -292,17 +306,20 @@ class Store:
                 con.execute("DELETE FROM samples WHERE source = ?", [path])
                 con.execute("DELETE FROM model_configs WHERE path = ?", [path])
                 con.execute("DELETE FROM inputs WHERE path = ?", [path])
-            con.execute("INSERT INTO inputs (path, complete) VALUES (?, false)", [path])
+        if self.path != ":memory:":
+            self.execute("INSERT INTO inputs (path, complete) VALUES (?, false)", [path])
+        state[path] = False
         return removed
 
     def complete_input(self, path: str, fmt: str, spans: int, samples: int, problems: int) -> None:
         """The load of ``path`` wrote its last row."""
-        self.execute("UPDATE inputs SET format = ?, spans = ?, samples = ?, problems = ?, complete = true "
-                     "WHERE path = ? AND NOT complete", [fmt, spans, samples, problems, path])
-
-    def has_input(self, path: str) -> bool:
-        """Whether ``path`` was loaded completely into this store before."""
-        return bool(self.scalar("SELECT count(*) FROM inputs WHERE path = ? AND complete", [path]))
+        if self.path == ":memory:":
+            self.execute("INSERT INTO inputs (path, format, spans, samples, problems, complete) "
+                         "VALUES (?, ?, ?, ?, ?, true)", [path, fmt, spans, samples, problems])
+        else:
+            self.execute("UPDATE inputs SET format = ?, spans = ?, samples = ?, problems = ?, complete = true "
+                         "WHERE path = ? AND NOT complete", [fmt, spans, samples, problems, path])
+        self._inputs_state()[path] = True
 
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:
