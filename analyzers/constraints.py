@@ -213,7 +213,7 @@ class _Errors:
             line = self.lines.get(key[:n])
             if line:
                 break
-        return ConstraintsError(f"{self.path}:{line or 1}: {_dotted(key)}: {msg}")
+        return ConstraintsError(f"{self.path}{f':{line}' if line else ''}: {_dotted(key)}: {msg}")
 
 
 def load(path: str | Path, known_rules: dict[str, dict] | None = None,
