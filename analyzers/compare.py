@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constraints import Constraints
+from .markdown import md
 
 QUANTILES = {"p50": 50, "p95": 95, "p99": 99}
 
@@ -78,10 +79,10 @@ def to_markdown(result: dict) -> str:
         slo = ""
         if "slo" in e:
             slo = f"{'met' if e['slo']['met_before'] else 'missed'} → {'met' if e['slo']['met_after'] else 'missed'}"
-        lines.append(f"| {route} | {b['p50_ms']:.1f} → {a['p50_ms']:.1f} | {b['p95_ms']:.1f} → {a['p95_ms']:.1f} | "
+        lines.append(f"| {md(route)} | {b['p50_ms']:.1f} → {a['p50_ms']:.1f} | {b['p95_ms']:.1f} → {a['p95_ms']:.1f} | "
                      f"{b['p99_ms']:.1f} → {a['p99_ms']:.1f} | {c['pct']:+.1f}% [{c['ci_ms'][0]:+.1f}, {c['ci_ms'][1]:+.1f}] ms"
                      f" | **{e['verdict']}** | {slo} |")
     for key, label in (("only_before", "only before"), ("only_after", "only after")):
         if result[key]:
-            lines.append(f"\nRoutes {label}: {', '.join(result[key])}")
+            lines.append(f"\nRoutes {label}: {', '.join(md(r) for r in result[key])}")
     return "\n".join(lines) + "\n"

@@ -1,10 +1,16 @@
 """The service's constraints (``triage.toml``): SLOs, latency budget, cost, guardrails, scorecard weights,
 stage overrides and rule threshold overrides. Defaults apply when the file is absent.
 
-Validation: an unknown key or a wrong type is a ``ConstraintsError`` naming the key and its line.
+Validation: every key has a type and a valid range from what it means (a latency is > 0 ms, an error rate
+is in [0, 1), a share in [0, 1], ...; ``nan`` and ``inf`` are never accepted). Anything else (an unknown
+key, a wrong type, a value out of range, a file that is not UTF-8 or not TOML) is a ``ConstraintsError``
+naming the file, the key and its line. Values are read with ``tomllib``; a key's line comes from
+``key_lines``, a small scan that follows ``[table]`` / ``[[array]]`` headers and dotted keys, so a key is
+found in its own section even when another section has a key of the same name.
 """
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -13,17 +19,81 @@ from pathlib import Path
 from .stages import STAGES, StageRule
 
 FILENAME = "triage.toml"
-NUM = (int, float)
 
-SCHEMA: dict[str, dict[str, tuple]] = {
-    "slo": {"p50_ms": NUM, "p95_ms": NUM, "p99_ms": NUM, "error_rate": NUM, "window": (str,), "owner": (str,)},
-    "budget": {"total_ms": NUM, "headroom_ms": NUM, "owner": (str,), **{f"{s}_ms": NUM for s in STAGES}},
-    "cost": {"cap_per_1000_calls": NUM, "accelerator_price_per_hour": NUM, "accelerators": NUM,
-             "currency": (str,), "owner": (str,)},
-    "guardrails": {"max_accuracy_drop": NUM, "min_top1_agreement": NUM, "max_abs_diff": NUM,
-                   "max_error_rate": NUM, "owner": (str,)},
-    "scorecard": {"impact": NUM, "feasibility": NUM, "risk": NUM},
+
+@dataclass(frozen=True)
+class Spec:
+    """A key's type and valid range: a finite number in [lo, hi] (``lo_open``/``hi_open`` exclude the
+    bound), a whole number when ``whole``, or text when ``text``."""
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    whole: bool = False
+    text: bool = False
+
+    def check(self, v, unit: str | None = None) -> str | None:
+        """None when ``v`` is valid, else what is wrong with it (``unit``: what the number measures)."""
+        if self.text:
+            return None if isinstance(v, str) else f"expected text, got {_kind(v)}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"expected a number, got {_kind(v)}"
+        if not math.isfinite(v):
+            return f"expected a finite number, got {v}"
+        if self.whole and v != int(v):
+            return f"expected a whole number, got {v}"
+        below = v <= self.lo if self.lo_open else v < self.lo
+        above = v >= self.hi if self.hi_open else v > self.hi
+        if below or above:
+            return f"{v} is out of range (must be {self.describe()}{', a ' + unit if unit else ''})"
+        return None
+
+    def describe(self) -> str:
+        if self.lo == -math.inf and self.hi == math.inf:
+            return "a finite number"
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+def _kind(v) -> str:
+    return {bool: "a boolean", str: "text", dict: "a table", list: "an array"}.get(type(v), type(v).__name__)
+
+
+TEXT = Spec(text=True)
+LATENCY = Spec(0, lo_open=True)           # a latency objective or budget total: > 0 ms
+STAGE_MS = Spec(0)                        # a stage's share of the budget may be 0 ms
+RATE = Spec(0, 1, hi_open=True)           # an error rate: [0, 1) (1 would allow every request to fail)
+FRACTION = Spec(0, 1)
+POSITIVE = Spec(0, lo_open=True)
+NONNEGATIVE = Spec(0)
+
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "slo": {"p50_ms": LATENCY, "p95_ms": LATENCY, "p99_ms": LATENCY, "error_rate": RATE, "window": TEXT,
+            "owner": TEXT},
+    "budget": {"total_ms": LATENCY, "headroom_ms": STAGE_MS, "owner": TEXT, **{f"{s}_ms": STAGE_MS for s in STAGES}},
+    "cost": {"cap_per_1000_calls": POSITIVE, "accelerator_price_per_hour": NONNEGATIVE, "accelerators": POSITIVE,
+             "currency": TEXT, "owner": TEXT},
+    "guardrails": {"max_accuracy_drop": FRACTION, "min_top1_agreement": FRACTION, "max_abs_diff": NONNEGATIVE,
+                   "max_error_rate": FRACTION, "owner": TEXT},
+    "scorecard": {"impact": FRACTION, "feasibility": FRACTION, "risk": FRACTION},
 }
+
+# A rule threshold's range follows its unit (analyzers/rule.py ``Threshold.unit``); counts whose default is a
+# whole number must stay whole.
+UNIT_SPECS: dict[str, Spec] = {
+    "fraction": FRACTION,
+    "ratio": POSITIVE, "x budget": POSITIVE, "attempts/call": POSITIVE, "variance/mean": POSITIVE,
+    "Spearman rho": Spec(-1, 1),
+    "ms": NONNEGATIVE, "s": NONNEGATIVE, "requests": NONNEGATIVE, "buckets": Spec(1),
+}
+
+
+def threshold_spec(unit: str | None, default) -> Spec:
+    spec = UNIT_SPECS.get(unit or "", Spec())
+    if isinstance(default, int) and not isinstance(default, bool):
+        spec = Spec(spec.lo, spec.hi, spec.lo_open, spec.hi_open, whole=True)
+    return spec
 
 
 class ConstraintsError(ValueError):
@@ -45,62 +115,177 @@ class Constraints:
         return self.rules.get(rule_id, {}).get(name, default)
 
 
-def _line_of(text: str, key: str) -> int | None:
-    pat = re.compile(r"^\s*(\[\s*)?(\"?)" + re.escape(key.split(".")[-1]) + r"\2\s*(=|\])", re.M)
-    m = pat.search(text)
-    return text.count("\n", 0, m.start()) + 1 if m else None
+# -- where a key is written ------------------------------------------------------------------------------
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$")
+_ASSIGN = re.compile(rf"^\s*({_DOTTED})\s*=")
 
 
-def _err(text: str, path: str, key: str, msg: str) -> ConstraintsError:
-    line = _line_of(text, key)
-    return ConstraintsError(f"{path}:{line or '?'}: {key}: {msg}")
+def _key_path(raw: str) -> tuple[str, ...] | None:
+    """A dotted key as TOML reads it (quotes and escapes resolved by tomllib itself)."""
+    try:
+        node = tomllib.loads(f"{raw} = 0")
+    except tomllib.TOMLDecodeError:
+        return None
+    path: list[str] = []
+    while isinstance(node, dict) and len(node) == 1:
+        (k, node), = node.items()
+        path.append(k)
+    return tuple(path)
 
 
-def load(path: str | Path, known_rules: dict[str, dict] | None = None) -> Constraints:
-    """Parse and validate a triage.toml. ``known_rules`` maps rule id → its default thresholds."""
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Each table and key of a TOML document, as its full path, mapped to the (first) line that defines it.
+    Lines inside multi-line strings and multi-line arrays are not taken for keys or headers."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    in_string: str | None = None   # the delimiter of an open multi-line string
+    depth = 0                      # open brackets of a multi-line value
+    for no, line in enumerate(text.splitlines(), 1):
+        if in_string:
+            if in_string in line:
+                in_string = None
+            continue
+        if depth == 0:
+            m = _HEADER.match(line)
+            if m:
+                path = _key_path(m.group(2))
+                if path is not None:
+                    table = path
+                    for i in range(1, len(path) + 1):  # [a.b] also defines a
+                        lines.setdefault(path[:i], no)
+                continue
+            m = _ASSIGN.match(line)
+            if m:
+                path = _key_path(m.group(1))
+                if path is not None:
+                    for i in range(1, len(path) + 1):  # a.b.c = 1 also defines a and a.b
+                        lines.setdefault(table + path[:i], no)
+                rest = line[m.end():]
+            else:
+                rest = line
+        else:
+            rest = line
+        depth, in_string = _scan_value(rest, depth)
+    return lines
+
+
+def _scan_value(s: str, depth: int) -> tuple[int, str | None]:
+    """Bracket depth after ``s`` (strings and comments skipped), and an opened multi-line string's delimiter."""
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "#":
+            break
+        if s.startswith('"""', i) or s.startswith("'''", i):
+            delim = s[i:i + 3]
+            end = s.find(delim, i + 3)
+            if end < 0:
+                return depth, delim
+            i = end + 3
+            continue
+        if c in "\"'":
+            end = i + 1
+            while end < len(s) and s[end] != c:
+                end += 2 if (c == '"' and s[end] == "\\") else 1
+            i = end + 1
+            continue
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth, None
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else '"' + p.replace('"', '\\"') + '"' for p in path)
+
+
+class _Errors:
+    def __init__(self, path: str, text: str):
+        self.path, self.lines = path, key_lines(text)
+
+    def __call__(self, key: tuple[str, ...], msg: str) -> ConstraintsError:
+        line = None
+        for n in range(len(key), 0, -1):  # the key's own line, else the nearest table or inline table holding it
+            line = self.lines.get(key[:n])
+            if line:
+                break
+        return ConstraintsError(f"{self.path}{f':{line}' if line else ''}: {_dotted(key)}: {msg}")
+
+
+def load(path: str | Path, known_rules: dict[str, dict] | None = None,
+         rule_units: dict[str, dict[str, str]] | None = None) -> Constraints:
+    """Parse and validate a triage.toml. ``known_rules`` maps rule id → its default thresholds,
+    ``rule_units`` rule id → threshold → unit (for the valid range; defaults to the rule registry's)."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConstraintsError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConstraintsError(f"{p}:{line}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                               f"TOML files are UTF-8") from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConstraintsError(f"{p}: {exc}") from exc
+    err = _Errors(str(p), text)
+    if rule_units is None and known_rules is not None:
+        rule_units = _registry_units()
     c = Constraints(path=str(p))
     for section, value in doc.items():
+        if section not in (*SCHEMA, "stages", "rules"):
+            raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, stages, rules)")
+        if not isinstance(value, dict):
+            raise err((section,), f"must be a table ([{section}]), got {_kind(value)}")
         if section in SCHEMA:
-            if not isinstance(value, dict):
-                raise _err(text, str(p), section, "must be a table")
             for k, v in value.items():
-                allowed = SCHEMA[section].get(k)
-                if allowed is None:
-                    raise _err(text, str(p), f"{section}.{k}", f"unknown key (allowed: {', '.join(SCHEMA[section])})")
-                if not isinstance(v, allowed) or isinstance(v, bool):
-                    raise _err(text, str(p), f"{section}.{k}", f"expected {allowed[0].__name__}, got {type(v).__name__}")
+                spec = SCHEMA[section].get(k)
+                if spec is None:
+                    raise err((section, k), f"unknown key (allowed: {', '.join(SCHEMA[section])})")
+                problem = spec.check(v)
+                if problem:
+                    raise err((section, k), problem)
             getattr(c, section).update(value)
         elif section == "stages":
             rules = []
             for pattern, stage in value.items():
-                if stage not in STAGES:
-                    raise _err(text, str(p), f"stages.{pattern}", f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+                if not isinstance(stage, str) or stage not in STAGES:
+                    raise err((section, pattern), f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise _err(text, str(p), f"stages.{pattern}", f"invalid pattern: {exc}") from exc
+                    raise err((section, pattern), f"invalid pattern: {exc}") from exc
                 rules.append(StageRule(pattern.lower(), stage))
             c.stage_rules = tuple(rules)
-        elif section == "rules":
+        else:
             for rid, overrides in value.items():
                 if known_rules is not None and rid not in known_rules:
-                    raise _err(text, str(p), f"rules.{rid}", f"unknown rule (known: {', '.join(sorted(known_rules))})")
+                    raise err((section, rid), f"unknown rule (known: {', '.join(sorted(known_rules))})")
+                if not isinstance(overrides, dict):
+                    raise err((section, rid), f"must be a table of thresholds ([rules.{rid}]), got {_kind(overrides)}")
+                defaults = (known_rules or {}).get(rid, {})
                 for k, v in overrides.items():
-                    defaults = (known_rules or {}).get(rid, {})
                     if known_rules is not None and k not in defaults:
-                        raise _err(text, str(p), f"rules.{rid}.{k}", f"unknown threshold (known: {', '.join(defaults)})")
-                    if not isinstance(v, NUM) or isinstance(v, bool):
-                        raise _err(text, str(p), f"rules.{rid}.{k}", f"expected a number, got {type(v).__name__}")
+                        raise err((section, rid, k), f"unknown threshold (known: {', '.join(defaults)})")
+                    unit = (rule_units or {}).get(rid, {}).get(k)
+                    problem = threshold_spec(unit, defaults.get(k)).check(v, unit)
+                    if problem:
+                        raise err((section, rid, k), problem)
                 c.rules[rid] = dict(overrides)
-        else:
-            raise _err(text, str(p), section, "unknown section (allowed: slo, budget, cost, guardrails, scorecard, stages, rules)")
     return c
+
+
+def _registry_units() -> dict[str, dict[str, str]]:
+    from .rules import RULES  # the registry imports this module
+
+    return {r.id: {k: t.unit for k, t in r.thresholds.items()} for r in RULES}
 
 
 def find(paths: list[str | Path], explicit: str | Path | None, known_rules: dict[str, dict] | None = None) -> Constraints:

@@ -51,8 +51,8 @@ def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
     for rule in rules:
         try:
             findings.extend(rule.run(ctx))
-        except Exception as exc:  # one broken rule must not hide the others' findings
-            findings.append(Finding(rule=rule.id, severity="info", title=f"{rule.title}: rule failed",
+        except Exception as exc:  # one broken rule must not hide the others' findings, nor pass a gate
+            findings.append(Finding(rule=rule.id, severity="error", title=f"{rule.title}: rule failed",
                                     summary=f"The rule raised {type(exc).__name__}: {exc}",
                                     evidence={"traceback": traceback.format_exc(limit=3)}, evaluated=False))
     return relate(findings)

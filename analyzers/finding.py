@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+# error: the rule itself raised, so its question went unanswered; shown before everything else
+SEVERITY_RANK = {"error": 0, "critical": 1, "warning": 2, "info": 3}
 
 
 @dataclass
 class Finding:
     rule: str
-    severity: str                 # critical | warning | info
+    severity: str                 # error (the rule raised) | critical | warning | info
     title: str
     summary: str                  # one sentence, with numbers
     scope: dict = field(default_factory=dict)

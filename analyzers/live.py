@@ -43,6 +43,7 @@ class LiveSession:
     window_s: float = 900.0
     settle_s: float = 10.0
     history: int = 120
+    db: str | None = None     # --db: keep everything received in this store file (collectors/archive.py)
     store: Store = field(default_factory=Store)
     snapshots: deque = field(default_factory=deque)
     prometheus_state: str = "off"
@@ -50,12 +51,18 @@ class LiveSession:
     _source: PrometheusSource | None = None
     _backoff_s: float = 0.0
     _next_prom_try: float = 0.0
+    _archive: object = None
 
     def start(self) -> "LiveSession":
         if not 0 <= self.settle_s < self.window_s / 2:
             raise ValueError(f"settle time {self.settle_s:g}s must be under half the {self.window_s:g}s window, "
                              f"or traces would leave the window before they are analysed")
         self.snapshots = deque(maxlen=self.history)
+        if self.db:
+            from collectors.archive import Archive
+
+            self._archive = Archive(self.store, self.db, f"live:{self.listen[0]}:{self.listen[1]}" if self.listen
+                                    else "live")
         if self.listen:
             self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True).start()
         if self.prometheus_url:
@@ -74,6 +81,9 @@ class LiveSession:
             self._receiver.stop()
             self._receiver.promote()  # everything acknowledged ends up in the store, settled or not
             self._receiver = None
+        if self._archive:
+            self._archive.close()  # and in the --db file
+            self._archive = None
 
     @property
     def otlp_endpoint(self) -> str | None:
@@ -104,6 +114,8 @@ class LiveSession:
         if self._receiver and promote:
             self._receiver.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
         cutoff_ns = int(start.timestamp() * 1e9)
+        if self._archive:
+            self._archive.keep_before(cutoff_ns)  # what leaves the window stays in the --db file
         self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
         self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])
         self.store.execute("DELETE FROM samples WHERE ts_ms < ?", [cutoff_ns // 1_000_000])

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 from . import latency
 from .finding import Finding
+from .markdown import md
 
 VERSION = 1
 
@@ -26,6 +27,8 @@ def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
             "samples": int(store.scalar("SELECT count(*) FROM samples") or 0),
             "files": ingest.files,
             "skipped": ingest.skipped,
+            "reloaded": getattr(ingest, "reloaded", []),
+            "incomplete": incomplete_inputs(store),
             "problems": {"count": ingest.problems.count, "items": ingest.problems.items},
         },
         "latency": latency.route_latency(store),
@@ -42,26 +45,43 @@ def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
     return rep
 
 
+def incomplete_inputs(store) -> list[dict]:
+    """Inputs whose load into the store has not completed: interrupted (a --db that a killed run left), or
+    still loading (an early report). What they wrote so far is in the figures."""
+    return [{"path": p, "spans": int(n or 0)} for p, n in store.query(
+        "SELECT i.path, (SELECT count(*) FROM spans s WHERE s.source = i.path) FROM inputs i "
+        "WHERE NOT i.complete ORDER BY i.path")]
+
+
 def worst_severity(report: dict) -> str | None:
     sev = [f["severity"] for f in report["findings"]]
-    for s in ("critical", "warning", "info"):
+    for s in ("error", "critical", "warning", "info"):
         if s in sev:
             return s
     return None
 
 
+def failed_rules(report: dict) -> list[dict]:
+    """Findings of rules that raised (severity ``error``): the analysis is incomplete."""
+    return [f for f in report["findings"] if f["severity"] == "error"]
+
+
 def exit_code(report: dict, fail_on: str | None) -> int:
+    """1 when a rule failed (whatever ``fail_on`` says: a check that did not run cannot pass a gate), or a
+    finding is at/above ``fail_on``; else 0."""
+    if failed_rules(report):
+        return 1
     if not fail_on:
         return 0
     levels = {"critical": ("critical",), "warning": ("critical", "warning")}[fail_on]
     return 1 if any(f["severity"] in levels for f in report["findings"]) else 0
 
 
-_ICON = {"critical": "🔴", "warning": "🟠", "info": "ℹ️"}
+_ICON = {"error": "⛔", "critical": "🔴", "warning": "🟠", "info": "ℹ️"}
 
 
 def to_markdown(report: dict) -> str:
-    lines = [f"## triage report — {report['window']['start']} → {report['window']['end']}", ""]
+    lines = [f"## triage report — {md(report['window']['start'])} → {md(report['window']['end'])}", ""]
     inp = report["inputs"]
     lines.append(f"Inputs: {inp['files']} files, {inp['spans']:,} spans in {inp['traces']:,} traces, "
                  f"{inp['samples']:,} metric samples.")
@@ -70,38 +90,48 @@ def to_markdown(report: dict) -> str:
     lines.append("### Findings")
     if not actionable:
         lines.append("No warning or critical findings.")
+    # a rule that raised comes first: the report is incomplete, whatever else it says
+    actionable.sort(key=lambda f: f["severity"] != "error")
     for i, f in enumerate(actionable, 1):
-        lines.append(f"{i}. {_ICON[f['severity']]} **{f['severity'].upper()} `{f['rule']}`** — {f['summary']}")
+        lines.append(f"{i}. {_ICON.get(f['severity'], '')} **{f['severity'].upper()} `{f['rule']}`** — "
+                     f"{md(f['summary'])}")
         ex = f["evidence"].get("exemplar_trace_ids")
         if ex:
-            lines.append(f"   - exemplar traces: {', '.join(f'`{t}`' for t in ex)}")
+            lines.append(f"   - exemplar traces: {', '.join(md(t) for t in ex)}")
         if f["remediations"]:
             fix = f["remediations"][0]
-            lines.append(f"   - suggested fix: **{fix['title']}** (score {fix['score']:.1f}; impact {fix['impact']}, "
+            lines.append(f"   - suggested fix: **{md(fix['title'])}** (score {fix['score']:.1f}; impact {fix['impact']}, "
                          f"feasibility {fix['feasibility']}, risk {fix['risk']})")
     info = [f for f in report["findings"] if f["severity"] == "info"]
     if info:
         lines.append("")
-        lines.append("Not evaluated / informational: " + "; ".join(f"`{f['rule']}` — {f['summary']}" for f in info))
+        lines.append("Not evaluated / informational: " + "; ".join(f"`{f['rule']}` — {md(f['summary'])}" for f in info))
     lines += ["", "### Latency", "", "| route | requests | p50 ms | p95 ms | p99 ms | errors |",
               "|---|---:|---:|---:|---:|---:|"]
     for route, d in report["latency"].items():
-        lines.append(f"| {route} | {d['requests']:,} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} | {d['p99_ms']:.1f} | "
+        lines.append(f"| {md(route)} | {d['requests']:,} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} | {d['p99_ms']:.1f} | "
                      f"{d['error_rate']:.2%} |")
     for route, st in report["stages"].items():
-        lines += ["", f"### Where p95 goes — {route}", "", "| stage | share of p95 tail | p50 ms | p95 ms |",
+        lines += ["", f"### Where p95 goes — {md(route)}", "", "| stage | share of p95 tail | p50 ms | p95 ms |",
                   "|---|---:|---:|---:|"]
         for stage, d in sorted(st.items(), key=lambda kv: -kv[1]["p95_share"]):
-            lines.append(f"| {stage} | {d['p95_share']:.0%} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} |")
+            lines.append(f"| {md(stage)} | {d['p95_share']:.0%} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} |")
     for route, rows in report.get("budget", {}).items():
-        lines += ["", f"### Latency budget — {route}", "", "| stage | budget ms | p95 ms | headroom ms |",
+        lines += ["", f"### Latency budget — {md(route)}", "", "| stage | budget ms | p95 ms | headroom ms |",
                   "|---|---:|---:|---:|"]
         for stage, r in rows.items():
             flag = " ⚠" if r["over"] else ""
-            lines.append(f"| {stage} | {r['budget_ms']:.0f} | {r['p95_ms']:.1f} | {r['headroom_ms']:+.1f}{flag} |")
+            lines.append(f"| {md(stage)} | {r['budget_ms']:.0f} | {r['p95_ms']:.1f} | {r['headroom_ms']:+.1f}{flag} |")
     if inp["skipped"]:
-        lines += ["", "### Skipped inputs"] + [f"- `{s['path']}`: {s['reason']}" for s in inp["skipped"]]
+        lines += ["", "### Skipped inputs"] + [f"- {md(s['path'])}: {md(s['reason'])}" for s in inp["skipped"]]
+    if inp.get("reloaded"):
+        lines += ["", "### Reloaded inputs"] + [
+            f"- {md(r['path'])}: {md(r['reason'])} ({r['spans']:,} spans, {r['samples']:,} samples removed)"
+            for r in inp["reloaded"]]
+    if inp.get("incomplete"):
+        lines += ["", "### Incomplete inputs (load interrupted or still running)"] + [
+            f"- {md(r['path'])}: {r['spans']:,} spans so far; run triage on it again to reload it" for r in inp["incomplete"]]
     if inp["problems"]["count"]:
         lines += ["", f"### Input problems ({inp['problems']['count']})"]
-        lines += [f"- `{p['path']}` {p['where']}: {p['message']}" for p in inp["problems"]["items"][:50]]
+        lines += [f"- {md(p['path'])} {md(p['where'])}: {md(p['message'])}" for p in inp["problems"]["items"][:50]]
     return "\n".join(lines) + "\n"

@@ -53,7 +53,7 @@ def analyze(paths: list[str | Path], db: str | None = None, constraints_file: st
                 and store.scalar("SELECT count(*) FROM spans")):
             fired = True
             engine.prepare(store, cons)
-            early = IngestResult(files=store.scalar("SELECT count(*) FROM inputs"))
+            early = IngestResult(files=store.scalar("SELECT count(*) FROM inputs WHERE complete"))
             preliminary(Analysis(store, cons, early, engine.run_rules(store, cons)), done / total)
 
     result = ingest_paths(store, paths, on_progress if (progress or preliminary) else None)

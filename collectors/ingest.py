@@ -34,6 +34,7 @@ class IngestResult:
     skipped: list[dict] = field(default_factory=list)
     problems: Problems = field(default_factory=Problems)
     paths: list[str] = field(default_factory=list)
+    reloaded: list[dict] = field(default_factory=list)  # inputs whose earlier load (--db) was interrupted
 
 
 def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -81,7 +82,7 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
     if path.name in _IGNORED_NAMES or path.suffix.lower() in _IGNORED_SUFFIXES:
         result.skipped.append({"path": src_name, "reason": f"not telemetry ({path.suffix or path.name})"})
         return
-    if store.scalar("SELECT count(*) FROM inputs WHERE path = ?", [src_name]):
+    if store.has_input(src_name):
         result.skipped.append({"path": src_name, "reason": "already in the store (--db)"})
         return
     try:
@@ -102,6 +103,10 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
             result.skipped.append({"path": src_name, "reason": reason})
             return
         before = result.problems.count
+        earlier = store.begin_input(src_name)  # the input's marker; completed below, after its last row
+        if earlier:
+            result.reloaded.append({**earlier, "reason": "an earlier load into this --db was interrupted; "
+                                                          "what it wrote was removed and the file loaded again"})
         spans, samples = _read(store, src, fmt, result.problems, pool,
                                (lambda: tick(src.position())) if tick else None)
         for err in src.errors:
@@ -111,8 +116,7 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
         result.samples += samples
         result.paths.append(src_name)
         label = f"{fmt}+{src.compression}" if src.compression else fmt
-        store.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
-                      [src_name, label, spans, samples, result.problems.count - before])
+        store.complete_input(src_name, label, spans, samples, result.problems.count - before)
     finally:
         src.close()
         if own_pool:

@@ -51,9 +51,12 @@ CREATE TABLE IF NOT EXISTS model_configs (
     path VARCHAR, model VARCHAR, text VARCHAR   -- Triton config.pbtxt files found in a capture
 );
 CREATE TABLE IF NOT EXISTS inputs (
-    path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT
+    path VARCHAR, format VARCHAR, spans BIGINT, samples BIGINT, problems BIGINT,
+    complete BOOLEAN DEFAULT true   -- false from the start of a file's load until its last row is written
 );
+ALTER TABLE inputs ADD COLUMN IF NOT EXISTS complete BOOLEAN DEFAULT true;  -- stores written before the marker
 """
+
 
 # Integer keys for joins on ids (two integers compare much faster than two 16- or 32-character strings).
 # Ids in the store are lowercase hex, as every reader normalises them; anything else is hashed.
@@ -71,6 +74,10 @@ SPAN_COLUMNS = (
     "peer", "input_size", "attributes", "resource", "source",
 )
 EVENT_COLUMNS = ("trace_id", "span_id", "name", "ts_ns", "attributes")
+# What each table of a triage store must have (a DuckDB file with other tables of these names is not one).
+_EXPECTED = {"spans": set(SPAN_COLUMNS), "span_events": set(EVENT_COLUMNS),
+             "samples": {"ts_ms", "metric", "labels", "value", "source"}, "model_configs": {"path", "model", "text"},
+             "inputs": {"path", "format", "spans", "samples", "problems", "complete"}}
 
 _INT_COLUMNS = {"kind", "start_ns", "end_ns", "duration_ns", "status_code", "http_status", "resend_count",
                 "input_size", "ts_ns", "ts_ms"}
@@ -132,6 +139,22 @@ def out_of_memory(exc: BaseException) -> str | None:
             f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
 
 
+class StoreError(ValueError):
+    """A --db file that cannot be used: held by another process, not a DuckDB database, damaged, or not
+    a triage store. The message names the file."""
+
+
+def _open_error(path: str, exc: BaseException) -> StoreError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "lock" in msg.lower():
+        pid = re.search(r"PID (\d+)", msg)
+        who = f"another triage (or another DuckDB program, PID {pid.group(1)})" if pid else "another triage"
+        return StoreError(f"{path}: {who} holds this database open; wait for it to finish, or use another --db")
+    if "not a valid DuckDB database" in msg:
+        return StoreError(f"{path}: not a DuckDB database (is --db pointing at the wrong file?)")
+    return StoreError(f"{path}: cannot open the database (damaged or truncated?): {msg}")
+
+
 def describe(exc: BaseException) -> str:
     """An error as the user should read it: what to change when it is the memory limit."""
     return out_of_memory(exc) or f"{type(exc).__name__}: {exc}"
@@ -144,8 +167,13 @@ class Store:
         limit = memory_limit_bytes(memory_limit())  # a bad TRIAGE_MEMORY_LIMIT fails before anything is opened
         self.path = str(path) if path else ":memory:"
         if path:
+            if Path(path).is_dir():
+                raise StoreError(f"{path}: is a folder; --db takes a database file")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(self.path)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as exc:
+            raise _open_error(self.path, exc) from None
         # DuckDB checkpoints (and compresses) every 16 MiB of writes by default, and each checkpoint costs in
         # proportion to everything stored so far: loading 1M spans spent 2 of its 3 insert seconds there.
         # One checkpoint per GiB keeps bulk loads linear; a file store is checkpointed after each ingest.
@@ -158,7 +186,33 @@ class Store:
         spill = str(self.spill_dir / "duckdb").replace("'", "''")
         self._con.execute(f"SET temp_directory = '{spill}'")
         self._lock = threading.Lock()
-        self._con.execute(SCHEMA)
+        self._inputs: dict[str, bool] | None = None  # path → loaded completely (see begin_input)
+        try:
+            self._con.execute(SCHEMA)
+            self._check_tables()
+        except (duckdb.Error, StoreError) as exc:
+            self._con.close()
+            self._cleanup()
+            raise exc if isinstance(exc, StoreError) else _open_error(self.path, exc) from None
+
+    def _check_tables(self) -> None:
+        if self.path != ":memory:":  # a file cut short (copied while written, disk full) lacks blocks it lists
+            block_size, blocks = self._con.execute(
+                "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+            ).fetchone()
+            if os.path.getsize(self.path) < block_size * blocks:
+                raise StoreError(f"{self.path}: the database is truncated ({os.path.getsize(self.path):,} bytes, its "
+                                 f"index lists {block_size * blocks:,}); damaged or truncated, cannot be read")
+        rows = self._con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                 "WHERE table_schema = 'main' AND table_catalog = current_database()").fetchall()
+        have: dict[str, set] = {}
+        for table, column in rows:
+            have.setdefault(table, set()).add(column)
+        for table, columns in _EXPECTED.items():
+            missing = columns - have.get(table, set())
+            if missing:
+                raise StoreError(f"{self.path}: a DuckDB database, but not a triage store (table {table} lacks "
+                                 f"{', '.join(sorted(missing))})")
 
     # -- readers -------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -219,6 +273,53 @@ class Store:
                 self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
+
+    # -- per-input load markers (a --db store that a killed ingest left half-written) --------------------------
+    # A file store writes an input's ``inputs`` row incomplete before its first row and completes it after its
+    # last; an in-memory store, which a killed process takes with it, writes the row once, complete. Which
+    # inputs the store holds is read once and then kept here (one writer per store: the file is locked).
+    def _inputs_state(self) -> dict[str, bool]:
+        if self._inputs is None:
+            self._inputs = {p: bool(c) for p, c in self.query("SELECT path, complete FROM inputs")}
+        return self._inputs
+
+    def has_input(self, path: str) -> bool:
+        """Whether ``path`` was loaded completely into this store before."""
+        return self._inputs_state().get(path) is True
+
+    def begin_input(self, path: str) -> dict | None:
+        """Mark ``path`` as being loaded (until ``complete_input``). When an earlier load of it never completed
+        (the process was killed), first remove what that load wrote and return how much that was, so nothing
+        is counted twice."""
+        state = self._inputs_state()
+        removed = None
+        if state.get(path) is False:
+            with self.transaction() as con:
+                removed = {"path": path,
+                           "spans": con.execute("SELECT count(*) FROM spans WHERE source = ?", [path]).fetchone()[0],
+                           "samples": con.execute("SELECT count(*) FROM samples WHERE source = ?", [path]).fetchone()[0]}
+                # events carry no source: those of this input's spans go, unless another input has the same span
+                con.execute("DELETE FROM span_events e USING spans s WHERE s.source = ? AND e.trace_id = s.trace_id "
+                            "AND e.span_id = s.span_id AND NOT EXISTS (SELECT 1 FROM spans o WHERE o.source <> ? "
+                            "AND o.trace_id = e.trace_id AND o.span_id = e.span_id)", [path, path])
+                con.execute("DELETE FROM spans WHERE source = ?", [path])
+                con.execute("DELETE FROM samples WHERE source = ?", [path])
+                con.execute("DELETE FROM model_configs WHERE path = ?", [path])
+                con.execute("DELETE FROM inputs WHERE path = ?", [path])
+        if self.path != ":memory:":
+            self.execute("INSERT INTO inputs (path, complete) VALUES (?, false)", [path])
+        state[path] = False
+        return removed
+
+    def complete_input(self, path: str, fmt: str, spans: int, samples: int, problems: int) -> None:
+        """The load of ``path`` wrote its last row."""
+        if self.path == ":memory:":
+            self.execute("INSERT INTO inputs (path, format, spans, samples, problems, complete) "
+                         "VALUES (?, ?, ?, ?, ?, true)", [path, fmt, spans, samples, problems])
+        else:
+            self.execute("UPDATE inputs SET format = ?, spans = ?, samples = ?, problems = ?, complete = true "
+                         "WHERE path = ? AND NOT complete", [fmt, spans, samples, problems, path])
+        self._inputs_state()[path] = True
 
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:

@@ -109,7 +109,7 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
                                          "requests": store.scalar("SELECT count(*) FROM requests"),
                                          "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
                               "before": before.summary(), "remediation": None, "after": None, "comparison": None}
-                    top = next((f for f in findings if f.severity != "info"), None)
+                    top = next((f for f in findings if f.severity in ("critical", "warning")), None)
                     if top is None or top.rule != "batching-window":
                         result["remediation"] = {"applied": False, "reason": "the top finding has no batching fix"}
                         return result

@@ -1,6 +1,7 @@
 """The command line: ``triage`` (TUI on the bundled sample), ``triage replay``, ``triage report``.
 
-Exit codes of ``report``: 0 nothing at/above --fail-on, 1 something is, 2 usage or unreadable input.
+Exit codes of ``report``: 0 nothing at/above --fail-on, 1 something is or a rule failed (severity ``error``),
+2 usage, unreadable input or an unusable --db file.
 Heavy imports (textual, torch, onnxruntime) stay out of this module's import time.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                "  triage report capture/ --format json --fail-on warning",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"triage {VERSION}")
-    p.add_argument("--db", metavar="PATH", help="persist the DuckDB store to PATH (reopened if it exists)")
+    p.add_argument("--db", metavar="PATH", help="persist the DuckDB store to PATH (reopened if it exists); "
+                                                 "with live, everything received is kept there")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp):
@@ -40,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print a report (headless)")
     common(rep)
     rep.add_argument("--format", choices=("md", "json"), default="md")
-    rep.add_argument("--fail-on", choices=("warning", "critical"), help="exit 1 when a finding is at/above this")
+    rep.add_argument("--fail-on", choices=("warning", "critical"),
+                     help="exit 1 when a finding is at/above this (a rule that failed always exits 1)")
     rep.add_argument("--strict", action="store_true",
                      help="exit 2 when any input problem was found (damaged records, skew, duplicates, ...)")
     sub.add_parser("samples", help="list the bundled sample incidents")
@@ -150,7 +153,7 @@ def _check_paths(paths: list[str], db: str | None) -> str | None:
 
 def cmd_report(args) -> int:
 
-    from analyzers.report import exit_code, to_markdown
+    from analyzers.report import exit_code, failed_rules, to_markdown
     from analyzers.session import analyze
 
     err = _check_paths(args.paths, args.db)
@@ -164,6 +167,8 @@ def cmd_report(args) -> int:
         print(f"triage report: no readable telemetry in the inputs ({reasons})", file=sys.stderr)
         return 2
     emit(rep, args.format, to_markdown)
+    for f in failed_rules(rep):
+        print(f"triage report: rule {f['rule']} failed, its question is unanswered: {f['summary']}", file=sys.stderr)
     problems = rep["inputs"]["problems"]["count"]
     if args.strict and problems:
         print(f"triage report: --strict: {problems} input problem(s), see inputs.problems", file=sys.stderr)
@@ -195,6 +200,10 @@ def cmd_compare(args) -> int:
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str, model_repo: str | None = None) -> int:
     from tui.app import TriageApp
 
+    if db:  # a --db that cannot be opened is said here, before the screen takes the terminal
+        from collectors.store import Store
+
+        Store(db).close()
     TriageApp(paths=paths, db=db, constraints_file=constraints, source_title=title, model_repo=model_repo).run()
     return 0
 
@@ -211,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
         commands = {"report": cmd_report, "quantize": cmd_quantize, "rollback": cmd_rollback,
                     "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture, "demo": cmd_demo}
+        if args.db and args.command in ("compare", "capture", "demo", "samples"):
+            print(f"triage {args.command}: --db is not used by this command (it is for report, replay, live, "
+                  f"quantize and rollback)", file=sys.stderr)
+            return 2
         if args.command in commands:
             return commands[args.command](args)
         if args.command == "samples":
@@ -241,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         from collectors.store import out_of_memory
 
         print(f"triage: {out_of_memory(exc)}", file=sys.stderr)
+        return 2
+    except duckdb.IOException as exc:  # a --db file damaged past what opening it checks
+        where = f"{args.db}: damaged or truncated? " if args.db else ""
+        print(f"triage: {where}database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
 

@@ -7,13 +7,14 @@ from pathlib import Path
 from .cli import _listen, emit, parse_duration
 
 
-def _live_session(args, window_s: float | None = None):
+def _live_session(args, window_s: float | None = None, db: str | None = None):
     from analyzers.live import LiveSession
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
     return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle)).start()
+                       window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
+                       db=db).start()
 
 
 def _finish(session, cmd: str):
@@ -30,7 +31,9 @@ def cmd_live(args) -> int:
     from analyzers.report import exit_code, to_markdown
     from tui.app import TriageApp
 
-    session = _live_session(args)
+    session = _live_session(args, db=args.db)
+    if args.db:
+        print(f"triage live: keeping everything received in {args.db} (--db)", file=sys.stderr)
     if not args.duration:
         try:
             TriageApp(paths=[], live=session, refresh_s=parse_duration(args.refresh),
@@ -128,9 +131,11 @@ def cmd_demo(args) -> int:
 
 
 def _demo_md(r: dict) -> str:
+    from analyzers.markdown import md
+
     lines = [f"## triage demo — {r['incident']}", ""]
     for f in r["findings"][:3]:
-        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {f['summary']}")
+        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {md(f['summary'])}")
     rem = r.get("remediation") or {}
     if rem.get("applied"):
         lines += ["", "**Applied:** " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in rem["changes"].items() if v[0] != v[1]),

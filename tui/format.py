@@ -1,7 +1,7 @@
 """Text helpers shared by screens (Rich markup only, no widgets)."""
 from __future__ import annotations
 
-SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold black on dark_orange", "info": "dim"}
+SEVERITY_STYLE = {"error": "bold white on magenta", "critical": "bold white on red", "warning": "bold black on dark_orange", "info": "dim"}
 
 
 def badge(severity: str) -> str:
