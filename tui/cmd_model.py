@@ -18,19 +18,19 @@ def _ledger_store(args):
 
 def cmd_quantize(args) -> int:
 
-    from remediations.quantize import RemediationError, plan, run, shapes_from_capture
+    from remediations.quantize import RemediationError, plan, run, sizes_from_capture
 
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
-    shapes = None
+    sizes = None
     if args.capture:
         from analyzers.session import analyze
 
-        shapes = shapes_from_capture(analyze([args.capture]).store) or None
+        sizes = sizes_from_capture(analyze([args.capture]).store) or None
     try:
         p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
-                 threads=args.threads, shapes=shapes)
+                 threads=args.threads, sizes=sizes)
         result = run(p, apply=not args.dry_run, store=_ledger_store(args),
                      progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
     except RemediationError as exc:
@@ -68,8 +68,13 @@ def cmd_rollback(args) -> int:
     from remediations.quantize import RemediationError
     from remediations.undo import rollback
 
+    from remediations import ledger
+
+    path = Path(args.ledger) if args.ledger else None
+    for problem in ledger.read(path)[1]:
+        print(f"triage rollback: {problem}", file=sys.stderr)
     try:
-        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
+        out = rollback(args.ledger_id, path, store=_ledger_store(args))
     except RemediationError as exc:
         print(f"triage rollback: {exc}", file=sys.stderr)
         return 2
