@@ -1,5 +1,6 @@
 """Undo any change recorded in the ledger, whatever made it: a model installed by ``quantize`` (the new
-version is removed) or a batching change (the backup is restored over the config). The CLI and the TUI
+version is removed), a Triton batching change (the backup is restored over the config) or a TorchServe
+one (the model is registered again with the settings before). The CLI and the TUI
 both come here, so each kind of change is undone by the module that made it; each passes
 ``ledger.guard`` first. Ledger lines that are not entries are skipped and reported in ``skipped``."""
 from __future__ import annotations
@@ -30,8 +31,17 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
         # a running server reloads its model on its own (poll) or on the next load call; say so
         return {**out, "skipped": skipped,
                 "undone": f"restored {out['restored']} (reload the model if the server does not poll)"}
+    if action == "batching-torchserve":
+        from . import torchserve
+
+        try:
+            out = torchserve.rollback(entry_id, ledger_path=ledger_path, store=store)
+        except RuntimeError as exc:
+            raise RemediationError(str(exc)) from None
+        before = ", ".join(f"{k} {v}" for k, v in out["restored"].items())
+        return {**out, "skipped": skipped, "undone": f"registered {found[-1]['model']} again with {before}"}
     if action != "quantize":
         raise RemediationError(f"{entry_id} is a {action!r} entry; `triage rollback` undoes quantize and "
-                               "batching changes")
+                               "batching (Triton, TorchServe) changes")
     out = quantize.rollback(entry_id, ledger_path, store)
     return {**out, "skipped": skipped, "undone": f"removed {out['removed']}"}
