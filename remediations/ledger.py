@@ -151,7 +151,7 @@ def no_symlinks(path: Path) -> None:
                 raise LedgerError(f"{p} is a symbolic link; triage does not follow links when it removes or "
                                   "restores anything")
         except FileNotFoundError:
-            raise LedgerError(f"{p} does not exist") from None
+            raise LedgerError(f"{p} does not exist (moved or removed since?); refusing") from None
     if os.path.realpath(path) != str(path):
         raise LedgerError(f"{path} does not resolve to itself")
 

@@ -96,10 +96,10 @@ def resolve(source: str, repo: str | None) -> tuple[Path | None, Path | None, in
     """(ONNX file or None for PyTorch, Triton model dir or None, its latest version, torch source?).
     A model file inside ``<repo>/<model>/<version>/`` is that Triton model: its new version is latest+1."""
     p = Path(source)
-    if repo and not p.exists():
-        p = Path(repo) / source
-        if not p.exists():
-            raise RemediationError(f"{source}: no such model in --repo {repo} (nor a path)")
+    if repo and not p.is_absolute() and (Path(repo) / source).exists():
+        p = Path(repo) / source  # with --repo, a model name means the repository's model
+    elif repo and not p.exists():
+        raise RemediationError(f"{source}: no such model in --repo {repo} (nor a path)")
     model_dir = _in_repo(p, repo) if repo and p.suffix not in (".pt", ".pth", ".ts") else None
     if p.is_dir():
         versions = _versions(p)

@@ -81,3 +81,13 @@ def test_repo_with_a_model_outside_it_is_a_usage_error(models, tmp_path, capsys)
     assert sorted(p.name for p in lone.parent.iterdir()) == ["model.onnx"]
     with pytest.raises(RemediationError, match="not a model of --repo"):
         plan(str(models / "mlp" / "1"), "dynamic", repo=str(models))
+
+
+def test_with_repo_a_model_name_means_the_repositorys_model(models, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    (elsewhere / "mlp" / "1").mkdir(parents=True)  # a same-named folder where the command runs
+    monkeypatch.chdir(elsewhere)
+    p = plan("mlp", "dynamic", repo=str(models))
+    assert p.triton_model_dir == str(models / "mlp") and p.new_version == 2
+    with pytest.raises(RemediationError, match="no such model in --repo"):
+        plan("nosuch", "dynamic", repo=str(models))

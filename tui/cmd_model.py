@@ -46,6 +46,9 @@ def _quantize_md(r: dict) -> str:
     p, v = r["plan"], r["verification"]
     lines = [f"## triage quantize — {p['mode']}", "", f"**Change:** {p['what_changes']}", "",
              f"**Expected:** {p['expected_effect']} (risk {p['risk']}/5)", ""]
+    if p["shapes"]:
+        lines += [f"**Checked on input shapes:** {', '.join('x'.join(map(str, s)) for s in p['shapes'])}", ""]
+    lines += [f"Note: {n}" for n in p.get("notes") or []] + ([""] if p.get("notes") else [])
     if v.get("before") and v.get("after"):
         b, a = v["before"], v["after"]
         lines += ["| | p50 ms | p95 ms | p99 ms | throughput/s | size MB | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
