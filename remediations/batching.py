@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,13 +146,23 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
             ledger.plain_tree(f)
         if atomic.sha256(path) != e.get("after_sha256"):
             raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
-        data = backup.read_bytes()
-        if hashlib.sha256(data).hexdigest() != e.get("before_sha256"):
-            raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
+        fd = ledger.open_root(root, e["root_id"])  # from here on, names relative to the checked folder
+        try:
+            for name, key in ((path.name, "config_id"), (backup.name, "backup_id")):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if {"dev": st.st_dev, "ino": st.st_ino} != e[key]:
+                    raise ledger.LedgerError(f"{root / name} changed while rolling back; refusing")
+            bfd = os.open(backup.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+            with os.fdopen(bfd, "rb") as fh:
+                data = fh.read()
+            if hashlib.sha256(data).hexdigest() != e.get("before_sha256"):
+                raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
+            atomic.replace_in(fd, path.name, data)
+            os.unlink(backup.name, dir_fd=fd)
+        finally:
+            os.close(fd)
     except ledger.LedgerError as exc:
         raise RuntimeError(str(exc)) from None
-    atomic.replace_file(path, data)
-    backup.unlink()
     out = ledger.new_entry("rollback", of=entry_id, restored=str(path))
     ledger.record(out, root, store)
     if reload:

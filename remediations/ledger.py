@@ -213,7 +213,10 @@ def guard(e: dict, ledger_path: Path | None = None) -> Path:
 def open_root(root: Path, want: dict) -> int:
     """A descriptor of ``root`` opened without following links, checked to be the recorded folder; the
     removal or restore then works relative to it, so a path swapped after the checks cannot redirect it."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP: it became a link since it was checked
+        raise LedgerError(f"{root} changed while rolling back ({exc.strerror}); refusing") from None
     st = os.fstat(fd)
     if {"dev": st.st_dev, "ino": st.st_ino} != want:
         os.close(fd)

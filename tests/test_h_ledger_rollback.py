@@ -212,3 +212,24 @@ def test_global_ledger_honours_xdg_state_home(tmp_path, monkeypatch):
     assert ledger.global_ledger() == tmp_path / "h" / ".local" / "state" / "triage" / "ledger.jsonl"
     monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "t"))
     assert ledger.global_ledger() == tmp_path / "t" / "ledger.jsonl"
+
+
+def test_a_folder_swapped_for_a_link_after_the_checks_is_not_followed(installed, tmp_path, monkeypatch, capsys):
+    """The removal works relative to a descriptor of the checked root opened without following links: a swap
+    between the checks and the removal (a race) is refused, not followed."""
+    work, eid = installed
+    mdir = work / "repo" / "mlp"
+    other = tmp_path / "other" / "mlp"
+    shutil.copytree(mdir, other)
+    other_before = atomic.tree_digest(other)
+    real_open_root = ledger.open_root
+
+    def swap_then_open(root, want):
+        root.rename(root.with_name("moved"))
+        root.symlink_to(other, target_is_directory=True)
+        return real_open_root(root, want)
+
+    monkeypatch.setattr(ledger, "open_root", swap_then_open)
+    assert main(["rollback", eid]) == 2
+    assert "changed while rolling back" in capsys.readouterr().err
+    assert atomic.tree_digest(other) == other_before and (work / "repo" / "moved" / "2").exists()
