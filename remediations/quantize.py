@@ -161,7 +161,7 @@ def plan(source: str, mode: str = "dynamic", repo: str | None = None, calib: str
         original = "(exported from PyTorch first)"
         what = f"re-export {source} to ONNX (dynamic batch and sequence axes), then {mode}; new file {target}"
     elif model_dir is not None:
-        target = model_dir / str(version + 1) / "model.onnx"
+        target = model_dir / str(version + 1) / onnx_file.name  # the name Triton loads (default_model_filename)
         original = str(onnx_file)
         what = (f"new version {version + 1} of model '{model_dir.name}' ({mode}) beside version {version}, which stays "
                 f"untouched; Triton serves the highest version by default")
@@ -183,7 +183,8 @@ def plan(source: str, mode: str = "dynamic", repo: str | None = None, calib: str
     return Plan(source=source, mode=mode, original=original, target=str(target),
                 triton_model_dir=str(model_dir) if model_dir else None,
                 new_version=version + 1 if model_dir is not None else None,
-                calibration=calib or ("captured input-size mix" if sizes else "random inputs of the verification shapes"),
+                calibration=calib or ("random inputs of the captured input-size mix" if sizes
+                                      else "random inputs of the verification shapes"),
                 shapes=shapes, input_sizes=list(sizes) if sizes else None,
                 guardrails=dict(guardrails or {"min_top1_agreement": 0.99}), threads=threads, what_changes=what,
                 expected_effect=EXPECTED[mode], risk=RISK[mode], torch_source=is_torch, notes=notes)
