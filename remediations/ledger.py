@@ -91,8 +91,12 @@ def read(path: Path | None = None) -> tuple[list[dict], list[str]]:
     path = Path(path) if path else global_ledger()
     if not path.exists():
         return [], []
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a folder, no permission: reported like a bad line
+        return [], [f"{path}: cannot read ({exc.strerror})"]
     out, problems = [], []
-    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+    for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -233,3 +233,9 @@ def test_a_folder_swapped_for_a_link_after_the_checks_is_not_followed(installed,
     assert main(["rollback", eid]) == 2
     assert "changed while rolling back" in capsys.readouterr().err
     assert atomic.tree_digest(other) == other_before and (work / "repo" / "moved" / "2").exists()
+
+
+def test_an_unreadable_ledger_is_reported_not_a_crash(tmp_path, home, capsys):
+    assert main(["rollback", "abc", "--ledger", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "no ledger entry 'abc'" in err
