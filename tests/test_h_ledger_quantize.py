@@ -61,14 +61,17 @@ def test_text_model_varies_batch_and_length_and_the_capture_mix_maps_onto_the_le
     assert q.shapes == plan(str(models / "mlp"), "dynamic").shapes and any("no dynamic axis" in n for n in q.notes)
 
 
-def test_a_model_file_in_a_version_folder_becomes_the_next_version(models, capsys):
-    """It used to write model.dynamic.onnx into version folder 1, where Triton never loads it."""
-    before = sorted(p.name for p in (models / "mlp" / "1").iterdir())
-    assert main(["quantize", str(models / "mlp" / "1" / "model.onnx"), "--repo", str(models)]) == 0
-    assert (models / "mlp" / "2" / "model.onnx").exists()
-    assert sorted(p.name for p in (models / "mlp" / "1").iterdir()) == before
+def test_a_model_file_in_a_version_folder_becomes_the_next_version(demo_repo_master, tmp_path, monkeypatch):
+    """It used to write model.dynamic.onnx into version folder 1, where Triton never loads it. (No
+    config.pbtxt: Triton auto-completes an ONNX model's config, so the layout alone makes it a model.)"""
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_repo_master / "clf" / "1", repo / "clf" / "1")
+    assert main(["quantize", str(repo / "clf" / "1" / "model.onnx"), "--repo", str(repo)]) == 0
+    assert (repo / "clf" / "2" / "model.onnx").exists()
+    assert sorted(p.name for p in (repo / "clf" / "1").iterdir()) == ["model.onnx"]
     e = ledger.entries()[-1]
-    assert e["created"] == str((models / "mlp" / "2").resolve())
+    assert e["created"] == str((repo / "clf" / "2").resolve())
 
 
 def test_repo_with_a_model_outside_it_is_a_usage_error(models, tmp_path, capsys):
