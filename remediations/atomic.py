@@ -71,6 +71,26 @@ def replace_file(path: Path, data: bytes) -> None:
         _fsync_dir(path.parent)
 
 
+def replace_in(dir_fd: int, name: str, data: bytes) -> None:
+    """``replace_file`` relative to an open folder: the temporary file is created there (exclusive, no link
+    followed), fsynced, renamed over ``name`` and the folder fsynced, so a path swapped after the caller
+    checked the folder cannot redirect the write."""
+    tmp = f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+
+
 def install_dir_atomic(staging: Path, dst: Path) -> None:
     """Move a fully written staging folder to ``dst`` with one rename; refuses an existing ``dst``."""
     if Path(dst).exists():

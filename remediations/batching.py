@@ -7,6 +7,8 @@ with a backup (and the repository load API under explicit model control), record
 from __future__ import annotations
 
 import difflib
+import hashlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,18 +107,23 @@ def propose(config_path: Path, m: Measured) -> Proposal:
     return Proposal(cfg.name or config_path.parent.name, str(config_path), old_text, render(new), changes, lines)
 
 
+BACKUP = r"config\.pbtxt\.triage-backup-[0-9a-f]{8}"  # the only names apply() gives a backup
+
+
 def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> dict:
-    """Write the new config atomically beside a byte-exact backup, reload the model, record it."""
-    path = Path(p.config_path)
+    """Write the new config atomically beside a byte-exact backup, reload the model, record it (absolute
+    paths, with the identity of the config and the backup, so rollback restores exactly these files)."""
+    path = Path(p.config_path).resolve(strict=True)
     if path.read_text() != p.old_text:
         raise RuntimeError(f"{path} changed since the proposal was made; propose again")
     backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
     atomic.copy_file_atomic(path, backup)
     atomic.replace_file(path, p.new_text.encode())
-    entry = ledger.new_entry("batching", model=p.model, config=str(path), backup=str(backup),
-                             before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
-                             changes=p.changes, arithmetic=p.arithmetic, measured_before=before or {},
-                             rollback="restore the backup over the config, reload the model")
+    entry = ledger.rooted_entry("batching", path.parent, model=p.model, config=str(path), backup=str(backup),
+                                config_id=ledger.identity(path), backup_id=ledger.identity(backup),
+                                before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
+                                changes=p.changes, arithmetic=p.arithmetic, measured_before=before or {},
+                                rollback="restore the backup over the config, reload the model")
     ledger.record(entry, path.parent, store)
     if reload:
         reload()
@@ -124,18 +131,40 @@ def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> d
 
 
 def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=None) -> dict:
+    """Restore the backup over the config, only after ``ledger.guard`` and only when both are, by device,
+    inode and digest, the files ``apply`` left: ``config.pbtxt`` and its backup in the entry's root."""
     e = ledger.find(entry_id, ledger_path)
     if e is None or e.get("action") != "batching":
         raise RuntimeError(f"no batching change {entry_id!r} in the ledger")
-    if ledger.rolled_back(entry_id, ledger_path):
-        raise RuntimeError(f"{entry_id} was already rolled back")
-    path, backup = Path(e["config"]), Path(e["backup"])
-    if atomic.sha256(path) != e["after_sha256"]:
-        raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
-    atomic.replace_file(path, backup.read_bytes())
-    backup.unlink()
+    try:
+        root = ledger.guard(e, ledger_path)
+        path = ledger.child(e, "config", root, r"config\.pbtxt")
+        backup = ledger.child(e, "backup", root, BACKUP)
+        for f, key in ((path, "config_id"), (backup, "backup_id")):
+            ledger.no_symlinks(f)
+            ledger.check_identity(f, ledger._identity_field(e, key), "file")
+            ledger.plain_tree(f)
+        if atomic.sha256(path) != e.get("after_sha256"):
+            raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
+        fd = ledger.open_root(root, e["root_id"])  # from here on, names relative to the checked folder
+        try:
+            for name, key in ((path.name, "config_id"), (backup.name, "backup_id")):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if {"dev": st.st_dev, "ino": st.st_ino} != e[key]:
+                    raise ledger.LedgerError(f"{root / name} changed while rolling back; refusing")
+            bfd = os.open(backup.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+            with os.fdopen(bfd, "rb") as fh:
+                data = fh.read()
+            if hashlib.sha256(data).hexdigest() != e.get("before_sha256"):
+                raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
+            atomic.replace_in(fd, path.name, data)
+            os.unlink(backup.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+    except ledger.LedgerError as exc:
+        raise RuntimeError(str(exc)) from None
     out = ledger.new_entry("rollback", of=entry_id, restored=str(path))
-    ledger.record(out, path.parent, store)
+    ledger.record(out, root, store)
     if reload:
         reload()
     return out

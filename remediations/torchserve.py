@@ -59,7 +59,29 @@ def _exe(name: str) -> str:
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
 
 
-class TorchServe:
+class Management:
+    """TorchServe's management API at ``url``: what batching changes (and ``triage rollback``) need, whether
+    or not triage started the server."""
+
+    def __init__(self, url: str):
+        self.management = url.rstrip("/")
+
+    def register(self, mar: str, batch_size: int, max_batch_delay_ms: int, workers: int = 1) -> None:
+        r = requests.post(f"{self.management}/models", params={
+            "url": mar, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
+            "initial_workers": workers, "synchronous": "true"}, timeout=120)
+        if r.status_code != 200:
+            raise RuntimeError(f"register {mar}: {r.status_code} {r.text[:200]}")
+
+    def unregister(self, name: str) -> None:
+        requests.delete(f"{self.management}/models/{name}", timeout=60)
+
+    def describe(self, name: str) -> dict:
+        d = requests.get(f"{self.management}/models/{name}", timeout=10).json()[0]
+        return {"batch_size": d["batchSize"], "max_batch_delay_ms": d["maxBatchDelay"], "workers": len(d["workers"])}
+
+
+class TorchServe(Management):
     def __init__(self, workdir: Path | None = None):
         self.work = Path(workdir or tempfile.mkdtemp(prefix="triage-torchserve-"))
         self.store = self.work / "store"
@@ -91,20 +113,6 @@ class TorchServe:
                         str(onnx_model), "--handler", str(handler), "--export-path", str(self.store), "-f"],
                        check=True, capture_output=True)
         return f"{name}.mar"
-
-    def register(self, mar: str, batch_size: int, max_batch_delay_ms: int, workers: int = 1) -> None:
-        r = requests.post(f"{self.management}/models", params={
-            "url": mar, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
-            "initial_workers": workers, "synchronous": "true"}, timeout=120)
-        if r.status_code != 200:
-            raise RuntimeError(f"register {mar}: {r.status_code} {r.text[:200]}")
-
-    def unregister(self, name: str) -> None:
-        requests.delete(f"{self.management}/models/{name}", timeout=60)
-
-    def describe(self, name: str) -> dict:
-        d = requests.get(f"{self.management}/models/{name}", timeout=10).json()[0]
-        return {"batch_size": d["batchSize"], "max_batch_delay_ms": d["maxBatchDelay"], "workers": len(d["workers"])}
 
     def stop(self) -> None:
         """Stop the launcher and the Java frontend and Python workers it started (the whole process group)."""
@@ -163,10 +171,13 @@ class TorchServeBatching:
         self.server.register(self.mar, s["batch_size"], s["max_batch_delay_ms"], s["workers"])
 
     def apply(self, proposal: dict, beside: Path, store=None) -> dict:
+        """Register again with the new settings; the ledger entry (in ``beside`` and the global ledger) holds
+        what ``triage rollback`` needs: the management URL, the archive, the settings before and after."""
         self._set(proposal["after"])
-        entry = ledger.new_entry("batching-torchserve", model=self.name, management=self.server.management,
-                                 before=proposal["before"], after=proposal["after"], arithmetic=proposal["arithmetic"],
-                                 rollback="register the model again with the 'before' settings")
+        entry = ledger.rooted_entry("batching-torchserve", beside, model=self.name, mar=self.mar,
+                                    management=self.server.management, before=proposal["before"],
+                                    after=proposal["after"], arithmetic=proposal["arithmetic"],
+                                    rollback="register the model again with the 'before' settings")
         ledger.record(entry, beside, store)
         return entry
 
@@ -177,3 +188,33 @@ class TorchServeBatching:
         out = ledger.new_entry("rollback", of=entry["id"], restored=entry["before"])
         ledger.record(out, beside, store)
         return out
+
+
+_SETTINGS = {"batch_size", "max_batch_delay_ms", "workers"}
+
+
+def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict:
+    """``triage rollback`` of a TorchServe batching change: after ``ledger.guard``, and only when the model's
+    registration is still exactly the one the change made, register it again with the settings before."""
+    from urllib.parse import urlsplit
+
+    e = ledger.find(entry_id, ledger_path)
+    if e is None or e.get("action") != "batching-torchserve":
+        raise RuntimeError(f"no TorchServe batching change {entry_id!r} in the ledger")
+    try:
+        root = ledger.guard(e, ledger_path)
+    except ledger.LedgerError as exc:
+        raise RuntimeError(str(exc)) from None
+    url, name, mar = e.get("management"), e.get("model"), e.get("mar")
+    if not (isinstance(url, str) and urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname):
+        raise RuntimeError(f"entry {entry_id}: management {url!r} is not an http(s) URL")
+    if not (isinstance(name, str) and name and "/" not in name and isinstance(mar, str) and mar):
+        raise RuntimeError(f"entry {entry_id}: model or archive name missing or malformed")
+    for key in ("before", "after"):
+        v = e.get(key)
+        if not (isinstance(v, dict) and set(v) == _SETTINGS and all(isinstance(x, int) for x in v.values())):
+            raise RuntimeError(f"entry {entry_id}: {key!r} is not {{batch_size, max_batch_delay_ms, workers}}")
+    try:
+        return TorchServeBatching(Management(url), name, mar).rollback(e, root, store)
+    except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
+        raise RuntimeError(f"TorchServe management API at {url} for {name}: {type(exc).__name__}") from None

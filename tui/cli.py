@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     qz.add_argument("--mode", choices=("dynamic", "static", "fp16"), default="dynamic")
     qz.add_argument("--calib", metavar="FILE", help=".npz of real inputs for calibration and agreement")
     qz.add_argument("--capture", metavar="PATH", help="draw verification shapes from this capture's input-size mix")
-    qz.add_argument("--repo", metavar="DIR", help="Triton model repository (MODEL is then a model name)")
+    qz.add_argument("--repo", metavar="DIR", help="Triton model repository (MODEL is then a model name, "
+                    "DIR/MODEL, or DIR/MODEL/N/model.onnx; anything outside DIR is an error)")
     qz.add_argument("--constraints", metavar="FILE", help="triage.toml ([guardrails])")
     qz.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the measurements")
     qz.add_argument("--dry-run", action="store_true", help="build and verify, but do not install")

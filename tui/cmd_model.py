@@ -18,19 +18,19 @@ def _ledger_store(args):
 
 def cmd_quantize(args) -> int:
 
-    from remediations.quantize import RemediationError, plan, run, shapes_from_capture
+    from remediations.quantize import RemediationError, plan, run, sizes_from_capture
 
     from analyzers.session import load_constraints
 
     cons = load_constraints([], args.constraints)
-    shapes = None
+    sizes = None
     if args.capture:
         from analyzers.session import analyze
 
-        shapes = shapes_from_capture(analyze([args.capture]).store) or None
+        sizes = sizes_from_capture(analyze([args.capture]).store) or None
     try:
         p = plan(args.model, args.mode, repo=args.repo, calib=args.calib, guardrails=cons.guardrails,
-                 threads=args.threads, shapes=shapes)
+                 threads=args.threads, sizes=sizes)
         result = run(p, apply=not args.dry_run, store=_ledger_store(args),
                      progress=lambda m: print(f"triage quantize: {m}", file=sys.stderr))
     except RemediationError as exc:
@@ -46,6 +46,9 @@ def _quantize_md(r: dict) -> str:
     p, v = r["plan"], r["verification"]
     lines = [f"## triage quantize — {p['mode']}", "", f"**Change:** {p['what_changes']}", "",
              f"**Expected:** {p['expected_effect']} (risk {p['risk']}/5)", ""]
+    if p["shapes"]:
+        lines += [f"**Checked on input shapes:** {', '.join('x'.join(map(str, s)) for s in p['shapes'])}", ""]
+    lines += [f"Note: {n}" for n in p.get("notes") or []] + ([""] if p.get("notes") else [])
     if v.get("before") and v.get("after"):
         b, a = v["before"], v["after"]
         lines += ["| | p50 ms | p95 ms | p99 ms | throughput/s | size MB | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -68,8 +71,13 @@ def cmd_rollback(args) -> int:
     from remediations.quantize import RemediationError
     from remediations.undo import rollback
 
+    from remediations import ledger
+
+    path = Path(args.ledger) if args.ledger else None
+    for problem in ledger.read(path)[1]:
+        print(f"triage rollback: {problem}", file=sys.stderr)
     try:
-        out = rollback(args.ledger_id, Path(args.ledger) if args.ledger else None, store=_ledger_store(args))
+        out = rollback(args.ledger_id, path, store=_ledger_store(args))
     except RemediationError as exc:
         print(f"triage rollback: {exc}", file=sys.stderr)
         return 2
