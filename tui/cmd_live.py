@@ -7,6 +7,12 @@ from pathlib import Path
 from .cli import _listen, emit, parse_duration
 
 
+def _shown(url: str | None) -> str | None:
+    from collectors.prometheus import redact_url
+
+    return url and redact_url(url)
+
+
 def _live_session(args, window_s: float | None = None):
     from analyzers.live import LiveSession
     from analyzers.session import load_constraints
@@ -34,13 +40,13 @@ def cmd_live(args) -> int:
     if not args.duration:
         try:
             TriageApp(paths=[], live=session, refresh_s=parse_duration(args.refresh),
-                      source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+                      source_title=f"live · {args.otlp_listen} · {_shown(args.prometheus) or 'no prometheus'}").run()
         finally:
             session.stop()
         return 0
     try:
         print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
-              f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
+              f"prometheus {_shown(args.prometheus) or 'off'}, for {args.duration}", file=sys.stderr)
         end = time.monotonic() + parse_duration(args.duration)
         refresh = parse_duration(args.refresh)
         while time.monotonic() < end:
