@@ -211,6 +211,12 @@ def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .lifecycle import run
+
+    return run(_main, argv)  # SIGTERM, SIGHUP or the terminal going away stop every command (tui/lifecycle.py)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     import duckdb
 

@@ -110,9 +110,6 @@ def cmd_demo(args) -> int:
     if why:
         print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
         return 2
-    from remediations.procs import exit_on_signals
-
-    exit_on_signals()  # a terminal closing (SIGHUP) or kill (SIGTERM) still stops every server we started
     if not args.auto_remediate:
         from analyzers.live import LiveSession
         from analyzers.session import load_constraints
