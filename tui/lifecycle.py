@@ -12,9 +12,10 @@ What asks a command to stop:
 
 How it stops: a registered stopper (the TUI registers its thread-safe ``exit``) is asked first; when none is
 registered, or it cannot act, SystemExit(128 + signal) is raised in the main thread, once, so the ``finally``
-blocks run. A stop whose command has not returned after GRACE_S raises SystemExit in the main thread anyway; a
-process still there HARD_S later ends with ``os._exit`` (the servers we started get SIGTERM from the kernel
-then: they were started with a parent-death signal, see remediations.procs). A stopped command ends its process.
+blocks run; later signals do not interrupt that cleanup. An app still running GRACE_S after its stopper was
+asked gets SystemExit raised in the main thread anyway; a process still there HARD_S later ends with
+``os._exit`` (the servers we started get SIGTERM from the kernel then: they were started with a parent-death
+signal, see remediations.procs). A stopped command ends its process.
 """
 from __future__ import annotations
 
@@ -65,8 +66,11 @@ class _State:
 
     def _backstop(self) -> None:
         if not self.returned.wait(GRACE_S):
-            self.force = True
-            self._interrupt_main()
+            with self.lock:
+                stuck = self.handled and bool(self.stoppers)  # the app a stopper was asked to end still runs
+            if stuck:  # (once it has returned, the command is in its cleanup: that is not interrupted)
+                self.force = True
+                self._interrupt_main()
         # a stopped command ends the process; if its cleanup or the interpreter's exit hangs (a thread that
         # never returns), this daemon thread is still there to end it
         time.sleep(HARD_S)
@@ -74,7 +78,8 @@ class _State:
 
 
 GRACE_S = 1.5   # a stopper (the TUI's exit) gets this long before SystemExit is raised in the main thread
-HARD_S = 5.0    # ... and the cleanup this much more before the process ends without it
+HARD_S = 15.0   # ... and the cleanup this much more (Triton's graceful stop alone takes ~3 s) before the
+                # process ends without it
 _state: _State | None = None
 
 
