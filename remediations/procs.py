@@ -1,51 +1,62 @@
-"""Child processes that cannot outlive us: on Linux each server we start is told (PR_SET_PDEATHSIG) to get
-SIGTERM when triage dies, even by SIGKILL, so an interrupted demo leaves no orphan servers behind."""
+"""Child processes that cannot outlive us.
+
+Each server triage starts runs in its own session (``start_new_session=True``: no ``preexec_fn``, which the
+subprocess documentation calls unsafe when threads run, as they do in triage), so the terminal's signals reach
+triage alone, and ``terminate`` stops the server's whole process group (Triton's backend stubs, TorchServe's
+Java frontend and workers). On Linux it is also told to get SIGTERM when triage dies, even by SIGKILL
+(PR_SET_PDEATHSIG, set by util-linux ``setpriv --pdeathsig`` just before it execs the server), so a killed
+triage leaves no orphan servers behind."""
 from __future__ import annotations
 
-import ctypes
+import os
+import shutil
 import signal
 import socket
 import subprocess
-import sys
-
-PR_SET_PDEATHSIG = 1
+import time
 
 
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:
-            pass
-
-
-def exit_on_signals() -> None:
-    """Turn SIGTERM and SIGHUP into SystemExit, so `finally` blocks stop what we started."""
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
+def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for a server: its own session, and (where ``setpriv`` exists) SIGTERM when we die."""
+    setpriv = shutil.which("setpriv")
+    if setpriv and os.uname().sysname == "Linux":
+        cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    proc._triage_group = True  # its pid is its process group's id: terminate() stops the whole group
+    return proc
 
 
 def wait_ready(proc, url: str, name: str, log: str, timeout_s: float, stop) -> None:
-    """Poll ``url`` until it answers 200; a server that exits or stays silent is stopped and reported."""
-    import time
-
+    """Poll ``url`` until it answers 200. A server that exits or stays silent is stopped (``stop()``, which
+    removes its folder) and reported with the last lines of its log."""
     import requests
 
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited ({proc.returncode}); see {log}")
+            why = f"{name} exited ({proc.returncode})"
+            break
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.25)
+    else:
+        why = f"{name} did not get ready in {timeout_s:.0f}s"
+    tail = log_tail(log)
     stop()
-    raise RuntimeError(f"{name} did not get ready in {timeout_s:.0f}s; see {log}")
+    raise RuntimeError(f"{why}; the end of its log:\n{tail}" if tail else why)
+
+
+def log_tail(path, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def free_port() -> int:
@@ -56,12 +67,39 @@ def free_port() -> int:
 
 
 def terminate(proc, wait_s: float) -> None:
-    """SIGTERM, wait up to ``wait_s``, then SIGKILL: a server is always gone afterwards."""
-    if proc is None or proc.poll() is not None:
+    """SIGTERM to the server's process group, wait up to ``wait_s``, then SIGKILL: the server, and what it
+    started in its group, are gone afterwards."""
+    if proc is None:
         return
-    proc.terminate()
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(10)
+    end = time.monotonic() + wait_s  # the group's other members (the leader's children) follow it out
+    while _group_alive(proc) and time.monotonic() < end:
+        time.sleep(0.05)
+    if _group_alive(proc):
+        _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc, sig) -> None:
     try:
-        proc.wait(wait_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+        if getattr(proc, "_triage_group", False):
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(proc) -> bool:
+    if not getattr(proc, "_triage_group", False):
+        return False
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -1,5 +1,6 @@
 """A private Prometheus (the Debian package's binary) on loopback: its own config, storage and port;
-stopped and its storage removed on exit. Used by `triage demo` to scrape Triton, and by the tests."""
+``stop()`` stops it and removes the folder it made (one given as ``workdir`` is left to its owner). Used by
+`triage demo` to scrape Triton, and by the tests."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 import requests
 
 from . import procs
-from .procs import die_with_parent, free_port, wait_ready
+from .procs import free_port, wait_ready
 
 
 def binary() -> str | None:
@@ -24,7 +25,9 @@ class PrometheusServer:
         exe = binary()
         if exe is None:
             raise RuntimeError("prometheus is not installed (Debian package 'prometheus')")
+        self._made = workdir is None  # a folder we made is ours to remove
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="triage-prometheus-"))
+        self.proc = None
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,10 +38,10 @@ class PrometheusServer:
                        f"scrape_configs:\n{jobs}" if targets else "global:\n  scrape_interval: 15s\n")
         self.storage = storage or self.workdir / "data"
         self.log = open(self.workdir / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen(
             [exe, f"--config.file={cfg}", f"--storage.tsdb.path={self.storage}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=30d"],
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -56,3 +59,5 @@ class PrometheusServer:
     def stop(self) -> None:
         procs.terminate(self.proc, 10)
         self.log.close()
+        if self._made:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
 from . import ledger
-from .procs import die_with_parent, wait_ready
-from .procs import free_port
+from . import procs
+from .procs import free_port, wait_ready
 
 HANDLER = '''import json, os
 import numpy as np
@@ -83,6 +82,7 @@ class Management:
 
 class TorchServe(Management):
     def __init__(self, workdir: Path | None = None):
+        self._made = workdir is None  # a folder we made is ours to remove
         self.work = Path(workdir or tempfile.mkdtemp(prefix="triage-torchserve-"))
         self.store = self.work / "store"
         self.store.mkdir(parents=True, exist_ok=True)
@@ -99,10 +99,10 @@ class TorchServe(Management):
             "enable_model_api=true", "install_py_dep_per_model=false", f"model_store={self.store}", ""]))
         self._log = open(self.work / "torchserve.log", "wb")
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
-                                      str(self.store), "--ts-config", str(cfg)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=die_with_parent,
-                                     start_new_session=True)  # its own process group: java is a grandchild
+        # its own process group (procs.popen): java is a grandchild, stopped with the group
+        self.proc = procs.popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
+                                 str(self.store), "--ts-config", str(cfg)], stdout=self._log,
+                                stderr=subprocess.STDOUT, cwd=self.work, env=env)
         wait_ready(self.proc, f"{self.url}/ping", "torchserve", self._log.name, timeout_s, self.stop)
         return self
 
@@ -115,27 +115,13 @@ class TorchServe(Management):
         return f"{name}.mar"
 
     def stop(self) -> None:
-        """Stop the launcher and the Java frontend and Python workers it started (the whole process group)."""
-        import signal
-
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            end = time.monotonic() + 20
-            while time.monotonic() < end:
-                try:
-                    os.killpg(self.proc.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.2)
+        """Stop the launcher and the Java frontend and Python workers it started (the whole process group);
+        remove the folder it ran in when we made it."""
+        procs.terminate(self.proc, 30)
         if getattr(self, "_log", None):
             self._log.close()
+        if self._made:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self):
         return self.start()

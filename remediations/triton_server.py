@@ -83,6 +83,7 @@ class Triton:
     grpc_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    workdir: Path | None = None          # the private backend folder and log; removed by stop()
 
     @property
     def url(self) -> str:
@@ -96,7 +97,7 @@ class Triton:
         why = available()
         if why:
             raise RuntimeError(why)
-        work = Path(tempfile.mkdtemp(prefix="triage-triton-"))
+        work = self.workdir = Path(tempfile.mkdtemp(prefix="triage-triton-"))
         backend = work / "backends" / "python"
         backend.mkdir(parents=True)
         root = _root()
@@ -118,10 +119,9 @@ class Triton:
                     "--trace-config", "opentelemetry,resource=service.name=triton"]
         self.log_path = work / "tritonserver.log"
         self._log = open(self.log_path, "wb")
-        from .procs import die_with_parent, wait_ready
+        from .procs import wait_ready
 
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=work,
-                                     preexec_fn=die_with_parent)
+        self.proc = procs.popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=work)
         wait_ready(self.proc, f"{self.url}/v2/models/{self.model}/ready", "tritonserver", str(self.log_path),
                    timeout_s, self.stop)
         return self
@@ -139,6 +139,9 @@ class Triton:
         procs.terminate(self.proc, 30)
         if getattr(self, "_log", None):
             self._log.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def __enter__(self):
         return self.start()

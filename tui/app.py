@@ -51,7 +51,39 @@ class TriageApp(App):
         self.findings = FindingsScreen()
         self.budget = BudgetScreen()
 
+    def run(self, *args, **kwargs):
+        """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (tui/lifecycle.py)."""
+        from . import lifecycle
+
+        with lifecycle.stopper(self.exit_soon):
+            return super().run(*args, **kwargs)
+
+    def get_driver_class(self):
+        """Textual's own choice, except on Linux terminals: a driver that can exit after a hang-up."""
+        import sys
+
+        from textual import constants
+
+        if constants.DRIVER is None and sys.platform != "win32":
+            from .terminal import HangupSafeDriver
+
+            return HangupSafeDriver
+        return super().get_driver_class()
+
+    def exit_soon(self, return_code: int) -> bool:
+        """Exit from any thread or a signal handler; False when the app is not running (nothing to ask)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not self.is_running:
+            return False
+        loop.call_soon_threadsafe(self.exit, None, return_code)
+        return True
+
     def on_mount(self) -> None:
+        import asyncio
+
+        from .terminal import StoppableExecutor
+
+        asyncio.get_running_loop().set_default_executor(StoppableExecutor(thread_name_prefix="triage-worker"))
         self.install_screen(self.overview, "overview")
         self.install_screen(self.findings, "findings")
         self.install_screen(self.budget, "budget")
@@ -210,11 +242,11 @@ class TriageApp(App):
         except RemediationError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return
-        self.call_from_thread(self._rolled_back, ledger_id, out["removed"])
+        self.call_from_thread(self._rolled_back, ledger_id, out["undone"])
 
-    def _rolled_back(self, ledger_id: str, removed: str) -> None:
+    def _rolled_back(self, ledger_id: str, undone: str) -> None:
         self.applied.remove(ledger_id)
-        self.notify(f"Rolled back {ledger_id}: removed {removed}", timeout=5)
+        self.notify(f"Rolled back {ledger_id}: {undone}", timeout=5)
 
     def action_show(self, name: str) -> None:
         while isinstance(self.screen, (HelpScreen, PreviewScreen, ResultScreen)):

@@ -79,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     def live_args(sp):
         sp.add_argument("--otlp-listen", metavar="HOST:PORT", default="127.0.0.1:4318",
                         help="OTLP/HTTP receiver address (default 127.0.0.1:4318; 'off' to disable)")
-        sp.add_argument("--prometheus", metavar="URL",
-                        help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables)")
+        sp.add_argument("--prometheus", metavar="URL", type=_prometheus_url,
+                        help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables; "
+                             "a URL with user:password@ is refused)")
         sp.add_argument("--window", metavar="DURATION", default="15m", help="rolling analysis window (default 15m)")
         sp.add_argument("--constraints", metavar="FILE", help="triage.toml")
         sp.add_argument("--settle", metavar="DURATION", default="10s",
@@ -111,6 +112,16 @@ def parse_duration(text: str) -> float:
     if not m:
         raise ValueError(f"invalid duration {text!r} (e.g. 30s, 15m, 2h)")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def _prometheus_url(text: str) -> str:
+    """--prometheus: checked before anything starts; the message never repeats a password (argparse would)."""
+    from collectors.prometheus import check_url
+
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _listen(text: str):
@@ -210,6 +221,12 @@ def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .lifecycle import run
+
+    return run(_main, argv)  # SIGTERM, SIGHUP or the terminal going away stop every command (tui/lifecycle.py)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     import duckdb
 

@@ -7,6 +7,12 @@ from pathlib import Path
 from .cli import _listen, emit, parse_duration
 
 
+def _shown(url: str | None) -> str | None:
+    from collectors.prometheus import redact_url
+
+    return url and redact_url(url)
+
+
 def _live_session(args, window_s: float | None = None, db: str | None = None):
     from analyzers.live import LiveSession
     from analyzers.session import load_constraints
@@ -37,13 +43,13 @@ def cmd_live(args) -> int:
     if not args.duration:
         try:
             TriageApp(paths=[], live=session, refresh_s=parse_duration(args.refresh),
-                      source_title=f"live · {args.otlp_listen} · {args.prometheus or 'no prometheus'}").run()
+                      source_title=f"live · {args.otlp_listen} · {_shown(args.prometheus) or 'no prometheus'}").run()
         finally:
             session.stop()
         return 0
     try:
         print(f"triage live: receiving OTLP on {session.otlp_endpoint or 'off'}, "
-              f"prometheus {args.prometheus or 'off'}, for {args.duration}", file=sys.stderr)
+              f"prometheus {_shown(args.prometheus) or 'off'}, for {args.duration}", file=sys.stderr)
         end = time.monotonic() + parse_duration(args.duration)
         refresh = parse_duration(args.refresh)
         while time.monotonic() < end:
@@ -107,9 +113,6 @@ def cmd_demo(args) -> int:
     if why:
         print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
         return 2
-    from remediations.procs import exit_on_signals
-
-    exit_on_signals()  # a terminal closing (SIGHUP) or kill (SIGTERM) still stops every server we started
     if not args.auto_remediate:
         from analyzers.live import LiveSession
         from analyzers.session import load_constraints
