@@ -1,26 +1,53 @@
-"""OTLP/HTTP trace receiver: ``POST /v1/traces`` with protobuf or JSON bodies, optionally gzip-encoded.
+"""OTLP/HTTP trace receiver: ``POST /v1/traces`` with protobuf or JSON bodies, gzip-encoded or not, sized by
+``Content-Length`` or chunked.
 
-Answers as the OTLP specification says: 200 (with ``partial_success`` when some spans were rejected),
-400 for a payload that cannot be decoded, 413 when the body (or what it decompresses to) is too large,
-415 for an unsupported content type, 503 with ``Retry-After`` when the ingest queue is full.
-One bounded queue feeds one writer thread; a request is answered 200 only after its spans are committed
-to the store, so every acknowledged span is in the store. Binds 127.0.0.1 by default.
+Answers as the OTLP specification says: 200 (with ``partial_success`` when some spans were rejected), 400 for
+input that will never succeed (undecodable, wrong shape, values the store cannot hold, nothing valid), 401
+without the bearer token when one is required, 408 for a body that does not arrive in time, 413 when the body
+(or what it decompresses to) is too large, 415 for an unsupported type or encoding, and 503 with
+``Retry-After`` only for load (the memory budget or the ingest queue is full). A request is answered 200 only
+after its spans are committed to the store, so every acknowledged span is in the store.
+
+The server is aiohttp's (an asyncio HTTP/1.1 stack: chunked bodies, keep-alive, header size limits) on one
+event-loop thread, with one resource policy around it:
+- one memory budget across requests: the decoded bytes in flight (read, decompressed, parsed, waiting for the
+  writer) never exceed ``budget_bytes``; a request that would exceed it is answered 503 + Retry-After. Small
+  requests (<= ``SMALL_BODY``) may use a slice of the budget that large ones may not, so large senders cannot
+  starve small ones;
+- bodies are read and decompressed as they stream (multi-member gzip included), capped on the wire
+  (``max_body``) and decoded (``MAX_DECODED``), with a deadline per read and per body;
+- connections: an idle (or header-less) connection is closed after ``idle_timeout_s``; at most
+  ``max_connections`` (also kept under the process's open-file limit) are held, the longest-idle one is closed
+  to admit a new one; the listen backlog is ``BACKLOG``;
+- parsing runs off the event loop in two lanes (small and large bodies), and the single writer takes small
+  batches before large ones.
 
 With ``staging=True`` (live sessions) spans land in ``pending_spans`` / ``pending_events`` with their arrival
 time, and ``promote()`` moves a trace into ``spans`` / ``span_events`` once no span of it has arrived for a
 while. Services export in batches (the OpenTelemetry SDK's batch processor every 5 s by default, Triton
 likewise), so a request's downstream spans often arrive seconds after its root; analysed before they arrive,
-the request would look as if it never queued or computed.
+the request would look as if it never queued or computed. Without staging each batch is promoted as it is
+written. Promotion keeps one span per (trace id, span id) and counts the duplicates as a problem.
+Spans whose end time is far from their arrival time are reported as clock skew (once per service).
 """
 from __future__ import annotations
 
+import asyncio
+import hmac
+import ipaddress
+import itertools
+import os
 import queue
+import re
+import resource
+import socket
+import ssl
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import duckdb
 import numpy as np
 import orjson
 
@@ -31,8 +58,25 @@ from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store, insert_frame
 
 MAX_BODY = 16 << 20          # compressed or not, what we accept on the wire
 MAX_DECODED = 64 << 20       # what a body may decompress to (decompression bombs stop here)
+SMALL_BODY = 1 << 20         # a small request: its own parse lane, its own slice of the budget
+BUDGET = 128 << 20           # decoded bytes in flight across all requests
+SMALL_RESERVE = 16 << 20     # the slice of the budget only small requests may use
+MAX_CONNECTIONS = 512
+FD_RESERVE = 64              # open files kept free for the store, logs, Prometheus queries
+BACKLOG = 1024
+IDLE_TIMEOUT_S = 30.0        # a connection with no request (or a request whose headers do not arrive)
+READ_TIMEOUT_S = 10.0        # between two pieces of a body
+BODY_TIMEOUT_S = 60.0        # a whole body
+SKEW_BEHIND_NS = 5 * 60 * 10**9   # a span ending this long before it arrived: the exporter's clock is behind
+SKEW_AHEAD_NS = 60 * 10**9        # ... or after it arrived: ahead
+DEFAULT_PORT = 4318
 PROTO_TYPES = {"application/x-protobuf", "application/protobuf"}
 JSON_TYPES = {"application/json"}
+TOKEN_ENV = "TRIAGE_OTLP_BEARER_TOKEN"
+# Errors that say the data cannot be stored (out-of-range values, wrong types), not that the store failed:
+# the batch is answered 400 / partial success, never with a retry the exporter would repeat for ever.
+DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, duckdb.TypeMismatchException,
+               OverflowError, ValueError, TypeError)
 
 
 class PayloadError(ValueError):
@@ -41,48 +85,202 @@ class PayloadError(ValueError):
         self.status = status
 
 
+class ListenError(ValueError):
+    """The receiver cannot listen where it was asked to (the message names the option to change)."""
+
+
+class _Busy(Exception):
+    pass
+
+
+# -- addresses and security -----------------------------------------------------------------------
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``--otlp-listen``: ``HOST:PORT``, ``[v6]:PORT``, ``HOST`` or ``[v6]`` (port 4318), ``:PORT`` or ``PORT``
+    (127.0.0.1), ``off``."""
+    t = (text or "").strip()
+    if t.lower() in ("off", "none", ""):
+        return None
+    host, port = t, ""
+    if t.startswith("["):
+        m = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", t)
+        if not m or not m.group(1):
+            raise ListenError(f"--otlp-listen {text!r}: an IPv6 address is written [ADDRESS]:PORT, e.g. [::1]:4318")
+        host, port = m.group(1), m.group(2) or ""
+    elif t.count(":") > 1:
+        host = t  # a bare IPv6 address
+    elif ":" in t:
+        host, port = t.rsplit(":", 1)
+    elif t.isdigit():
+        host, port = "", t
+    if port == "" and (t.endswith(":")):
+        raise ListenError(f"--otlp-listen {text!r}: no port after ':' (HOST:PORT, [IPv6]:PORT, HOST, :PORT or off)")
+    try:
+        p = int(port) if port != "" else DEFAULT_PORT
+    except ValueError:
+        p = -1
+    if not 0 <= p <= 65535:
+        raise ListenError(f"--otlp-listen {text!r}: port {port!r} is not a number from 0 to 65535 "
+                          "(HOST:PORT, [IPv6]:PORT, HOST, :PORT or off)")
+    return (host or "127.0.0.1", p)
+
+
+def token_from_env(environ=None) -> str | None:
+    """The bearer token exporters must send: ``TRIAGE_OTLP_BEARER_TOKEN`` or the file named by
+    ``TRIAGE_OTLP_BEARER_TOKEN_FILE`` (trailing whitespace, e.g. a mounted secret's newline, stripped)."""
+    env = os.environ if environ is None else environ
+    path = env.get(TOKEN_ENV + "_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().rstrip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ListenError(f"{TOKEN_ENV}_FILE: cannot read {path}: {exc}") from exc
+        if not value:
+            raise ListenError(f"{TOKEN_ENV}_FILE: {path} is empty")
+        return value
+    value = (env.get(TOKEN_ENV) or "").rstrip()
+    return value or None
+
+
+def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenError(f"--otlp-tls-cert/--otlp-tls-key: cannot load {cert}"
+                          f"{' and ' + key if key else ''}: {exc}") from exc
+    return ctx
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"--otlp-listen: cannot resolve host {host!r}: {exc.strerror}") from exc
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        shown = f"[{addr[0]}]:{port}" if family == socket.AF_INET6 else f"{addr[0]}:{port}"
+        if exc.errno == 98:  # EADDRINUSE
+            raise ListenError(f"cannot receive OTLP on {shown}: the port is already in use (another triage, or an "
+                              f"OpenTelemetry Collector?); choose another with --otlp-listen HOST:PORT, or "
+                              f"--otlp-listen off") from exc
+        raise ListenError(f"cannot receive OTLP on {shown}: {exc.strerror or exc}; choose another address with "
+                          f"--otlp-listen HOST:PORT") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
 def decode_body(body: bytes, encoding: str | None) -> bytes:
+    """A whole body decoded (identity or gzip), capped at ``MAX_DECODED``."""
     enc = (encoding or "identity").strip().lower()
     if enc in ("identity", ""):
         return body
     if enc != "gzip":
         raise PayloadError(415, f"unsupported Content-Encoding {encoding!r} (identity or gzip)")
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, MAX_DECODED + 1)
-    except zlib.error as exc:
-        raise PayloadError(400, f"invalid gzip body: {exc}") from exc
-    if len(out) > MAX_DECODED or d.unconsumed_tail:
-        raise PayloadError(413, f"body decompresses to more than {MAX_DECODED} bytes")
-    if not d.eof:
-        raise PayloadError(400, "truncated gzip body")
+    g = _StreamDecoder("gzip", MAX_DECODED)
+    out = g.feed(body)
+    g.finish()
     return out
 
 
+class _StreamDecoder:
+    """Identity or gzip, fed piece by piece; ``total`` is the decoded size so far."""
+
+    def __init__(self, encoding: str, cap: int):
+        self.gzip = encoding == "gzip"
+        self.cap = cap
+        self.total = 0
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
+        self._in_member = False   # bytes of the current member have been fed and it has not ended
+        self._members = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.gzip:
+            self.total += len(data)
+            if self.total > self.cap:
+                raise PayloadError(413, f"body larger than {self.cap} bytes")
+            return data
+        out = []
+        while data:
+            if self._d.eof:  # the previous member ended: what follows is another member, or zero padding
+                if not data.strip(b"\0"):
+                    break
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._in_member = True
+            try:
+                piece = self._d.decompress(data, self.cap - self.total + 1)
+            except zlib.error as exc:
+                raise PayloadError(400, f"invalid gzip body (member {self._members + 1}): {exc}") from exc
+            self.total += len(piece)
+            if self.total > self.cap:
+                raise PayloadError(413, f"body decompresses to more than {self.cap} bytes")
+            out.append(piece)
+            if self._d.eof:
+                self._members += 1
+                self._in_member = False
+                data = self._d.unused_data + self._d.unconsumed_tail
+            else:
+                data = self._d.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self.gzip and (self._in_member or self._members == 0):
+            raise PayloadError(400, "truncated gzip body" if self._in_member else "empty gzip body")
+
+
 def parse_payload(data: bytes, content_type: str, source: str) -> SpanColumns:
+    """The spans of one request. Raises PayloadError (400) for bytes that are not a request, a JSON body of
+    the wrong shape, or values that cannot be converted."""
     cols = SpanColumns(source)
-    if content_type in PROTO_TYPES:
-        try:
-            req = otlp_proto.parse(data)
-        except ValueError as exc:
-            raise PayloadError(400, str(exc)) from exc
-        otlp_proto.parse_request(req, cols, "")
-    else:
-        try:
-            doc = otlp_json.unwrap(orjson.loads(data))
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(400, f"invalid JSON: {exc}") from exc
-        if doc is None:
-            raise PayloadError(400, "JSON body has no resourceSpans")
-        otlp_json.parse_request(doc, cols, "")
+    try:
+        if content_type in PROTO_TYPES:
+            try:
+                req = otlp_proto.parse(data)
+            except ValueError as exc:
+                raise PayloadError(400, str(exc)) from exc
+            otlp_proto.parse_request(req, cols, "")
+        else:
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise PayloadError(400, f"invalid JSON: {exc}") from exc
+            if not isinstance(doc, dict) or otlp_json.unwrap(doc) is None:
+                raise PayloadError(400, "JSON body has no resourceSpans")
+            otlp_json.parse_request(otlp_json.unwrap(doc), cols, "")
+    except PayloadError:
+        raise
+    except (RecursionError, *DATA_ERRORS) as exc:  # a value no reader expected: the data's fault, say so
+        raise PayloadError(400, f"cannot convert the spans: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return cols
 
+
+# -- the receiver ---------------------------------------------------------------------------------
 
 @dataclass
 class _Job:
     cols: SpanColumns
     done: threading.Event = field(default_factory=threading.Event)
-    error: str | None = None
+    error: str | None = None          # the store failed (retryable)
+    stored: int = 0
+    rejected: int = 0                 # spans the store refused (data), answered as partial success
+    done_cb: object = None            # called by the writer when done (wakes the waiting request)
 
 
 @dataclass
@@ -90,49 +288,150 @@ class ReceiverStats:
     requests: int = 0
     accepted_spans: int = 0
     rejected_spans: int = 0
+    duplicate_spans: int = 0
     refused_busy: int = 0
     bad_requests: int = 0
+    unauthorized: int = 0
+    timeouts: int = 0
+    evicted_connections: int = 0
+    peak_budget_bytes: int = 0
+
+
+class _Budget:
+    """Decoded bytes in flight; used from the event-loop thread only."""
+
+    def __init__(self, limit: int, small_reserve: int):
+        self.limit, self.small_reserve, self.used, self.peak = limit, small_reserve, 0, 0
+
+    def take(self, n: int, small: bool) -> bool:
+        room = self.limit - self.used - (0 if small else self.small_reserve)
+        if n > room:
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 class Receiver:
     """The server and its single writer. ``start()`` / ``stop()``; ``port`` is the bound port."""
 
-    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4318, queue_size: int = 64,
-                 retry_after_s: int = 1, max_body: int = MAX_BODY, staging: bool = False):
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, queue_size: int = 64,
+                 retry_after_s: int = 1, max_body: int = MAX_BODY, staging: bool = False, *,
+                 tls_cert: str | None = None, tls_key: str | None = None, token: str | None = None,
+                 insecure: bool = False, budget_bytes: int = BUDGET, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
+                 body_timeout_s: float = BODY_TIMEOUT_S):
+        if budget_bytes < MAX_DECODED + SMALL_RESERVE:
+            raise ValueError(f"budget_bytes must hold one largest body ({MAX_DECODED}) and the small slice")
         self.store = store
         self.staging = staging
-        if staging:
-            for table, like in (("pending_spans", "spans"), ("pending_events", "span_events")):
-                store.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT *, 0::BIGINT AS arrived_ns "
-                              f"FROM {like} LIMIT 0")
-        self.queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        for table, like in (("pending_spans", "spans"), ("pending_events", "span_events")):
+            store.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT *, 0::BIGINT AS arrived_ns "
+                          f"FROM {like} LIMIT 0")
+        store.execute("CREATE TABLE IF NOT EXISTS trace_arrivals (trace_id VARCHAR, arrived_ns BIGINT)")
+        self.queue: queue.PriorityQueue = queue.PriorityQueue(maxsize=queue_size)
+        self._seq = itertools.count()
         self.retry_after_s = retry_after_s
         self.max_body = max_body
         self.stats = ReceiverStats()
         self.problems = Problems()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self.host, self.port = self._server.server_address[:2]
+        self._skew_seen: set[tuple[str, str]] = set()
+        self._last_arrival = 0
+        self.token = token
+        self.idle_timeout_s, self.read_timeout_s, self.body_timeout_s = idle_timeout_s, read_timeout_s, body_timeout_s
+        self.budget = _Budget(budget_bytes, SMALL_RESERVE)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(8, min(max_connections, soft - FD_RESERVE if soft > 0 else max_connections))
+        self._ssl = _tls_context(tls_cert, tls_key) if tls_cert else None
+        if tls_key and not tls_cert:
+            raise ListenError("--otlp-tls-key needs --otlp-tls-cert")
+        self._sock = _bind(host, port)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.warning = None
+        if not is_loopback(self.host):
+            missing = [what for what, ok in (("TLS (--otlp-tls-cert/--otlp-tls-key)", self._ssl),
+                                             (f"a bearer token ({TOKEN_ENV} or {TOKEN_ENV}_FILE)", token)) if not ok]
+            if missing and not insecure:
+                self._sock.close()
+                raise ListenError(f"--otlp-listen {host}: a receiver others can reach needs "
+                                  f"{' and '.join(missing)}; or pass --otlp-insecure to accept unauthenticated "
+                                  f"spans from the network")
+            if missing:
+                self.warning = (f"receiving OTLP on {self.endpoint} without {' and '.join(missing)}: anyone who can "
+                                f"reach this address can send spans (--otlp-insecure)")
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._lanes = {"small": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-small"),
+                       "large": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-large")}
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}/v1/traces"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self._ssl else 'http'}://{host}:{self.port}/v1/traces"
 
+    # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> "Receiver":
-        for target in (self._server.serve_forever, self._write_loop):
-            t = threading.Thread(target=target, daemon=True, name=f"otlp-{target.__name__}")
-            t.start()
-            self._threads.append(t)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run_loop():
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:  # noqa: BLE001  (reported to start())
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._writer = threading.Thread(target=self._write_loop, daemon=True, name="otlp-writer")
+        self._writer.start()
+        t = threading.Thread(target=run_loop, daemon=True, name="otlp-server")
+        t.start()
+        self._threads.append(t)
+        ready.wait()
+        if failure:
+            self.stop()
+            raise failure[0]
         return self
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self.queue.put(None)
-        for t in self._threads:  # the writer finishes what was acknowledged before it exits
+    def close(self) -> None:
+        """Stop receiving: no new connection or request; requests already read are answered (and their spans
+        committed) before this returns. After it, nothing more can be acknowledged."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        for t in self._threads:
             t.join()
+        self._threads = []
+        if self._writer is not None:
+            self.queue.put((9, next(self._seq), None))
+            self._writer.join()  # the writer finishes what was acknowledged before it exits
+            self._writer = None
+        for lane in self._lanes.values():
+            lane.shutdown(wait=True)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.close()
 
     def __enter__(self):
         return self.start()
@@ -140,30 +439,200 @@ class Receiver:
     def __exit__(self, *exc):
         self.stop()
 
+    async def _serve(self) -> None:
+        from aiohttp import web
+
+        receiver = self
+
+        class Server(web.Server):
+            """aiohttp's server with a connection cap: at the cap, the longest-idle connection makes room."""
+
+            def __call__(self):
+                handler = super().__call__()
+                receiver._admit(self, handler)
+                return handler
+
+            def connection_lost(self, handler, exc=None):
+                receiver._activity.pop(handler, None)
+                super().connection_lost(handler, exc)
+
+        self._activity: dict = {}
+        self._server = Server(self._handle, keepalive_timeout=self.idle_timeout_s, auto_decompress=False,
+                              access_log=None, max_line_size=8190, max_field_size=8190, max_headers=64,
+                              lingering_time=0, handler_cancellation=False)
+        self._aserver = await asyncio.get_running_loop().create_server(
+            self._server, sock=self._sock, ssl=self._ssl, backlog=BACKLOG,
+            ssl_handshake_timeout=10.0 if self._ssl else None)
+
+    async def _shutdown(self) -> None:
+        self._aserver.close()
+        self._server.pre_shutdown()
+        await self._server.shutdown(timeout=self.body_timeout_s)
+        for handler in list(self._activity):
+            handler.force_close()
+
+    def _admit(self, server, handler) -> None:
+        now = time.monotonic()
+        self._activity[handler] = [now, 0]
+        if len(self._activity) <= self.max_connections:
+            return
+        idle = [(last, h) for h, (last, busy) in self._activity.items() if not busy and h is not handler]
+        if idle:
+            _, victim = min(idle, key=lambda x: x[0])
+            self._activity.pop(victim, None)
+            victim.force_close()
+            self._count(evicted_connections=1)
+
+    # -- the writer -----------------------------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            job = self.queue.get()
+            _, _, job = self.queue.get()
             if job is None:
                 return
             try:
                 self._write(job.cols)
-            except Exception as exc:  # the client hears about it (503) rather than losing spans silently
+                job.stored, job.rejected = len(job.cols), 0
+            except DATA_ERRORS:
+                try:
+                    job.stored, job.rejected = self._write_isolating(job.cols)
+                except Exception as exc:  # noqa: BLE001  (the client hears about it: 503, retry)
+                    job.error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001  the store failed (disk full, ...): 503, retry
                 job.error = f"{type(exc).__name__}: {exc}"
             finally:
+                if job.done_cb:
+                    job.done_cb()
                 job.done.set()
 
     def _write(self, cols: SpanColumns) -> None:
         """One request's spans and events, both or neither (a 503 makes the client send them again)."""
+        self._write_frames(cols.spans, cols.events)
+
+    def _write_frames(self, spans: dict, events: dict) -> None:
+        self._check_skew(spans)
         with self.store.transaction() as con:
-            if not self.staging:
-                insert_frame(con, "spans", SPAN_COLUMNS, cols.spans)
-                insert_frame(con, "span_events", EVENT_COLUMNS, cols.events)
-                return
-            now = self.clock()  # stamped once the writer holds the store: waiting for it is not settling time
-            for table, names, data in (("pending_spans", SPAN_COLUMNS, cols.spans),
-                                       ("pending_events", EVENT_COLUMNS, cols.events)):
+            # stamped once the writer holds the store (waiting for it is not settling time), unique per batch
+            now = max(self.clock(), self._last_arrival + 1)
+            self._last_arrival = now
+            for table, names, data in (("pending_spans", SPAN_COLUMNS, spans),
+                                       ("pending_events", EVENT_COLUMNS, events)):
                 arrived = np.full(len(data[names[0]]), now, dtype=np.int64)
                 insert_frame(con, table, names + ("arrived_ns",), {**data, "arrived_ns": arrived})
+            if not self.staging:
+                self._move(con, "")
+
+    def _write_isolating(self, cols: SpanColumns) -> tuple[int, int]:
+        """The batch failed for its data: find the spans the store refuses (by halving), store the others.
+        Returns (stored, rejected)."""
+        n = len(cols)
+        keys = list(zip(cols.spans["trace_id"], cols.spans["span_id"]))
+        ev_of: dict = {}
+        for i, k in enumerate(zip(cols.events["trace_id"], cols.events["span_id"])):
+            ev_of.setdefault(k, []).append(i)
+
+        def frames(idx):
+            spans = {c: [v[i] for i in idx] for c, v in cols.spans.items()}
+            eidx = [j for i in idx for j in ev_of.get(keys[i], ())]
+            events = {c: [v[j] for j in eidx] for c, v in cols.events.items()}
+            return spans, events
+
+        with self.store.writer() as con:
+            for t, like in (("_probe_spans", "spans"), ("_probe_events", "span_events")):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {like} LIMIT 0")
+
+            def fails(idx) -> bool:
+                spans, events = frames(idx)
+                try:
+                    insert_frame(con, "_probe_spans", SPAN_COLUMNS, spans)
+                    insert_frame(con, "_probe_events", EVENT_COLUMNS, events)
+                    return False
+                except DATA_ERRORS:
+                    return True
+                finally:
+                    con.execute("DELETE FROM _probe_spans")
+                    con.execute("DELETE FROM _probe_events")
+
+            bad: list[int] = []
+            todo = [list(range(n))]
+            while todo:
+                idx = todo.pop()
+                if not idx or not fails(idx):
+                    continue
+                if len(idx) == 1:
+                    bad.append(idx[0])
+                else:
+                    todo += [idx[:len(idx) // 2], idx[len(idx) // 2:]]
+            for t in ("_probe_spans", "_probe_events"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+        bad_set = set(bad)
+        for i in sorted(bad)[:20]:
+            cols.problems.add(cols.source, f"span {keys[i][1]}",
+                              "a value is out of the range the store holds; span rejected")
+        good = [i for i in range(n) if i not in bad_set]
+        if good:
+            self._write_frames(*frames(good))
+        return len(good), len(bad)
+
+    def _check_skew(self, spans: dict) -> None:
+        """Clock skew: spans ending far before or after they arrived (once per service and direction)."""
+        ends = spans["end_ns"]
+        if not ends:
+            return
+        wall = time.time_ns()
+        worst: dict = {}
+        for svc, end in zip(spans["service"], ends):
+            if not isinstance(end, int):
+                continue
+            d = end - wall
+            key = (svc, "ahead" if d > 0 else "behind")
+            if (d > SKEW_AHEAD_NS or -d > SKEW_BEHIND_NS) and key not in self._skew_seen:
+                worst[key] = max(worst.get(key, 0), abs(d))
+        for (svc, way), d in worst.items():
+            self._skew_seen.add((svc, way))
+            self._problem(f"service {svc}", f"clock skew: spans end up to {d / 60e9:.1f} min {way} of their arrival "
+                          f"({'the exporter clock is behind, or the spans were delivered late' if way == 'behind' else 'the exporter clock is ahead'}); "
+                          "live mode keeps them by arrival time")
+
+    def _problem(self, where: str, message: str) -> None:
+        with self._lock:
+            self.problems.add("otlp-http", where, message)
+
+    # -- staging --------------------------------------------------------------------------------
+    def _move(self, con, having: str) -> int:
+        """Move the staged traces selected by ``having`` (over pending_spans grouped by trace) into the analysed
+        tables: one span per (trace id, span id), the first that arrived, with its events; duplicates (already
+        promoted, or received more than once) are counted. Returns the spans moved."""
+        span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id, max(arrived_ns) AS last_ns
+                        FROM pending_spans GROUP BY trace_id {having}""")
+        con.execute("""CREATE OR REPLACE TEMP TABLE _pick AS
+                       SELECT p.trace_id, p.span_id, min(p.arrived_ns) AS arrived_ns, count(*) AS copies
+                       FROM pending_spans p SEMI JOIN _settled s ON p.trace_id = s.trace_id
+                       GROUP BY p.trace_id, p.span_id""")
+        con.execute("""CREATE OR REPLACE TEMP TABLE _new AS
+                       SELECT k.* FROM _pick k
+                       ANTI JOIN (SELECT trace_id, span_id FROM spans SEMI JOIN _settled USING (trace_id)) s
+                       ON s.trace_id = k.trace_id AND s.span_id = k.span_id""")
+        moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans p
+                                SEMI JOIN _new n ON p.trace_id = n.trace_id AND p.span_id = n.span_id
+                                                 AND p.arrived_ns = n.arrived_ns
+                                QUALIFY row_number() OVER (PARTITION BY p.trace_id, p.span_id) = 1""").fetchone()[0]
+        con.execute(f"""INSERT INTO span_events ({event_cols}) SELECT {event_cols} FROM pending_events e
+                        SEMI JOIN _new n ON e.trace_id = n.trace_id AND e.span_id = n.span_id
+                                         AND e.arrived_ns = n.arrived_ns""")
+        total = con.execute("SELECT coalesce(sum(copies), 0) FROM _pick").fetchone()[0]
+        if self.staging:  # what forget() reads: a live window that follows arrival
+            con.execute("INSERT INTO trace_arrivals SELECT trace_id, last_ns FROM _settled")
+        for table in ("pending_spans", "pending_events"):
+            con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _settled)")
+        for t in ("_settled", "_pick", "_new"):
+            con.execute(f"DROP TABLE {t}")
+        dups = int(total) - int(moved)
+        if dups:
+            self._count(duplicate_spans=dups)
+            self._problem("spans", f"{dups} duplicate span(s) received (same trace and span id: an exporter retry, "
+                          "or two pipelines sending the same spans); one of each is kept")
+        return int(moved)
 
     def promote(self, idle_s: float | None = None, max_hold_s: float | None = None,
                 begun_by_ns: int | None = None) -> int:
@@ -173,7 +642,6 @@ class Receiver:
         first span had arrived by then; all of them when neither is given. Returns the spans moved."""
         if not self.staging:
             return 0
-        span_cols, event_cols = ", ".join(SPAN_COLUMNS), ", ".join(EVENT_COLUMNS)
         with self.store.transaction() as con:
             now = self.clock()
             having = ""
@@ -183,16 +651,20 @@ class Receiver:
                 having = f"HAVING max(arrived_ns) <= {now - int(idle_s * 1e9)}"
                 if max_hold_s is not None:
                     having += f" OR min(arrived_ns) <= {now - int(max_hold_s * 1e9)}"
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE _settled AS SELECT trace_id FROM pending_spans
-                            GROUP BY trace_id {having}""")
-            moved = con.execute(f"""INSERT INTO spans ({span_cols}) SELECT {span_cols} FROM pending_spans
-                                    WHERE trace_id IN (SELECT trace_id FROM _settled)""").fetchone()[0]
-            con.execute(f"""INSERT INTO span_events ({event_cols}) SELECT {event_cols} FROM pending_events
-                            WHERE trace_id IN (SELECT trace_id FROM _settled)""")
-            for table in ("pending_spans", "pending_events"):
-                con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _settled)")
-            con.execute("DROP TABLE _settled")
-        return int(moved)
+            return self._move(con, having)
+
+    def forget(self, arrived_before_ns: int) -> int:
+        """Drop the analysed traces that last arrived before ``arrived_before_ns`` (a ``clock()`` reading): a live
+        window that follows arrival, so spans from an exporter whose clock is off are analysed, not dropped.
+        Returns the spans dropped."""
+        with self.store.transaction() as con:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _old AS SELECT trace_id FROM trace_arrivals
+                            GROUP BY trace_id HAVING max(arrived_ns) < {int(arrived_before_ns)}""")
+            n = con.execute("DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM _old)").fetchone()[0]
+            for table in ("span_events", "trace_arrivals"):
+                con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM _old)")
+            con.execute("DROP TABLE _old")
+        return int(n)
 
     @staticmethod
     def clock() -> int:
@@ -211,92 +683,178 @@ class Receiver:
             for k, v in kw.items():
                 setattr(self.stats, k, getattr(self.stats, k) + v)
 
-    def _handler(self):
-        receiver = self
+    # -- requests -------------------------------------------------------------------------------
+    async def _handle(self, request):
+        act = self._activity.get(request.protocol)
+        if act is not None:
+            act[1] += 1
+        held = [0]
+        try:
+            return await self._handle_request(request, held)
+        finally:
+            if held[0]:
+                self.budget.give(held[0])
+            if act is not None:
+                act[0] = time.monotonic()
+                act[1] -= 1
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "triage-otlp/1"
-            disable_nagle_algorithm = True  # headers and body are separate writes: avoid the delayed-ACK stall
+    def _error(self, status: int, message: str, ctype: str, headers: dict | None = None, close: bool = False):
+        from aiohttp import web
 
-            def log_message(self, *args):  # quiet: the TUI owns the terminal
-                pass
+        if status == 400 or status in (408, 413, 415):
+            self._count(bad_requests=1)
+        if ctype in PROTO_TYPES:
+            from google.rpc import status_pb2
 
-            def _reply(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (extra or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
+            body = status_pb2.Status(code=3 if status == 400 else 16 if status == 401 else 8 if status in (429, 503)
+                                     else 2, message=message).SerializeToString()
+            resp = web.Response(status=status, body=body, content_type="application/x-protobuf", headers=headers)
+        else:
+            resp = web.Response(status=status, body=orjson.dumps({"code": status, "message": message}),
+                                content_type="application/json", headers=headers)
+        if close:
+            resp.force_close()
+        return resp
 
-            def _error(self, status: int, message: str, ctype: str, extra: dict | None = None) -> None:
-                if ctype in PROTO_TYPES:
-                    from google.rpc import status_pb2
+    def _authorized(self, request) -> bool:
+        got = request.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), self.token.encode())
 
-                    body = status_pb2.Status(code=3 if status == 400 else 8 if status in (429, 503) else 2,
-                                             message=message).SerializeToString()
-                    self._reply(status, body, "application/x-protobuf", extra)
-                else:
-                    self._reply(status, orjson.dumps({"code": status, "message": message}), "application/json", extra)
+    async def _handle_request(self, request, held: list):
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        self._count(requests=1)
+        if request.path != "/v1/traces":
+            return self._error(404, f"no such endpoint {request.path}", ctype, close=True)
+        if request.method != "POST":
+            return self._error(405, f"{request.method} is not allowed; POST spans", ctype, {"Allow": "POST"}, True)
+        if self.token is not None and not self._authorized(request):
+            self._count(unauthorized=1)
+            return self._error(401, "missing or wrong bearer token", ctype, {"WWW-Authenticate": "Bearer"}, True)
+        if ctype not in PROTO_TYPES and ctype not in JSON_TYPES:
+            return self._error(415, f"unsupported Content-Type {ctype!r}", "application/json", close=True)
+        enc = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+        if enc not in ("identity", "gzip", ""):
+            return self._error(415, f"unsupported Content-Encoding {enc!r} (identity or gzip)", ctype, close=True)
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._error(413, f"body of {length} bytes exceeds {self.max_body}", ctype, close=True)
+        busy = {"Retry-After": str(self.retry_after_s)}
+        try:
+            data = await self._read_body(request, length, enc, held)
+        except PayloadError as exc:
+            if exc.status == 408:
+                self._count(timeouts=1)
+            return self._error(exc.status, str(exc), ctype, close=True)
+        except _Busy:
+            self._count(refused_busy=1)
+            return self._error(503, "memory budget for requests in flight is full, retry later", ctype, busy, True)
+        loop = asyncio.get_running_loop()
+        lane = self._lanes["small" if len(data) <= SMALL_BODY else "large"]
+        peer = request.remote or "?"
+        try:
+            cols = await loop.run_in_executor(lane, parse_payload, data, ctype, f"otlp-http {peer}")
+        except PayloadError as exc:
+            return self._error(exc.status, str(exc), ctype)
+        except MemoryError:
+            self._count(refused_busy=1)
+            return self._error(503, "out of memory while parsing, retry later", ctype, busy)
+        del data
+        if len(cols) == 0 and cols.rejected:
+            self._merge(cols)
+            self._count(rejected_spans=cols.rejected)
+            return self._error(400, "no valid span: " + _summary(cols.problems), ctype)
+        if len(cols) == 0:
+            self._merge(cols)
+            return self._ok(ctype, 0, cols.problems)
+        job = _Job(cols)
+        fut = loop.create_future()
+        job.done_cb = lambda: loop.call_soon_threadsafe(_resolve, fut)
+        try:
+            self.queue.put_nowait((0 if len(cols) <= 2048 else 1, next(self._seq), job))
+        except queue.Full:
+            self._count(refused_busy=1)
+            return self._error(503, "ingest queue full, retry later", ctype, busy)
+        await asyncio.shield(fut)
+        if job.error:
+            return self._error(503, f"store write failed: {job.error}", ctype, busy)
+        rejected = cols.rejected + job.rejected
+        self._count(accepted_spans=job.stored, rejected_spans=rejected)
+        self._merge(cols)
+        if job.stored == 0:
+            return self._error(400, "no span could be stored: " + _summary(cols.problems), ctype)
+        return self._ok(ctype, rejected, cols.problems)
 
-            def do_POST(self):  # noqa: N802
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                receiver._count(requests=1)
-                length = int(self.headers.get("Content-Length") or 0)
-                if self.path.split("?")[0] != "/v1/traces":
-                    self._drain(length)
-                    return self._error(404, f"no such endpoint {self.path}", ctype)
-                if length > receiver.max_body:
-                    self.close_connection = True
-                    receiver._count(bad_requests=1)
-                    return self._error(413, f"body of {length} bytes exceeds {receiver.max_body}", ctype)
-                body = self.rfile.read(length) if length else b""
-                if ctype not in PROTO_TYPES and ctype not in JSON_TYPES:
-                    receiver._count(bad_requests=1)
-                    return self._error(415, f"unsupported Content-Type {ctype!r}", "application/json")
-                try:
-                    data = decode_body(body, self.headers.get("Content-Encoding"))
-                    cols = parse_payload(data, ctype, f"otlp-http {self.client_address[0]}")
-                except PayloadError as exc:
-                    receiver._count(bad_requests=1)
-                    return self._error(exc.status, str(exc), ctype)
-                job = _Job(cols)
-                try:
-                    receiver.queue.put_nowait(job)
-                except queue.Full:
-                    receiver._count(refused_busy=1)
-                    return self._error(503, "ingest queue full, retry later", ctype,
-                                       {"Retry-After": str(receiver.retry_after_s)})
-                job.done.wait()
-                if job.error:
-                    return self._error(503, f"store write failed: {job.error}", ctype,
-                                       {"Retry-After": str(receiver.retry_after_s)})
-                rejected = cols.rejected
-                receiver._count(accepted_spans=len(cols), rejected_spans=rejected)
-                receiver.problems.merge(cols.problems)
-                self._ok(ctype, rejected, cols.problems)
+    def _merge(self, cols: SpanColumns) -> None:
+        with self._lock:
+            self.problems.merge(cols.problems)
 
-            def _ok(self, ctype: str, rejected: int, problems: Problems) -> None:
-                msg = "; ".join(f"{p['where']}: {p['message']}" for p in problems.items[:5])
-                if ctype in PROTO_TYPES:
-                    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+    async def _read_body(self, request, length: int | None, enc: str, held: list) -> bytes:
+        """The decoded body, read as it streams, each piece counted against the budget before it is kept."""
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        decoder = _StreamDecoder(enc if enc == "gzip" else "identity", MAX_DECODED)
+        upfront = length if (length is not None and enc != "gzip") else 0
+        if upfront:
+            if not self.budget.take(upfront, small=upfront <= SMALL_BODY):
+                raise _Busy()
+            held[0] += upfront
+        parts: list[bytes] = []
+        wire = 0
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PayloadError(408, f"body not received within {self.body_timeout_s:g}s")
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), min(self.read_timeout_s, left))
+            except asyncio.TimeoutError:
+                raise PayloadError(408, f"body stalled: nothing received for {min(self.read_timeout_s, left):g}s "
+                                   f"after {wire} bytes") from None
+            if not chunk:
+                break
+            wire += len(chunk)
+            if wire > self.max_body:
+                raise PayloadError(413, f"body exceeds {self.max_body} bytes")
+            out = decoder.feed(chunk)
+            if out:
+                if decoder.total > upfront:
+                    need = decoder.total - max(upfront, decoder.total - len(out))
+                    if not self.budget.take(need, small=decoder.total <= SMALL_BODY):
+                        raise _Busy()
+                    held[0] += need
+                parts.append(out)
+        decoder.finish()
+        if length is not None and wire != length:
+            raise PayloadError(400, f"body of {wire} bytes, Content-Length said {length}")
+        return b"".join(parts)
 
-                    resp = ExportTraceServiceResponse()
-                    if rejected:
-                        resp.partial_success.rejected_spans = rejected
-                        resp.partial_success.error_message = msg
-                    self._reply(200, resp.SerializeToString(), "application/x-protobuf")
-                else:
-                    body = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": msg}} if rejected else {}
-                    self._reply(200, orjson.dumps(body), "application/json")
+    def _ok(self, ctype: str, rejected: int, problems: Problems):
+        from aiohttp import web
 
-            def _drain(self, length: int) -> None:
-                if 0 < length <= receiver.max_body:
-                    self.rfile.read(length)
+        msg = _summary(problems)
+        if ctype in PROTO_TYPES:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-        return Handler
+            resp = ExportTraceServiceResponse()
+            if rejected:
+                resp.partial_success.rejected_spans = rejected
+                resp.partial_success.error_message = msg
+            return web.Response(status=200, body=resp.SerializeToString(), content_type="application/x-protobuf")
+        body = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": msg}} if rejected else {}
+        return web.Response(status=200, body=orjson.dumps(body), content_type="application/json")
+
+
+def _resolve(fut) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _summary(problems: Problems) -> str:
+    return "; ".join(f"{p['where']}: {p['message']}" for p in problems.items[:5])
 
 
 def wait_until(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
