@@ -122,7 +122,7 @@ class LiveSession:
         findings = engine.run_rules(self.store, self.constraints)
         ingest = IngestResult(files=0)
         if self._receiver:
-            ingest.problems = self._receiver.problems
+            ingest.problems = self._receiver.all_problems()
         rep = report_mod.build(self.store, ingest, findings, self.constraints)
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,

@@ -178,6 +178,29 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _resolve_host(host: str, port: int) -> str:
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][4][0]
+    except socket.gaierror as exc:
+        raise ListenError(f"--otlp-listen: cannot resolve host {host!r}: {exc.strerror}") from exc
+
+
+def exposure(address: str, tls: bool, token: str | None, insecure: bool) -> str | None:
+    """A receiver on a non-loopback address needs TLS and a bearer token, or ``--otlp-insecure`` (then the
+    warning to print is returned). Raises ListenError otherwise."""
+    if is_loopback(address):
+        return None
+    missing = [what for what, ok in (("TLS (--otlp-tls-cert/--otlp-tls-key)", tls),
+                                     (f"a bearer token ({TOKEN_ENV} or {TOKEN_ENV}_FILE)", token)) if not ok]
+    if not missing:
+        return None
+    if not insecure:
+        raise ListenError(f"--otlp-listen {address}: a receiver others can reach needs {' and '.join(missing)}; "
+                          "or pass --otlp-insecure to accept unauthenticated spans from the network")
+    return (f"receiving OTLP on {address} without {' and '.join(missing)}: anyone who can reach this address "
+            "can send spans (--otlp-insecure)")
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.split("%")[0]).is_loopback
@@ -349,20 +372,10 @@ class Receiver:
         self._ssl = _tls_context(tls_cert, tls_key) if tls_cert else None
         if tls_key and not tls_cert:
             raise ListenError("--otlp-tls-key needs --otlp-tls-cert")
+        # checked before binding: nothing listens on a reachable address without TLS and a token
+        self.warning = exposure(_resolve_host(host, port), tls=self._ssl is not None, token=token, insecure=insecure)
         self._sock = _bind(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
-        self.warning = None
-        if not is_loopback(self.host):
-            missing = [what for what, ok in (("TLS (--otlp-tls-cert/--otlp-tls-key)", self._ssl),
-                                             (f"a bearer token ({TOKEN_ENV} or {TOKEN_ENV}_FILE)", token)) if not ok]
-            if missing and not insecure:
-                self._sock.close()
-                raise ListenError(f"--otlp-listen {host}: a receiver others can reach needs "
-                                  f"{' and '.join(missing)}; or pass --otlp-insecure to accept unauthenticated "
-                                  f"spans from the network")
-            if missing:
-                self.warning = (f"receiving OTLP on {self.endpoint} without {' and '.join(missing)}: anyone who can "
-                                f"reach this address can send spans (--otlp-insecure)")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._writer: threading.Thread | None = None
@@ -456,32 +469,97 @@ class Receiver:
                 receiver._activity.pop(handler, None)
                 super().connection_lost(handler, exc)
 
+        import logging
+
+        class Counting(logging.Handler):
+            """aiohttp answers a malformed request itself (400) and logs it with a traceback: counted here,
+            never printed (the terminal belongs to the TUI or the report)."""
+
+            def emit(self, record):
+                if record.levelno >= logging.ERROR:
+                    receiver._count(bad_requests=1)
+
+        quiet = logging.Logger("triage.otlp.server")  # not in the logging tree: nothing propagates to the root
+        quiet.addHandler(Counting())
         self._activity: dict = {}
         self._server = Server(self._handle, keepalive_timeout=self.idle_timeout_s, auto_decompress=False,
                               access_log=None, max_line_size=8190, max_field_size=8190, max_headers=64,
-                              lingering_time=0, handler_cancellation=False)
-        self._aserver = await asyncio.get_running_loop().create_server(
-            self._server, sock=self._sock, ssl=self._ssl, backlog=BACKLOG,
-            ssl_handshake_timeout=10.0 if self._ssl else None)
+                              lingering_time=0, handler_cancellation=False, logger=quiet)
+        self._accepting = 0
+        self._accept_paused = False
+        # our own accept loop rather than loop.create_server's: it accepts only while under the connection cap
+        # (making room first), and on EMFILE it closes an idle connection instead of logging in a loop
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_acceptable)
+
+    def _connections(self) -> int:
+        return len(self._activity) + self._accepting
+
+    def _evict_one(self) -> bool:
+        idle = [(last, h) for h, (last, busy) in self._activity.items() if not busy]
+        if not idle:
+            return False
+        _, victim = min(idle, key=lambda x: x[0])
+        self._activity.pop(victim, None)
+        victim.force_close()
+        self._count(evicted_connections=1)
+        return True
+
+    def _pause_accept(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._accept_paused:
+            self._accept_paused = True
+            loop.remove_reader(self._sock.fileno())
+
+            def resume():
+                self._accept_paused = False
+                if not self._closed:
+                    loop.add_reader(self._sock.fileno(), self._on_acceptable)
+            loop.call_later(seconds, resume)
+
+    def _on_acceptable(self) -> None:
+        import errno
+
+        loop = asyncio.get_running_loop()
+        for _ in range(64):
+            if self._connections() >= self.max_connections and not self._evict_one():
+                self._pause_accept(0.05)  # every connection is busy: new ones wait in the backlog
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._evict_one()
+                    self._pause_accept(0.05)
+                return
+            conn.setblocking(False)
+            self._accepting += 1
+            loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._server, sock=conn, ssl=self._ssl, ssl_handshake_timeout=10.0 if self._ssl else None)
+        except Exception:  # noqa: BLE001  a failed TLS handshake, a reset: that connection only
+            conn.close()
+        finally:
+            self._accepting -= 1
 
     async def _shutdown(self) -> None:
-        self._aserver.close()
+        loop = asyncio.get_running_loop()
+        if not self._accept_paused:
+            loop.remove_reader(self._sock.fileno())
+        self._sock.close()
         self._server.pre_shutdown()
         await self._server.shutdown(timeout=self.body_timeout_s)
         for handler in list(self._activity):
             handler.force_close()
 
     def _admit(self, server, handler) -> None:
-        now = time.monotonic()
-        self._activity[handler] = [now, 0]
-        if len(self._activity) <= self.max_connections:
-            return
-        idle = [(last, h) for h, (last, busy) in self._activity.items() if not busy and h is not handler]
-        if idle:
-            _, victim = min(idle, key=lambda x: x[0])
-            self._activity.pop(victim, None)
-            victim.force_close()
-            self._count(evicted_connections=1)
+        self._activity[handler] = [time.monotonic(), 0]
 
     # -- the writer -----------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -629,10 +707,19 @@ class Receiver:
             con.execute(f"DROP TABLE {t}")
         dups = int(total) - int(moved)
         if dups:
-            self._count(duplicate_spans=dups)
-            self._problem("spans", f"{dups} duplicate span(s) received (same trace and span id: an exporter retry, "
-                          "or two pipelines sending the same spans); one of each is kept")
+            self._count(duplicate_spans=dups)  # one problem for them all: see all_problems()
         return int(moved)
+
+    def all_problems(self) -> Problems:
+        """The problems met so far, duplicates summed up in one entry (as file mode reports them)."""
+        out = Problems()
+        with self._lock:
+            out.merge(self.problems)
+            dups = self.stats.duplicate_spans
+        if dups:
+            out.add("otlp-http", "spans", f"{dups} duplicate span(s) received (same trace and span id: an exporter "
+                    "retry, or two pipelines sending the same spans); one of each is kept")
+        return out
 
     def promote(self, idle_s: float | None = None, max_hold_s: float | None = None,
                 begun_by_ns: int | None = None) -> int:
