@@ -59,6 +59,7 @@ from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store, insert_frame
 MAX_BODY = 16 << 20          # compressed or not, what we accept on the wire
 MAX_DECODED = 64 << 20       # what a body may decompress to (decompression bombs stop here)
 SMALL_BODY = 1 << 20         # a small request: its own parse lane, its own slice of the budget
+PIECE_SPANS = 8192           # a large request is written in pieces this size, small requests in between
 BUDGET = 128 << 20           # decoded bytes in flight across all requests
 SMALL_RESERVE = 16 << 20     # the slice of the budget only small requests may use
 MAX_CONNECTIONS = 512
@@ -382,6 +383,8 @@ class Receiver:
         self._closed = False
         from concurrent.futures import ThreadPoolExecutor
 
+        self._process = None  # the large lane's worker process, started on the first large body
+        self._process_broken = False
         self._lanes = {"small": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-small"),
                        "large": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-large")}
 
@@ -438,6 +441,9 @@ class Receiver:
             self._writer = None
         for lane in self._lanes.values():
             lane.shutdown(wait=True)
+        if self._process is not None:
+            self._process.shutdown(wait=True, cancel_futures=True)
+            self._process = None
         try:
             self._sock.close()
         except OSError:
@@ -567,20 +573,39 @@ class Receiver:
             _, _, job = self.queue.get()
             if job is None:
                 return
-            try:
-                self._write(job.cols)
-                job.stored, job.rejected = len(job.cols), 0
-            except DATA_ERRORS:
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        """Store one request's spans. A large request is written in pieces of ``PIECE_SPANS``, with the small
+        requests that arrived meanwhile written between two pieces (a 10 MB batch would otherwise hold the
+        writer for a second). A piece that fails for a store error answers the request 503; the pieces already
+        written are not lost or doubled when the client retries (duplicates are kept once)."""
+        try:
+            pieces = [job.cols] if len(job.cols) <= PIECE_SPANS else _pieces(job.cols, PIECE_SPANS)
+            for k, piece in enumerate(pieces):
+                if k:
+                    self._write_small_waiting()
                 try:
-                    job.stored, job.rejected = self._write_isolating(job.cols)
-                except Exception as exc:  # noqa: BLE001  (the client hears about it: 503, retry)
-                    job.error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # noqa: BLE001  the store failed (disk full, ...): 503, retry
-                job.error = f"{type(exc).__name__}: {exc}"
-            finally:
-                if job.done_cb:
-                    job.done_cb()
-                job.done.set()
+                    (self._write if piece is job.cols else lambda c: self._write_frames(c.spans, c.events))(piece)
+                    job.stored += len(piece)
+                except DATA_ERRORS:
+                    stored, rejected = self._write_isolating(piece)
+                    job.stored += stored
+                    job.rejected += rejected
+        except Exception as exc:  # noqa: BLE001  the store failed (disk full, ...): 503, retry
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if job.done_cb:
+                job.done_cb()
+            job.done.set()
+
+    def _write_small_waiting(self) -> None:
+        while True:
+            with self.queue.mutex:  # only this thread takes from the queue: what is at its head stays there
+                head = self.queue.queue[0] if self.queue.queue else None
+            if head is None or head[0] != 0 or head[2] is None:
+                return
+            self._run(self.queue.get_nowait()[2])
 
     def _write(self, cols: SpanColumns) -> None:
         """One request's spans and events, both or neither (a 503 makes the client send them again)."""
@@ -867,10 +892,12 @@ class Receiver:
             self._count(refused_busy=1)
             return self._error(503, "memory budget for requests in flight is full, retry later", ctype, busy, True)
         loop = asyncio.get_running_loop()
-        lane = self._lanes["small" if len(data) <= SMALL_BODY else "large"]
         peer = request.remote or "?"
         try:
-            cols = await loop.run_in_executor(lane, parse_payload, data, ctype, f"otlp-http {peer}")
+            if len(data) <= SMALL_BODY:
+                cols = await loop.run_in_executor(self._lanes["small"], parse_payload, data, ctype, f"otlp-http {peer}")
+            else:
+                cols = await self._parse_large(data, ctype, f"otlp-http {peer}")
         except PayloadError as exc:
             return self._error(exc.status, str(exc), ctype)
         except MemoryError:
@@ -888,7 +915,7 @@ class Receiver:
         fut = loop.create_future()
         job.done_cb = lambda: loop.call_soon_threadsafe(_resolve, fut)
         try:
-            self.queue.put_nowait((0 if len(cols) <= 2048 else 1, next(self._seq), job))
+            self.queue.put_nowait((0 if len(cols) <= PIECE_SPANS else 1, next(self._seq), job))
         except queue.Full:
             self._count(refused_busy=1)
             return self._error(503, "ingest queue full, retry later", ctype, busy)
@@ -901,6 +928,29 @@ class Receiver:
         if job.stored == 0:
             return self._error(400, "no span could be stored: " + _summary(cols.problems), ctype)
         return self._ok(ctype, rejected, cols.problems)
+
+    async def _parse_large(self, data: bytes, ctype: str, source: str) -> SpanColumns:
+        """A large body is parsed in a worker process (parsing is pure Python: in a thread it would hold the
+        GIL for seconds, and every small request would wait for it); in a thread when no process can start."""
+        loop = asyncio.get_running_loop()
+        if self._process is None and not self._process_broken:
+            try:
+                from concurrent.futures import ProcessPoolExecutor
+                from multiprocessing import get_context
+
+                self._process = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+            except (OSError, ValueError, RuntimeError):
+                self._process_broken = True
+        if self._process is not None:
+            try:
+                return await loop.run_in_executor(self._process, parse_payload, data, ctype, source)
+            except PayloadError:
+                raise
+            except Exception:  # noqa: BLE001  a broken or killed worker: this request is parsed here
+                self._process_broken = True
+                self._process.shutdown(wait=False, cancel_futures=True)
+                self._process = None
+        return await loop.run_in_executor(self._lanes["large"], parse_payload, data, ctype, source)
 
     def _merge(self, cols: SpanColumns) -> None:
         with self._lock:
@@ -961,6 +1011,25 @@ class Receiver:
             return web.Response(status=200, body=resp.SerializeToString(), content_type="application/x-protobuf")
         body = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": msg}} if rejected else {}
         return web.Response(status=200, body=orjson.dumps(body), content_type="application/json")
+
+
+def _pieces(cols: SpanColumns, size: int) -> list[SpanColumns]:
+    """``cols`` in pieces of ``size`` spans, each with the events of its spans (sharing the problems)."""
+    keys = list(zip(cols.spans["trace_id"], cols.spans["span_id"]))
+    piece_of = {}
+    for i, k in enumerate(keys):
+        piece_of.setdefault(k, i // size)
+    out = []
+    for start in range(0, len(keys), size):
+        p = SpanColumns(cols.source, cols.problems)
+        p.spans = {c: v[start:start + size] for c, v in cols.spans.items()}
+        p.events = {c: [] for c in cols.events}
+        out.append(p)
+    for j, k in enumerate(zip(cols.events["trace_id"], cols.events["span_id"])):
+        ev = out[piece_of.get(k, 0)].events
+        for c, v in cols.events.items():
+            ev[c].append(v[j])
+    return out
 
 
 def _resolve(fut) -> None:
