@@ -32,14 +32,15 @@ PB = {"Content-Type": "application/x-protobuf"}
 JS = {"Content-Type": "application/json"}
 
 
-def serve() -> int:
+def serve(idle_timeout_s: float | None, read_timeout_s: float | None) -> int:
     """Child: a receiver with default limits on an ephemeral port; prints the port, then (when stdin closes)
     the stored span ids, its stats and peak RSS."""
     from collectors.receiver import Receiver
     from collectors.store import Store
 
     store = Store()
-    with Receiver(store, port=0) as r:
+    kw = {k: v for k, v in (("idle_timeout_s", idle_timeout_s), ("read_timeout_s", read_timeout_s)) if v}
+    with Receiver(store, port=0, **kw) as r:
         print(json.dumps({"port": r.port, "max_connections": r.max_connections}), flush=True)
         sys.stdin.read()
     ids = [row[0] for row in store.query("SELECT DISTINCT span_id FROM spans")]
@@ -144,11 +145,12 @@ class Tally:
 
 
 def campaign(seconds: float, big_senders: int = 2, big_mb: float = 10.0, idle: int = IDLE_CONNECTIONS,
-             only: set | None = None) -> dict:
+             only: set | None = None, timeouts_s: float | None = None) -> dict:
     """Run the faults (all, or the workers named in ``only``) next to the well-behaved client."""
     import requests
 
-    child = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    extra = ["--idle-timeout", str(timeouts_s), "--read-timeout", str(timeouts_s)] if timeouts_s else []
+    child = subprocess.Popen([sys.executable, __file__, "--serve", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     hello = json.loads(child.stdout.readline())
     port = hello["port"]
@@ -424,9 +426,11 @@ def main() -> int:
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--good", metavar="ENDPOINT", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--idle-timeout", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--read-timeout", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        return serve()
+        return serve(args.idle_timeout, args.read_timeout)
     if args.good:
         return good_client(args.good, args.seconds)
     res = campaign(args.minutes * 60, big_mb=args.big_mb, only=set(args.only.split(",")) if args.only else None)

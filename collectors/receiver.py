@@ -59,6 +59,7 @@ from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store, insert_frame
 MAX_BODY = 16 << 20          # compressed or not, what we accept on the wire
 MAX_DECODED = 64 << 20       # what a body may decompress to (decompression bombs stop here)
 SMALL_BODY = 1 << 20         # a small request: its own parse lane, its own slice of the budget
+INFLATE_STEP = 1 << 20       # gzip is inflated (off the event loop) this much at a time, each step budgeted
 PIECE_SPANS = 8192           # a large request is written in pieces this size, small requests in between
 BUDGET = 128 << 20           # decoded bytes in flight across all requests
 SMALL_RESERVE = 16 << 20     # the slice of the budget only small requests may use
@@ -225,12 +226,15 @@ def decode_body(body: bytes, encoding: str | None) -> bytes:
 
 
 class _StreamDecoder:
-    """Identity or gzip, fed piece by piece; ``total`` is the decoded size so far."""
+    """Identity or gzip, fed piece by piece; ``total`` is the decoded size so far. Gzip output is produced in
+    steps of ``INFLATE_STEP`` bytes, each reserved with ``reserve(n)`` (which raises to refuse) before it is
+    kept: a bomb is stopped by the cap or the budget, never after it has been inflated."""
 
-    def __init__(self, encoding: str, cap: int):
+    def __init__(self, encoding: str, cap: int, reserve=None):
         self.gzip = encoding == "gzip"
         self.cap = cap
         self.total = 0
+        self.reserve = reserve
         self._d = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
         self._in_member = False   # bytes of the current member have been fed and it has not ended
         self._members = 0
@@ -249,12 +253,14 @@ class _StreamDecoder:
                 self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._in_member = True
             try:
-                piece = self._d.decompress(data, self.cap - self.total + 1)
+                piece = self._d.decompress(data, min(INFLATE_STEP, self.cap - self.total + 1))
             except zlib.error as exc:
                 raise PayloadError(400, f"invalid gzip body (member {self._members + 1}): {exc}") from exc
             self.total += len(piece)
             if self.total > self.cap:
                 raise PayloadError(413, f"body decompresses to more than {self.cap} bytes")
+            if self.reserve is not None and piece:
+                self.reserve(len(piece))
             out.append(piece)
             if self._d.eof:
                 self._members += 1
@@ -322,21 +328,24 @@ class ReceiverStats:
 
 
 class _Budget:
-    """Decoded bytes in flight; used from the event-loop thread only."""
+    """Decoded bytes in flight across requests (taken by the event loop and the inflating threads)."""
 
     def __init__(self, limit: int, small_reserve: int):
         self.limit, self.small_reserve, self.used, self.peak = limit, small_reserve, 0, 0
+        self._lock = threading.Lock()
 
     def take(self, n: int, small: bool) -> bool:
-        room = self.limit - self.used - (0 if small else self.small_reserve)
-        if n > room:
-            return False
-        self.used += n
-        self.peak = max(self.peak, self.used)
-        return True
+        with self._lock:
+            room = self.limit - self.used - (0 if small else self.small_reserve)
+            if n > room:
+                return False
+            self.used += n
+            self.peak = max(self.peak, self.used)
+            return True
 
     def give(self, n: int) -> None:
-        self.used -= n
+        with self._lock:
+            self.used -= n
 
 
 class Receiver:
@@ -385,7 +394,8 @@ class Receiver:
 
         self._process = None  # the large lane's worker process, started on the first large body
         self._process_broken = False
-        self._lanes = {"small": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-small"),
+        self._lanes = {"inflate": ThreadPoolExecutor(2, thread_name_prefix="otlp-inflate"),
+                       "small": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-small"),
                        "large": ThreadPoolExecutor(1, thread_name_prefix="otlp-parse-large")}
 
     @property
@@ -962,12 +972,19 @@ class Receiver:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
-        decoder = _StreamDecoder(enc if enc == "gzip" else "identity", MAX_DECODED)
-        upfront = length if (length is not None and enc != "gzip") else 0
+        gz = enc == "gzip"
+        upfront = length if (length is not None and not gz) else 0
         if upfront:
             if not self.budget.take(upfront, small=upfront <= SMALL_BODY):
                 raise _Busy()
             held[0] += upfront
+
+        def reserve(n: int) -> None:  # gzip output, step by step (called in the inflating thread)
+            if not self.budget.take(n, small=decoder.total <= SMALL_BODY):
+                raise _Busy()
+            held[0] += n
+
+        decoder = _StreamDecoder("gzip" if gz else "identity", MAX_DECODED, reserve if gz else None)
         parts: list[bytes] = []
         wire = 0
         while True:
@@ -984,13 +1001,16 @@ class Receiver:
             wire += len(chunk)
             if wire > self.max_body:
                 raise PayloadError(413, f"body exceeds {self.max_body} bytes")
-            out = decoder.feed(chunk)
-            if out:
-                if decoder.total > upfront:
-                    need = decoder.total - max(upfront, decoder.total - len(out))
-                    if not self.budget.take(need, small=decoder.total <= SMALL_BODY):
+            if gz:  # inflating is CPU work (without the GIL): off the event loop
+                out = await loop.run_in_executor(self._lanes["inflate"], decoder.feed, chunk)
+            else:
+                out = decoder.feed(chunk)
+                if decoder.total > upfront:  # beyond what was reserved up front (chunked: all of it)
+                    if not self.budget.take(decoder.total - upfront, small=decoder.total <= SMALL_BODY):
                         raise _Busy()
-                    held[0] += need
+                    held[0] += decoder.total - upfront
+                    upfront = decoder.total
+            if out:
                 parts.append(out)
         decoder.finish()
         if length is not None and wire != length:
