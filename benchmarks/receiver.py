@@ -97,10 +97,10 @@ def run_raw(endpoint: str, seconds: float, senders: int, batch: int, n_bodies: i
             if r.status_code == 200:
                 acked[k] += batch
                 bodies_acked.add(i % len(pool))
-            i += senders
             elif r.status_code in (429, 503):
                 busy[k] += 1
                 time.sleep(float(r.headers.get("Retry-After", "1")) / 10)
+            i += senders
 
     t = time.perf_counter()
     threads = [threading.Thread(target=sender, args=(k,)) for k in range(senders)]
