@@ -324,7 +324,6 @@ class ReceiverStats:
     unauthorized: int = 0
     timeouts: int = 0
     evicted_connections: int = 0
-    peak_budget_bytes: int = 0
 
 
 class _Budget:

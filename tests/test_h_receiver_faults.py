@@ -5,7 +5,6 @@ import gzip
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import threading
