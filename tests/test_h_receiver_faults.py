@@ -449,3 +449,40 @@ def test_tls_and_bearer_token(tmp_path):
         with pytest.raises(requests.ConnectionError):  # plain HTTP to the TLS port
             requests.post(r.endpoint.replace("https", "http"), data=_pb_request(1), headers=PB, timeout=5)
     assert _stored(store) == 2 and r.stats.unauthorized == 2
+
+
+def test_expect_100_continue_is_answered(receiver):
+    """curl sends ``Expect: 100-continue`` for bodies over 1 MB and waits for the interim answer."""
+    body = _pb_request(3)
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 100")
+        s.sendall(body)
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+    assert _stored(receiver.store) == 3
+
+
+def test_live_for_analyses_spans_from_a_clock_20_minutes_behind():
+    """The CLI reproduction: an exporter clock 20 min behind gave 200 OK, then "nothing received", exit 2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}",
+                             "--settle", "0", "--for", "4s", "--format", "json"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            r = requests.post(endpoint, data=_pb_request(12, end_offset_ns=-20 * 60 * 10**9), headers=PB, timeout=5)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline and proc.poll() is None, "receiver did not come up"
+            time.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    assert r.status_code == 200
+    assert proc.returncode == 0, err
+    rep = json.loads(out)
+    assert rep["inputs"]["spans"] == 12
+    assert any("clock skew" in p["message"] for p in rep["inputs"]["problems"]["items"])
