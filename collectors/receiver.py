@@ -683,13 +683,17 @@ class Receiver:
             for t, like in (("_probe_spans", "spans"), ("_probe_events", "span_events")):
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {like} LIMIT 0")
 
+            why: dict = {}
+
             def fails(idx) -> bool:
                 spans, events = frames(idx)
                 try:
                     insert_frame(con, "_probe_spans", SPAN_COLUMNS, spans)
                     insert_frame(con, "_probe_events", EVENT_COLUMNS, events)
                     return False
-                except DATA_ERRORS:
+                except DATA_ERRORS as exc:
+                    if len(idx) == 1:
+                        why[idx[0]] = str(exc).splitlines()[0][:160]
                     return True
                 finally:
                     con.execute("DELETE FROM _probe_spans")
@@ -710,7 +714,7 @@ class Receiver:
         bad_set = set(bad)
         for i in sorted(bad)[:20]:
             cols.problems.add(cols.source, f"span {keys[i][1]}",
-                              "a value is out of the range the store holds; span rejected")
+                              f"a value the store cannot hold ({why.get(i, '?')}); span rejected")
         good = [i for i in range(n) if i not in bad_set]
         if good:
             self._write_frames(*frames(good))
