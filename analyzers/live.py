@@ -6,7 +6,11 @@ A trace joins the analysis once it has settled: no span of it has arrived for ``
 request's downstream spans (Triton's queue and compute) often arrive seconds after its root; analysed early,
 such requests look as if they never queued. A trace that keeps growing is analysed anyway once its first span
 is a minute old (or six settle periods; at most half the window). What is still settling is counted in the snapshot's status, and
-``stop()`` moves it in, so nothing acknowledged is lost.
+``stop()`` moves it in, so nothing acknowledged is lost. ``finish()`` (a bounded run's last snapshot) closes the
+receiver before it counts, so every acknowledged span is either in that snapshot or counted as settling.
+
+The window follows arrival, not the spans' own timestamps: a trace leaves it ``window_s`` after its last span
+arrived, so an exporter whose clock is off is still analysed (the receiver reports the skew as a problem).
 
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
 attempt waits with exponential backoff (capped), while traces keep flowing.
@@ -44,6 +48,7 @@ class LiveSession:
     settle_s: float = 10.0
     history: int = 120
     db: str | None = None     # --db: keep everything received in this store file (collectors/archive.py)
+    receiver_options: dict = field(default_factory=dict)  # Receiver keywords: tls_cert, tls_key, token, insecure
     store: Store = field(default_factory=Store)
     snapshots: deque = field(default_factory=deque)
     prometheus_state: str = "off"
@@ -64,7 +69,8 @@ class LiveSession:
             self._archive = Archive(self.store, self.db, f"live:{self.listen[0]}:{self.listen[1]}" if self.listen
                                     else "live")
         if self.listen:
-            self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True).start()
+            self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True,
+                                      **self.receiver_options).start()
         if self.prometheus_url:
             self._source = PrometheusSource(self.prometheus_url)
             self.prometheus_state = "not yet queried"
@@ -86,6 +92,11 @@ class LiveSession:
             self._archive = None
 
     @property
+    def receiver_warning(self) -> str | None:
+        """Why this receiver is less safe than it should be (a non-loopback address with --otlp-insecure)."""
+        return self._receiver.warning if self._receiver else None
+
+    @property
     def otlp_endpoint(self) -> str | None:
         return self._receiver.endpoint if self._receiver else None
 
@@ -95,6 +106,7 @@ class LiveSession:
         if self._receiver:
             cut = self._receiver.clock()
             time.sleep(self.settle_s)
+            self._receiver.close()  # nothing is acknowledged after this: the counts below are final
             self._receiver.promote(begun_by_ns=cut)
         return self.refresh(promote=False)
 
@@ -113,17 +125,19 @@ class LiveSession:
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
         if self._receiver and promote:
             self._receiver.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
-        cutoff_ns = int(start.timestamp() * 1e9)
-        if self._archive:
-            self._archive.keep_before(cutoff_ns)  # what leaves the window stays in the --db file
-        self.store.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff_ns])
-        self.store.execute("DELETE FROM span_events WHERE ts_ns < ?", [cutoff_ns])
-        self.store.execute("DELETE FROM samples WHERE ts_ms < ?", [cutoff_ns // 1_000_000])
+        samples_cut_ms = int(start.timestamp() * 1000)
+        if self._receiver:  # traces leave the window by arrival: an exporter's clock being off loses nothing
+            keep = (lambda con, ids: self._archive.keep_leaving(con, ids, samples_cut_ms)) if self._archive else None
+            self._receiver.forget(self._receiver.clock() - int(self.window_s * 1e9), keep=keep)  # --db keeps it
+        elif self._archive:
+            with self.store.transaction() as con:
+                self._archive.keep_leaving(con, "SELECT NULL WHERE false", samples_cut_ms)
+        self.store.execute("DELETE FROM samples WHERE ts_ms < ?", [samples_cut_ms])
         engine.prepare(self.store, self.constraints)
         findings = engine.run_rules(self.store, self.constraints)
         ingest = IngestResult(files=0)
         if self._receiver:
-            ingest.problems = self._receiver.problems
+            ingest.problems = self._receiver.all_problems()
         rep = report_mod.build(self.store, ingest, findings, self.constraints)
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,

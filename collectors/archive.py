@@ -26,9 +26,13 @@ class Archive:
                         [self.label])
         self.spans = self.samples = 0
 
-    def keep_before(self, cutoff_ns: int) -> None:
-        """Copy the rows that are about to leave the window (end before ``cutoff_ns``)."""
-        self._copy("end_ns < ?", "ts_ns < ?", "ts_ms < ?", [cutoff_ns], [cutoff_ns], [cutoff_ns // 1_000_000])
+    def keep_leaving(self, con, trace_ids_sql: str, samples_before_ms: int) -> None:
+        """Copy the rows about to leave the window on ``con``, in a transaction the caller holds (the receiver's
+        ``forget`` keeps the store held until it has deleted them, so no span is lost or copied twice): the
+        traces that ``trace_ids_sql`` selects (the live window follows arrival, so the receiver says which) and
+        the samples before ``samples_before_ms``."""
+        where = f"trace_id IN ({trace_ids_sql})"
+        self._copy_in(con, where, where, "ts_ms < ?", [], [], [samples_before_ms])
 
     def close(self) -> None:
         """Copy everything still in the window, mark the session complete, detach the file."""
@@ -38,10 +42,13 @@ class Archive:
                         f"WHERE path = ?", [self.spans, self.samples, self.label])
             con.execute(f"DETACH {_ALIAS}")
 
-    def _copy(self, spans_where, events_where, samples_where, sp, ep, mp) -> None:
+    def _copy(self, *where) -> None:
         with self.store.transaction() as con:
-            self.spans += con.execute(f"INSERT INTO {_ALIAS}.spans SELECT * FROM spans WHERE {spans_where}",
-                                      sp).fetchone()[0]
-            con.execute(f"INSERT INTO {_ALIAS}.span_events SELECT * FROM span_events WHERE {events_where}", ep)
-            self.samples += con.execute(f"INSERT INTO {_ALIAS}.samples SELECT * FROM samples WHERE {samples_where}",
-                                        mp).fetchone()[0]
+            self._copy_in(con, *where)
+
+    def _copy_in(self, con, spans_where, events_where, samples_where, sp, ep, mp) -> None:
+        self.spans += con.execute(f"INSERT INTO {_ALIAS}.spans SELECT * FROM spans WHERE {spans_where}",
+                                  sp).fetchone()[0]
+        con.execute(f"INSERT INTO {_ALIAS}.span_events SELECT * FROM span_events WHERE {events_where}", ep)
+        self.samples += con.execute(f"INSERT INTO {_ALIAS}.samples SELECT * FROM samples WHERE {samples_where}",
+                                    mp).fetchone()[0]

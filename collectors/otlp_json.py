@@ -102,16 +102,34 @@ def parse_request(doc: dict, cols: SpanColumns, where: str) -> int:
         service, rjson = resource_columns(attributes(
             (rs.get("resource") or {}).get("attributes") if isinstance(rs.get("resource"), dict) else None))
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
-        for j, ss in enumerate(scopes if isinstance(scopes, list) else []):
-            spans = ss.get("spans") if isinstance(ss, dict) else None
-            for k, sp in enumerate(spans if isinstance(spans, list) else []):
+        if not isinstance(scopes, list):  # a wrong shape drops what it holds: counted as rejected, not silent
+            _wrong_shape(cols, f"{where} resourceSpans[{i}].scopeSpans", scopes, "scopeSpans is not a list")
+            continue
+        for j, ss in enumerate(scopes):
+            if not isinstance(ss, dict):
+                _wrong_shape(cols, f"{where} resourceSpans[{i}].scopeSpans[{j}]", ss, "scope is not an object")
+                continue
+            spans = ss.get("spans")
+            if spans is not None and not isinstance(spans, list):
+                _wrong_shape(cols, f"{where} resourceSpans[{i}].scopeSpans[{j}].spans", spans, "spans is not a list")
+                continue
+            for k, sp in enumerate(spans or []):
                 def loc(i=i, j=j, k=k):
                     return f"{where} resourceSpans[{i}].scopeSpans[{j}].spans[{k}]".strip()
                 if not isinstance(sp, dict):
                     cols.problems.add(cols.source, loc(), "span is not an object")
+                    cols.rejected += 1
                     continue
                 n += add_span(cols, sp, service, rjson, loc)
     return n
+
+
+def _wrong_shape(cols: SpanColumns, where: str, value, message: str) -> None:
+    """A container of the wrong type: its spans (as many as can be seen in it, at least one) are rejected."""
+    inner = value.get("spans") if isinstance(value, dict) else None
+    n = len(inner) if isinstance(inner, list) else 1
+    cols.problems.add(cols.source, where.strip(), f"{message} ({type(value).__name__}); {n} span(s) dropped")
+    cols.rejected += n
 
 
 def add_span(cols: SpanColumns, sp: dict, service: str | None, rjson: str, where) -> bool:

@@ -91,13 +91,15 @@ def test_full_queue_answers_503_with_retry_after():
     with r:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-        req = ExportTraceServiceRequest()
-        sp = req.resource_spans.add().scope_spans.add().spans.add()
-        sp.trace_id, sp.span_id, sp.name = bytes(range(1, 17)), bytes(range(1, 9)), "x"
-        sp.start_time_unix_nano, sp.end_time_unix_nano = 1, 2
-        body = req.SerializeToString()
+        def body(k):  # distinct spans (the same span sent twice is stored once)
+            req = ExportTraceServiceRequest()
+            sp = req.resource_spans.add().scope_spans.add().spans.add()
+            sp.trace_id, sp.span_id, sp.name = bytes(range(1, 17)), bytes(range(k + 1, k + 9)), "x"
+            sp.start_time_unix_nano, sp.end_time_unix_nano = 1, 2
+            return req.SerializeToString()
+
         results = []
-        threads = [threading.Thread(target=lambda: results.append(_post(r, body))) for _ in range(4)]
+        threads = [threading.Thread(target=lambda k=k: results.append(_post(r, body(k)))) for k in range(4)]
         for t in threads:
             t.start()
         import time
@@ -153,7 +155,7 @@ def test_a_failed_write_stores_nothing_and_asks_for_a_retry(monkeypatch):
     real = receiver_mod.insert_frame
 
     def failing_on_events(con, table, columns, data):
-        if table == "span_events":
+        if table in ("span_events", "pending_events"):  # events are staged, then moved with their spans
             raise OSError("disk full")
         return real(con, table, columns, data)
 

@@ -78,7 +78,13 @@ def _parser() -> argparse.ArgumentParser:
 
     def live_args(sp):
         sp.add_argument("--otlp-listen", metavar="HOST:PORT", default="127.0.0.1:4318",
-                        help="OTLP/HTTP receiver address (default 127.0.0.1:4318; 'off' to disable)")
+                        help="OTLP/HTTP receiver address: HOST:PORT, [IPv6]:PORT, HOST, :PORT (default "
+                             "127.0.0.1:4318; 'off' to disable). A non-loopback address needs --otlp-tls-cert/-key "
+                             "and a bearer token (TRIAGE_OTLP_BEARER_TOKEN[_FILE]), or --otlp-insecure")
+        sp.add_argument("--otlp-tls-cert", metavar="PEM", help="serve OTLP over HTTPS with this certificate (chain)")
+        sp.add_argument("--otlp-tls-key", metavar="PEM", help="the certificate's private key (if not in the cert file)")
+        sp.add_argument("--otlp-insecure", action="store_true",
+                        help="accept spans on a non-loopback address without TLS or a token (prints a warning)")
         sp.add_argument("--prometheus", metavar="URL", type=_prometheus_url,
                         help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables; "
                              "a URL with user:password@ is refused)")
@@ -125,10 +131,9 @@ def _prometheus_url(text: str) -> str:
 
 
 def _listen(text: str):
-    if text in ("off", "none", ""):
-        return None
-    host, _, port = text.rpartition(":")
-    return (host or "127.0.0.1", int(port))
+    from collectors.receiver import parse_listen
+
+    return parse_listen(text)
 
 
 def emit(result: dict, fmt: str, markdown) -> None:

@@ -16,11 +16,18 @@ def _shown(url: str | None) -> str | None:
 def _live_session(args, window_s: float | None = None, db: str | None = None):
     from analyzers.live import LiveSession
     from analyzers.session import load_constraints
+    from collectors.receiver import token_from_env
 
     cons = load_constraints([], args.constraints)
-    return LiveSession(constraints=cons, listen=_listen(args.otlp_listen), prometheus_url=args.prometheus,
-                       window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
-                       db=db).start()
+    listen = _listen(args.otlp_listen)
+    options = {"tls_cert": args.otlp_tls_cert, "tls_key": args.otlp_tls_key, "insecure": args.otlp_insecure,
+               "token": token_from_env() if listen else None}
+    session = LiveSession(constraints=cons, listen=listen, prometheus_url=args.prometheus,
+                          window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
+                          receiver_options=options, db=db).start()
+    if session.receiver_warning:
+        print(f"triage: WARNING: {session.receiver_warning}", file=sys.stderr)
+    return session
 
 
 def _finish(session, cmd: str):
