@@ -157,7 +157,7 @@ def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool:
 
 
 def _load_document(src: streams.Source, problems: Problems):
-    data = streams.read_all(src)
+    data = streams.read_all(src, text=True)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -140,7 +140,7 @@ def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None
     except orjson.JSONDecodeError:
         lines_mode = False
     if not lines_mode:
-        data = streams.read_all(src)
+        data = streams.read_all(src, text=True)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
