@@ -26,6 +26,13 @@ class Source:
     compression: str | None
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        """The path as valid text (a non-UTF-8 file name with its odd bytes escaped): what is stored."""
+        from .walk import display
+
+        return display(self.path)
+
     def position(self) -> int:
         try:
             return self.raw.tell()
