@@ -18,6 +18,7 @@ from . import checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom
 from .parallel import Pool
 from .problems import Problems
 from .salvage import salvage
+from .small_files import SMALL_FILE_BYTES, SmallFiles
 from .spans import SpanSink
 from .store import Store
 from .walk import display
@@ -51,14 +52,17 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
     result = IngestResult(skipped=list(skipped))
     total = sum(sizes.values()) or 1
     done = 0
+    small = SmallFiles(store, result.problems, {r[0] for r in store.query("SELECT path FROM inputs")})
     with Pool(workers) as pool:
         for f in files:
             if progress:
                 progress(done, total, display(f))
             base = done
             ingest_file(store, f, result, pool,
-                        (lambda pos, f=f, base=base: progress(min(base + pos, total), total, display(f))) if progress else None)
+                        (lambda pos, f=f, base=base: progress(min(base + pos, total), total, display(f))) if progress else None,
+                        small)
             done += sizes[f]
+    small.flush()
     if result.files:
         checks.capture_checks(store, result.problems)
         store.checkpoint()
@@ -68,12 +72,15 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
 
 
 def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | None = None,
-                tick: Callable[[int], None] | None = None) -> None:
+                tick: Callable[[int], None] | None = None, small: SmallFiles | None = None) -> None:
+    """Read one file into the store (its ``inputs`` row included). With ``small``, a small OTLP JSON lines
+    file is decoded now and loaded with the others at ``small.flush()``."""
     src_name = display(path)
     if path.name in _IGNORED_NAMES or path.suffix.lower() in _IGNORED_SUFFIXES:
         result.skipped.append({"path": src_name, "reason": f"not telemetry ({path.suffix or path.name})"})
         return
-    if store.scalar("SELECT count(*) FROM inputs WHERE path = ?", [src_name]):
+    if (src_name in small.known) if small is not None else \
+            store.scalar("SELECT count(*) FROM inputs WHERE path = ?", [src_name]):
         result.skipped.append({"path": src_name, "reason": "already in the store (--db)"})
         return
     try:
@@ -97,22 +104,50 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
                 reason = f"empty or damaged {src.compression} file" + (f": {src.errors[0]}" if src.errors else "")
             result.skipped.append({"path": src_name, "reason": reason})
             return
+        label = f"{fmt}+{src.compression}" if src.compression else fmt
+        data = _small_lines(src, head, size) if small is not None and fmt == detect.OTLP_JSON else None
         before = result.problems.count
-        spans, samples = _read(store, src, fmt, result.problems, pool,
-                               (lambda: tick(src.position())) if tick else None)
-        for err in src.errors:
-            result.problems.add(src_name, f"byte {src.position()}", err)
+        if data is not None:
+            for err in src.errors:
+                result.problems.add(src_name, f"byte {src.position()}", err)
+            spans, samples = small.add(src_name, label, data, result.problems.count - before), 0
+        else:
+            spans, samples = _read(store, src, fmt, result.problems, pool,
+                                   (lambda: tick(src.position())) if tick else None)
+            for err in src.errors:
+                result.problems.add(src_name, f"byte {src.position()}", err)
+            store.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
+                          [src_name, label, spans, samples, result.problems.count - before])
+            if small is not None:
+                small.known.add(src_name)
         result.files += 1
         result.spans += spans
         result.samples += samples
         result.paths.append(src_name)
-        label = f"{fmt}+{src.compression}" if src.compression else fmt
-        store.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
-                      [src_name, label, spans, samples, result.problems.count - before])
     finally:
         src.close()
         if own_pool:
             pool.close()
+
+
+def _small_lines(src: streams.Source, head: bytes, size: int) -> bytes | None:
+    """The whole decompressed content of a small file of OTLP JSON lines, or None (a large file or a single
+    document: the stream is left at its start for the ordinary path)."""
+    if src.compression is None and size > SMALL_FILE_BYTES:
+        return None
+    if src.compression is None and len(head) == size:
+        data = head  # the head is the whole file
+    else:
+        data = streams.read_exact(src, SMALL_FILE_BYTES + 1)
+        if len(data) > SMALL_FILE_BYTES:
+            streams.rewind(src)
+            return None
+    try:
+        orjson.loads(data.split(b"\n", 1)[0])  # JSON lines (a document spread over lines is read whole)
+    except orjson.JSONDecodeError:
+        streams.rewind(src)
+        return None
+    return data
 
 
 def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool: Pool, tick) -> tuple[int, int]:

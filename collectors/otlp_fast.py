@@ -161,14 +161,16 @@ WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NOT NULL;
 """
 
 # Promoted numbers that do not fit their column (NULL there): the same problems the Python readers report.
-OUT_OF_RANGE = "SELECT lineno, span_id, col, val, count(*) OVER () FROM (" + " UNION ALL ".join(
-    f"SELECT lineno, span_id, '{col}' AS col, {promoted_text_sql(col)} AS val FROM otlp_promo "
-    f"WHERE isfinite(TRY_CAST(val AS DOUBLE)) AND {int_text_sql('val', PROMOTED_SQL_TYPES[col])} IS NULL"
-    for col in INT_PROMOTED) + ") ORDER BY lineno LIMIT 1000"
+OUT_OF_RANGE = "SELECT source, lineno, span_id, col, val, count(*) OVER (PARTITION BY source) FROM (" + \
+    " UNION ALL ".join(
+        f"SELECT source, lineno, span_id, '{col}' AS col, {promoted_text_sql(col)} AS val FROM otlp_promo "
+        f"WHERE isfinite(TRY_CAST(val AS DOUBLE)) AND {int_text_sql('val', PROMOTED_SQL_TYPES[col])} IS NULL"
+        for col in INT_PROMOTED) + ") QUALIFY row_number() OVER (PARTITION BY source ORDER BY lineno) <= 200"
 
 COUNT_BAD_EVENTS = """
-SELECT count(*) FROM (SELECT unnest(from_json(events, '[{"timeUnixNano": "VARCHAR"}]')) AS e
-                      FROM spans_otlp_raw WHERE events <> '[]') WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NULL
+SELECT source, count(*) FROM (SELECT source, unnest(from_json(events, '[{"timeUnixNano": "VARCHAR"}]')) AS e
+                              FROM spans_otlp_raw WHERE events <> '[]')
+WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NULL GROUP BY source
 """
 
 
@@ -277,9 +279,16 @@ def _resource(raw: bytes) -> tuple[str | None, str]:
     return resource_columns(attributes(doc.get("attributes")) if isinstance(doc, dict) else {})
 
 
-def load_batch(con, batch: RawSpans) -> int:
+def _tally(per_source: dict | None, source: str, n: int) -> None:
+    if per_source is not None:
+        per_source[source] = per_source.get(source, 0) + n
+
+
+def load_batch(con, batch: RawSpans, per_source: dict[str, int] | None = None) -> int:
     """Put one batch into the spans/span_events tables of ``con`` (caller holds the writer).
-    Returns the number of spans written."""
+    Returns the number of spans written. The batch may hold the spans of several files (its rows carry their
+    source); the problems found here are added to ``batch.problems`` under each file's name and, when
+    ``per_source`` is given, counted there per file."""
     from .store import EVENT_COLUMNS, SPAN_COLUMNS, insert_frame
 
     n = insert_frame(con, "spans", SPAN_COLUMNS, batch.spans)
@@ -291,19 +300,23 @@ def load_batch(con, batch: RawSpans) -> int:
             con.execute(MACROS)
         insert_frame(con, "spans_otlp_raw", RAW_COLUMNS, batch.raw)
         try:
-            bad_events = con.execute(COUNT_BAD_EVENTS).fetchone()[0]
+            bad_events = con.execute(COUNT_BAD_EVENTS).fetchall()
             con.execute(MOVE)
             rows = con.execute(OUT_OF_RANGE).fetchall()
-            for lineno, span_id, col, val, _ in rows:
-                batch.problems.add(batch.source, f"line {lineno}",
-                                   f"span {span_id}: {col} value {val[:40]} out of range; not promoted")
-            if rows:
-                batch.problems.count += rows[0][4] - len(rows)  # listed up to the limit, counted exactly
         finally:
             con.execute("DELETE FROM spans_otlp_raw")
             con.execute("DROP TABLE IF EXISTS otlp_promo")
-        if bad_events:
-            batch.problems.add(batch.source, "events", f"{bad_events} event(s) without a valid timeUnixNano skipped")
+        counted: set[str] = set()
+        for source, lineno, span_id, col, val, total in rows:  # sources: one batch may hold many small files
+            batch.problems.add(source, f"line {lineno}",
+                               f"span {span_id}: {col} value {val[:40]} out of range; not promoted")
+            if source not in counted:  # listed up to 200 per file, counted exactly
+                counted.add(source)
+                batch.problems.count += total - min(total, 200)
+                _tally(per_source, source, total)
+        for source, bad in bad_events:
+            batch.problems.add(source, "events", f"{bad} event(s) without a valid timeUnixNano skipped")
+            _tally(per_source, source, 1)
         n += len(batch.raw["trace_id"])
     return n
 

@@ -182,11 +182,16 @@ def _describe(src: Source, exc: Exception) -> str:
 def peek(src: Source, n: int) -> bytes:
     """The first n decompressed bytes, leaving the stream where it was (re-opened under the hood)."""
     head = read_some(src, n)
+    rewind(src)
+    return head
+
+
+def rewind(src: Source) -> None:
+    """Back to the start of the file (re-opened), forgetting what went wrong reading it so far."""
     src.close()
     fresh = open_source(src.path)
     src.raw, src.stream = fresh.raw, fresh.stream
     src.errors.clear()
-    return head
 
 
 def read_all(src: Source, limit: int = MAX_WHOLE_BYTES, text: bool = False) -> bytes | bytearray:
