@@ -12,6 +12,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_BYTES = 8 << 20
 MAX_WHOLE_BYTES = 1 << 30  # a single JSON document larger than this is refused (use JSON lines)
 STEP_BYTES = 8 << 20  # the most one decompression step may produce
+MAX_LINE_BYTES = 64 << 20  # a longer line (of JSON lines or Prometheus text) is skipped, as a problem
 ZSTD_SLICE = 256  # compressed bytes fed to zstd per step: at 32768:1 (its densest) at most STEP_BYTES out
 MAX_DECOMPRESSED_BYTES = 16 << 30  # one compressed file inflates to at most this
 
@@ -224,20 +225,34 @@ def line_chunks(src: Source, chunk_bytes: int = CHUNK_BYTES):
             return
     carry = b""
     lineno = 1
+    skipping = False  # inside a line longer than MAX_LINE_BYTES
     while True:
         block = read_some(src, chunk_bytes)
         if not block:
             if carry:
                 yield carry, lineno
             return
+        if skipping:
+            nl = block.find(b"\n")
+            if nl < 0:
+                continue
+            block, skipping, lineno = block[nl + 1:], False, lineno + 1
         data = carry + block
         cut = data.rfind(b"\n")
         if cut < 0:
+            if len(data) > MAX_LINE_BYTES:
+                _long_line(src, lineno)
+                carry, skipping = b"", True
+                continue
             carry = data
             continue
         chunk, carry = data[:cut + 1], data[cut + 1:]
         yield chunk, lineno
         lineno += chunk.count(b"\n")
+
+
+def _long_line(src: Source, lineno: int) -> None:
+    src.errors.append(f"line {lineno} is longer than {MAX_LINE_BYTES >> 20} MiB (MAX_LINE_BYTES): skipped")
 
 
 def _mapped(src: Source):
@@ -258,8 +273,14 @@ def _mapped_chunks(src: Source, mm, chunk_bytes: int):
             end = min(start + chunk_bytes, size)
             if end < size:
                 cut = mm.rfind(b"\n", start, end)
-                if cut < 0:  # a line longer than a chunk: take it whole
-                    cut = mm.find(b"\n", end)
+                if cut < 0:  # a line longer than a chunk: take it whole, up to MAX_LINE_BYTES
+                    cut = mm.find(b"\n", end, start + MAX_LINE_BYTES + 1)
+                    if cut < 0 and size - start > MAX_LINE_BYTES:
+                        _long_line(src, lineno)
+                        cut = _find_released(mm, b"\n", start + MAX_LINE_BYTES, size)
+                        start, lineno = (size if cut < 0 else cut + 1), lineno + 1
+                        src.raw.seek(start)
+                        continue
                 end = size if cut < 0 else cut + 1
             chunk = mm[start:end]
             _release(mm, start, end)  # the copy is what is used: do not keep the file's pages resident
@@ -269,6 +290,19 @@ def _mapped_chunks(src: Source, mm, chunk_bytes: int):
             start = end
     finally:
         mm.close()
+
+
+def _find_released(mm, sub: bytes, start: int, end: int, window: int = 8 << 20) -> int:
+    """mm.find(sub, start, end) in windows whose pages are released once scanned (a scan through a long
+    line must not keep the file resident)."""
+    while start < end:
+        stop = min(start + window, end)
+        at = mm.find(sub, start, stop)
+        _release(mm, start, stop)
+        if at >= 0:
+            return at
+        start = stop
+    return -1
 
 
 def _release(mm, start: int, end: int) -> None:

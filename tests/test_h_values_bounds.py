@@ -150,3 +150,33 @@ def test_protobuf_salvage_stops_at_an_invalid_tag():
     t = time.monotonic()
     assert salvage_request(b"\n" + bytes(64 << 20)) is None
     assert time.monotonic() - t < 2
+
+
+def _good_line() -> bytes:
+    sp = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "s", "kind": 2,
+          "startTimeUnixNano": "1544712660000000000", "endTimeUnixNano": "1544712661000000000"}
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [sp]}]}]}).encode() + b"\n"
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_endless_line_after_a_good_one(tmp_path, compressed):
+    """A valid JSON line, then 1 GiB without a line feed (zeros): the line is skipped past 64 MiB
+    (streams.MAX_LINE_BYTES), not accumulated; the good span loads."""
+    if compressed:
+        import zstandard
+
+        p = tmp_path / "t.jsonl.zst"
+        with open(p, "wb") as f:
+            w = zstandard.ZstdCompressor(level=1).stream_writer(f, closefd=False)
+            w.write(_good_line())
+            for _ in range(1024):
+                w.write(bytes(1 << 20))
+            w.flush(zstandard.FLUSH_FRAME)
+    else:
+        p = tmp_path / "t.jsonl"
+        with open(p, "wb") as f:
+            f.write(_good_line())
+            f.truncate(1 << 30)
+    out = ingest_in_child(p)
+    assert out["spans"] == 1
+    assert any("longer than 64 MiB" in x["message"] for x in out["problems"]), out
