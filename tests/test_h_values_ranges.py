@@ -40,10 +40,12 @@ def deep(n):
 BAD = {
     "kind300": (span(2, kind=300), "kind 300 out of range"),
     "status1000": (span(2, status={"code": 1000}), "status_code 1000 out of range"),
+    "status_2**40": (span(2, status={"code": 2**40}), "status_code 1099511627776 out of range"),
     "http_status_2**40": (span(2, **attr("http.response.status_code", {"intValue": str(2**40)})),
                           "http_status value 1099511627776"),
     "resend_2**33": (span(2, **attr("http.request.resend_count", {"intValue": 2**33})), "resend_count value"),
     "end_2**63+5": (span(2, endTimeUnixNano=str(2**63 + 5)), "time out of range"),
+    "start_2**70_number": (span(2, startTimeUnixNano=2**70, endTimeUnixNano=2**70 + 1), "time out of range"),
 }
 # only the Python readers render these (JSON lines keep big integers and deep values as DuckDB renders them)
 BAD_DOC = {
@@ -105,12 +107,22 @@ def _zipkin(start):
 
 
 @pytest.mark.parametrize("fmt", [_jaeger, _zipkin])
-def test_jaeger_and_zipkin_start_1e25(tmp_path, fmt):
+def test_jaeger_and_zipkin_start_1e25(tmp_path, fmt, capsys):
     p = tmp_path / "t.json"
     p.write_text(json.dumps(fmt(1e25)))
     store, res = _ingest(p)
     assert res.spans == 1
     assert any("eee19b7ec3c1b174" in x["message"] and "out of range" in x["message"] for x in res.problems.items)
+    assert main(["report", str(p), "--format", "json"]) == 0  # was a traceback and exit 1
+    assert json.loads(capsys.readouterr().out)["inputs"]["spans"] == 1
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DOC))
+def test_cli_report_on_documents(tmp_path, case, capsys):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(req(span(1), BAD_DOC[case][0]), indent=1))
+    assert main(["report", str(p), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["problems"]["count"] >= 1
 
 
 def _proto(**fields):
