@@ -196,13 +196,27 @@ def test_arrow_and_msgspec_paths_agree_on_out_of_range_values(tmp_path):
 
 
 def test_file_large_enough_for_arrow_reports_each_out_of_range_value(tmp_path):
-    lines = [orjson.dumps(req(span(i, **attr("http.response.status_code",
-                                             {"intValue": str(2**40 if i % 500 == 0 else 200)}))))
-             for i in range(1, 3000)]
+    """A file past the small-file batch and big enough for Arrow: the chunks holding bad values go to the exact
+    path; every bad value is one problem, every good span loads."""
+    from collectors.small_files import SMALL_FILE_BYTES
+
+    def extra(i):
+        if i % 500 == 0:
+            return attr("http.response.status_code", {"intValue": str(2**40)})
+        if i % 500 == 1:
+            return {"kind": 300}
+        if i % 500 == 2:
+            return {"endTimeUnixNano": str(2**63 + 5)}
+        return attr("http.response.status_code", {"intValue": "200"})
+
+    lines = [orjson.dumps(req(span(i, **extra(i)))) for i in range(1, 9000)]
     p = tmp_path / "t.jsonl"
     p.write_bytes(b"\n".join(lines) + b"\n")
-    assert p.stat().st_size > 256 << 10  # otlp_arrow.MIN_CHUNK_BYTES: Arrow is tried first
+    assert p.stat().st_size > SMALL_FILE_BYTES
     store, res = _ingest(p)
-    assert res.spans == 2999
-    assert sum("out of range" in x["message"] for x in res.problems.items) == 5
-    assert store.scalar("SELECT count(*) FROM spans WHERE http_status = 200") == 2994
+    n = {r: sum(1 for i in range(1, 9000) if i % 500 == r) for r in (0, 1, 2)}
+    bad = [x["message"] for x in res.problems.items if "out of range" in x["message"]]
+    assert len(bad) == sum(n.values()) and res.problems.count == len(bad)
+    assert res.spans == 8999 - n[2] == store.scalar("SELECT count(*) FROM spans")
+    assert store.scalar("SELECT count(*) FROM spans WHERE kind > 5") == 0
+    assert store.scalar("SELECT count(*) FROM spans WHERE http_status IS NULL") == n[0] + n[1]
