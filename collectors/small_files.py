@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .otlp_fast import RawSpans, decode_lines, load_batch
 from .problems import Problems
-from .store import Store
+from .store import Store, insert_frame
 
 SMALL_FILE_BYTES = 1 << 20  # decompressed; larger files take the chunked path (Arrow, worker processes)
 FLUSH_SPANS = 50_000
@@ -51,16 +51,12 @@ class SmallFiles:
             return
         batch, files = self.batch, self.files
         self._new_batch()
-        batch._bind()
         per_source: dict[str, int] = {}
-        with self.store.transaction() as con:
+        with self.store.transaction() as con:  # the spans and their files' inputs rows, together or not at all
             load_batch(con, batch, per_source)
+            for f in files:
+                f[3] += per_source.get(f[0], 0)
+            insert_frame(con, "inputs", ("path", "format", "spans", "samples", "problems"), {
+                "path": [f[0] for f in files], "format": [f[1] for f in files], "spans": [f[2] for f in files],
+                "samples": [0] * len(files), "problems": [f[3] for f in files]})
         self.problems.merge(batch.problems)
-        for f in files:
-            f[3] += per_source.get(f[0], 0)
-        self.store.insert_columns("inputs", ("path", "format", "spans", "samples", "problems"), {
-            "path": [f[0] for f in files], "format": [f[1] for f in files], "spans": [f[2] for f in files],
-            "samples": [0] * len(files), "problems": [f[3] for f in files]})
-
-
-
