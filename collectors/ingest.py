@@ -58,9 +58,9 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
             if progress:
                 progress(done, total, display(f))
             base = done
-            ingest_file(store, f, result, pool,
-                        (lambda pos, f=f, base=base: progress(min(base + pos, total), total, display(f))) if progress else None,
-                        small)
+            tick = (lambda pos, f=f, base=base: progress(min(base + pos, total), total, display(f))) \
+                if progress else None
+            ingest_file(store, f, result, pool, tick, small)
             done += sizes[f]
     small.flush()
     if result.files:
@@ -157,7 +157,8 @@ def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool:
         import re
 
         m = re.search(r'^\s*name\s*:\s*"([^"]+)"', text, re.M)
-        store.execute("INSERT INTO model_configs VALUES (?, ?, ?)", [name, m.group(1) if m else display(src.path.parent.name), text])
+        store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
+                      [name, m.group(1) if m else display(src.path.parent.name), text])
         return 0, 0
     if fmt == detect.PROM_TEXT:
         return 0, _read_prom_text(store, src, problems, tick)

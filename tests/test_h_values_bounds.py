@@ -1,7 +1,7 @@
 """Memory and time bounds on hostile or huge inputs (issue 11): decompression bombs, a sparse file of zeros
-behind a valid-looking first byte. Each input is read in a child process whose peak RSS is measured
-(VmHWM: the peak of this process's own memory; ``ru_maxrss`` would include the parent's at fork time) and which a watchdog kills past the bound, so a regression fails fast instead of
-taking the machine's memory. Bombs are generated streaming (nothing of their inflated size is held)."""
+behind a valid-looking first byte, an endless line. Each input is read in a child process whose peak RSS is
+measured (VmHWM, the peak of its own memory: ``ru_maxrss`` would include the parent's at fork time) and which
+a watchdog kills past the bound, so a regression fails fast instead of taking the machine's memory. Bombs are generated streaming (nothing of their inflated size is held)."""
 import json
 import subprocess
 import sys
