@@ -48,11 +48,10 @@ def detect(head: bytes, size: int) -> tuple[str | None, str]:
         return OTLP_PROTO_FRAMED, ""
     if len(head) < HEAD_BYTES and otlp_proto.looks_like_request(head):
         return OTLP_PROTO, ""
-    if len(head) < HEAD_BYTES and head[:1] == b"\x0a":
+    if head[:1] == b"\x0a":
         from .proto_salvage import salvage_request
 
+        # a damaged body, or the head of a large one: it must hold a whole span (a "\n" then zeros does not)
         if salvage_request(head) is not None:
-            return OTLP_PROTO, ""  # a damaged body: the reader salvages and reports it
-    if len(head) >= HEAD_BYTES and head[:1] == b"\x0a":
-        return OTLP_PROTO, ""  # large body: the full parse decides (and reports) below
+            return OTLP_PROTO, ""
     return None, "unknown format"

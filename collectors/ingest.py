@@ -18,8 +18,11 @@ from . import checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom
 from .parallel import Pool
 from .problems import Problems
 from .salvage import salvage
+from .small_files import SMALL_FILE_BYTES, SmallFiles
 from .spans import SpanSink
 from .store import Store
+from .walk import display
+from .walk import walk as safe_walk
 
 Progress = Callable[[int, int, str], None]
 _IGNORED_NAMES = {".DS_Store"}
@@ -38,36 +41,29 @@ class IngestResult:
 
 
 def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
-    """Files under the given paths (recursively, sorted), and paths that do not exist."""
-    files: list[Path] = []
-    missing: list[dict] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and not any(
-                part.startswith(".") for part in f.relative_to(p).parts)))
-        elif p.is_file():
-            files.append(p)
-        else:
-            missing.append({"path": str(p), "reason": "no such file or directory"})
-    return files, missing
+    """Regular files under the given paths (recursively, sorted), and the entries skipped, with the reason
+    (``collectors.walk``: missing, unreadable, symlink loops, pseudo file systems, not regular files)."""
+    files, _, skipped = safe_walk(paths)
+    return files, skipped
 
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
                  workers: int | None = None) -> IngestResult:
-    files, missing = walk(paths)
-    result = IngestResult(skipped=list(missing))
-    sizes = {f: f.stat().st_size for f in files}
+    files, sizes, skipped = safe_walk(paths)
+    result = IngestResult(skipped=list(skipped))
     total = sum(sizes.values()) or 1
     done = 0
+    small = SmallFiles(store, result.problems)
     with Pool(workers) as pool:
         for f in files:
             if progress:
-                progress(done, total, str(f))
+                progress(done, total, display(f))
             base = done
-            ingest_file(store, f, result, pool,
-                        (lambda pos, f=f, base=base: progress(min(base + pos, total), total, str(f))) if progress else None)
+            tick = (lambda pos, f=f, base=base: progress(min(base + pos, total), total, display(f))) \
+                if progress else None
+            ingest_file(store, f, result, pool, tick, small)
             done += sizes[f]
+    small.flush()
     if result.files:
         checks.capture_checks(store, result.problems)
         store.checkpoint()
@@ -77,12 +73,14 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
 
 
 def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | None = None,
-                tick: Callable[[int], None] | None = None) -> None:
-    src_name = str(path)
+                tick: Callable[[int], None] | None = None, small: SmallFiles | None = None) -> None:
+    """Read one file into the store (its ``inputs`` row included). With ``small``, a small OTLP JSON lines
+    file is decoded now and loaded with the others at ``small.flush()``."""
+    src_name = display(path)
     if path.name in _IGNORED_NAMES or path.suffix.lower() in _IGNORED_SUFFIXES:
         result.skipped.append({"path": src_name, "reason": f"not telemetry ({path.suffix or path.name})"})
         return
-    if store.has_input(src_name):
+    if store.has_input(src_name) or (small is not None and src_name in small.pending):
         result.skipped.append({"path": src_name, "reason": "already in the store (--db)"})
         return
     try:
@@ -93,8 +91,12 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
     own_pool = pool is None
     pool = pool or Pool(1)
     try:
-        head = streams.peek(src, detect.HEAD_BYTES)
-        size = os.stat(path).st_size
+        try:
+            head = streams.peek(src, detect.HEAD_BYTES)
+            size = os.fstat(src.raw.fileno()).st_size
+        except OSError as exc:  # vanished or changed between the walk and now
+            result.skipped.append({"path": src_name, "reason": f"unreadable: {exc.strerror or exc}"})
+            return
         fmt, why = detect.detect(head, size)
         if fmt is None:
             reason = why if not src.errors else f"{why}; {src.errors[0]}"
@@ -102,35 +104,63 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
                 reason = f"empty or damaged {src.compression} file" + (f": {src.errors[0]}" if src.errors else "")
             result.skipped.append({"path": src_name, "reason": reason})
             return
+        label = f"{fmt}+{src.compression}" if src.compression else fmt
+        data = _small_lines(src, head, size) if small is not None and fmt == detect.OTLP_JSON \
+            and not store.was_interrupted(src_name) else None
         before = result.problems.count
-        earlier = store.begin_input(src_name)  # the input's marker; completed below, after its last row
-        if earlier:
-            result.reloaded.append({**earlier, "reason": "an earlier load into this --db was interrupted; "
-                                                          "what it wrote was removed and the file loaded again"})
-        spans, samples = _read(store, src, fmt, result.problems, pool,
-                               (lambda: tick(src.position())) if tick else None)
-        for err in src.errors:
-            result.problems.add(src_name, f"byte {src.position()}", err)
+        if data is not None:
+            for err in src.errors:
+                result.problems.add(src_name, f"byte {src.position()}", err)
+            spans, samples = small.add(src_name, label, data, result.problems.count - before), 0
+        else:
+            earlier = store.begin_input(src_name)  # the input's marker; completed below, after its last row
+            if earlier:
+                result.reloaded.append({**earlier, "reason": "an earlier load into this --db was interrupted; "
+                                                              "what it wrote was removed and the file loaded again"})
+            spans, samples = _read(store, src, fmt, result.problems, pool,
+                                   (lambda: tick(src.position())) if tick else None)
+            for err in src.errors:
+                result.problems.add(src_name, f"byte {src.position()}", err)
+            store.complete_input(src_name, label, spans, samples, result.problems.count - before)
         result.files += 1
         result.spans += spans
         result.samples += samples
         result.paths.append(src_name)
-        label = f"{fmt}+{src.compression}" if src.compression else fmt
-        store.complete_input(src_name, label, spans, samples, result.problems.count - before)
     finally:
         src.close()
         if own_pool:
             pool.close()
 
 
+def _small_lines(src: streams.Source, head: bytes, size: int) -> bytes | None:
+    """The whole decompressed content of a small file of OTLP JSON lines, or None (a large file or a single
+    document: the stream is left at its start for the ordinary path)."""
+    if src.compression is None and size > SMALL_FILE_BYTES:
+        return None
+    if src.compression is None and len(head) == size:
+        data = head  # the head is the whole file
+    else:
+        data = streams.read_exact(src, SMALL_FILE_BYTES + 1)
+        if len(data) > SMALL_FILE_BYTES:
+            streams.rewind(src)
+            return None
+    try:
+        orjson.loads(data.split(b"\n", 1)[0])  # JSON lines (a document spread over lines is read whole)
+    except orjson.JSONDecodeError:
+        streams.rewind(src)
+        return None
+    return data
+
+
 def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool: Pool, tick) -> tuple[int, int]:
-    name = str(src.path)
+    name = src.name
     if fmt == detect.TRITON_CONFIG:  # not telemetry, but the batching rules read it
         text = streams.read_all(src, limit=1 << 20).decode("utf-8", errors="replace")
         import re
 
         m = re.search(r'^\s*name\s*:\s*"([^"]+)"', text, re.M)
-        store.execute("INSERT INTO model_configs VALUES (?, ?, ?)", [name, m.group(1) if m else src.path.parent.name, text])
+        store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
+                      [name, m.group(1) if m else display(src.path.parent.name), text])
         return 0, 0
     if fmt == detect.PROM_TEXT:
         return 0, _read_prom_text(store, src, problems, tick)
@@ -161,29 +191,29 @@ def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool:
 
 
 def _load_document(src: streams.Source, problems: Problems):
-    data = streams.read_all(src)
+    data = streams.read_all(src, text=True)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         doc = salvage(data)
-        problems.add(str(src.path), f"offset {getattr(exc, 'pos', '?')}",
+        problems.add(src.name, f"offset {getattr(exc, 'pos', '?')}",
                      f"invalid JSON ({exc}); " + ("loaded the records before the damage" if doc is not None
                                                   else "nothing recoverable"))
         return doc
 
 
 def _read_prom_text(store: Store, src: streams.Source, problems: Problems, tick) -> int:
-    default_ts = int(os.stat(src.path).st_mtime * 1000)
+    default_ts = int(os.fstat(src.raw.fileno()).st_mtime * 1000)
     n = 0
     last, first_line = b"\n", 1
     for chunk, first_line in streams.line_chunks(src):
-        cols = prom_text.parse(chunk.decode("utf-8", errors="replace"), str(src.path), problems, default_ts, first_line)
-        n += store.insert_samples(*cols, source=str(src.path))
+        cols = prom_text.parse(chunk.decode("utf-8", errors="replace"), src.name, problems, default_ts, first_line)
+        n += store.insert_samples(*cols, source=src.name)
         last = chunk
         if tick:
             tick()
     if not last.endswith(b"\n"):  # the exposition format ends every line with a line feed
         lineno = first_line + last.count(b"\n")
-        problems.add(str(src.path), f"line {lineno}",
+        problems.add(src.name, f"line {lineno}",
                      "file ends in the middle of a line (truncated?); its last sample may be cut short")
     return n

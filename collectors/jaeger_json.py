@@ -3,7 +3,7 @@ list of them). Times are microseconds; the parent is the CHILD_OF reference (els
 tags are typed; ``span.kind`` and ``error``/``otel.status_code`` tags carry kind and status."""
 from __future__ import annotations
 
-from .spans import SpanColumns, resource_json
+from .spans import SpanColumns, resource_json, us_to_ns
 
 KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 
@@ -68,7 +68,7 @@ def parse(doc, cols: SpanColumns) -> int:
             try:
                 start = int(start_us) * 1000
                 end = start + int(dur_us) * 1000
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 cols.problems.add(cols.source, where, "missing or invalid startTime/duration")
                 continue
             err = tags.get("error") in (True, "true") or str(tags.get("otel.status_code", "")).upper() == "ERROR"
@@ -77,7 +77,7 @@ def parse(doc, cols: SpanColumns) -> int:
                 if isinstance(log, dict):
                     fields = _tags(log.get("fields"))
                     ts = log.get("timestamp")
-                    events.append((str(fields.get("event", "log")), int(ts) * 1000 if isinstance(ts, (int, float)) else None, fields))
+                    events.append((str(fields.get("event", "log")), us_to_ns(ts), fields))
             n += cols.add(_pad(sp.get("traceID")), _span_id(sp.get("spanID")), _span_id(parent), service, rjson,
                           sp.get("operationName", ""), KINDS.get(str(tags.get("span.kind", "")).lower(), 0),
                           start, end, 2 if err else 0, tags.get("otel.status_description"), tags, events, where)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .otlp_fast import PROMOTED_PATHS, _promoted_sql, int_text_sql
-from .spans import INT_PROMOTED, PROMOTED_COLUMNS
+from .spans import INT_PROMOTED, PROMOTED_COLUMNS, PROMOTED_SQL_TYPES
 
 # A chunk below this size is not worth the Arrow round trip (fixed cost ~ a few ms).
 MIN_CHUNK_BYTES = 256 << 10
@@ -96,7 +96,7 @@ INSERT_SPANS = f"""
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, r.service, name, kind, start_ns, end_ns, end_ns - start_ns,
        status_code, status_message,
-       {_promoted_sql()},
+       {_promoted_sql(strict=True)},
        attributes, r.resource, ?
 FROM (
     SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM (
@@ -293,7 +293,8 @@ INSERT_FLAT_SPANS = f"""
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, status_code,
        status_message,
-       {', '.join(int_text_sql(f"nullif({c}, '')") if c in INT_PROMOTED else c for c in PROMOTED_COLUMNS)},
+       {', '.join(int_text_sql(f"nullif({c}, '')", PROMOTED_SQL_TYPES[c], strict=True) if c in INT_PROMOTED else c
+                  for c in PROMOTED_COLUMNS)},
        attributes, resource, ?
 FROM otlp_arrow_ready
 """

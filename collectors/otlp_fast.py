@@ -14,7 +14,8 @@ import orjson
 from msgspec import Raw, Struct
 
 from .otlp_json import SPAN_KINDS, STATUS_CODES
-from .spans import INT_PROMOTED, PROMOTED, PROMOTED_COLUMNS, SpanColumns, _as_int, normalize_id
+from .spans import (INT64_MAX, INT_PROMOTED, PROMOTED, PROMOTED_COLUMNS, PROMOTED_SQL_TYPES, SpanColumns, _as_int,
+                    normalize_id)
 
 _EMPTY_LIST = Raw(b"[]")
 
@@ -55,14 +56,14 @@ DECODER = msgspec.json.Decoder(Request)
 Error = (msgspec.ValidationError, msgspec.DecodeError)
 
 RAW_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns",
-               "status_code", "status_message", "attrs", "events", "resource", "source")
+               "status_code", "status_message", "attrs", "events", "resource", "source", "lineno")
 
 # Per connection (temporary, so nothing of it lands in a --db file), created on the first batch.
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS spans_otlp_raw (
     trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, service VARCHAR, name VARCHAR, kind TINYINT,
     start_ns BIGINT, end_ns BIGINT, status_code TINYINT, status_message VARCHAR, attrs VARCHAR,
-    events VARCHAR, resource VARCHAR, source VARCHAR)
+    events VARCHAR, resource VARCHAR, source VARCHAR, lineno BIGINT)
 """
 
 # An OTLP AnyValue (JSON) as a JSON value of its own, as the Python readers render it: strings quoted,
@@ -87,12 +88,22 @@ _ELEMENT_JSON = f"""CASE{_SCALAR_WHEN}{_BYTES_WHEN}
     ELSE coalesce(CAST(v AS VARCHAR), 'null') END"""
 
 
-def int_text_sql(expr: str) -> str:
-    """SQL: an attribute's text as an integer ("200", "200.0" → 200; anything else NULL)."""
-    return f"TRY_CAST(TRY_CAST({expr} AS DOUBLE) AS BIGINT)"
+def int_text_sql(expr: str, sql_type: str = "BIGINT", strict: bool = False) -> str:
+    """SQL: an attribute's text as an integer of the column's type ("200", "200.0" → 200; anything else
+    NULL). A number out of the type's range is NULL too (the exact path reports it, see OUT_OF_RANGE), or,
+    ``strict``, an error: the Arrow path then hands the chunk to the exact path."""
+    return f"{'CAST' if strict else 'TRY_CAST'}(TRY_CAST({expr} AS DOUBLE) AS {sql_type})"
 
 
-def _promoted_sql() -> str:
+def promoted_text_sql(col: str) -> str:
+    """SQL: the text of the promoted column ``col`` from ``p`` (every promoted key extracted in one pass),
+    honouring the same key priority as the Python readers."""
+    keys = list(PROMOTED)
+    picks = sorted((PROMOTED[k][1], i) for i, k in enumerate(keys, start=1) if PROMOTED[k][0] == col)
+    return f"coalesce({', '.join(f'nullif(p[{i}], {chr(39)}{chr(39)})' for _, i in picks)})"
+
+
+def _promoted_sql(strict: bool = False) -> str:
     """SQL for the promoted columns from ``p`` (every promoted key extracted in one pass), honouring the
     same key priority as the Python readers."""
     keys = list(PROMOTED)
@@ -105,7 +116,7 @@ def _promoted_sql() -> str:
         picks = ", ".join(f"nullif(p[{i}], '')" for _, i in sorted(by_col[col]))
         expr = f"coalesce({picks})"
         if col in INT_PROMOTED:
-            expr = int_text_sql(expr)
+            expr = int_text_sql(expr, PROMOTED_SQL_TYPES[col], strict)
         out.append(f"{expr} AS {col}")
     return ",\n       ".join(out)
 
@@ -118,7 +129,7 @@ CREATE OR REPLACE TEMP MACRO otlp_value_json(v) AS ({_VALUE_JSON});
 """
 
 MOVE = f"""
-INSERT INTO spans
+CREATE OR REPLACE TEMP TABLE otlp_promo AS
 WITH parsed AS (
     SELECT r.*, from_json(attrs, '[{{"key": "VARCHAR", "value": "JSON"}}]') AS l FROM spans_otlp_raw r
 ),
@@ -129,11 +140,15 @@ flat AS (
     FROM parsed
 ),
 promo AS (SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM flat)
+SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, status_code, status_message,
+       attributes, resource, source, lineno, p
+FROM promo;
+INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, end_ns - start_ns,
        status_code, status_message,
        {_promoted_sql()},
        attributes, resource, source
-FROM promo;
+FROM otlp_promo;
 INSERT INTO span_events
 SELECT trace_id, span_id, e.name, TRY_CAST(e.timeUnixNano AS BIGINT),
        CASE WHEN len(e.attributes) = 0 THEN NULL ELSE
@@ -145,9 +160,17 @@ FROM (SELECT trace_id, span_id,
 WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NOT NULL;
 """
 
+# Promoted numbers that do not fit their column (NULL there): the same problems the Python readers report.
+OUT_OF_RANGE = "SELECT source, lineno, span_id, col, val, count(*) OVER (PARTITION BY source) FROM (" + \
+    " UNION ALL ".join(
+        f"SELECT source, lineno, span_id, '{col}' AS col, {promoted_text_sql(col)} AS val FROM otlp_promo "
+        f"WHERE isfinite(TRY_CAST(val AS DOUBLE)) AND {int_text_sql('val', PROMOTED_SQL_TYPES[col])} IS NULL"
+        for col in INT_PROMOTED) + ") QUALIFY row_number() OVER (PARTITION BY source ORDER BY lineno) <= 200"
+
 COUNT_BAD_EVENTS = """
-SELECT count(*) FROM (SELECT unnest(from_json(events, '[{"timeUnixNano": "VARCHAR"}]')) AS e
-                      FROM spans_otlp_raw WHERE events <> '[]') WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NULL
+SELECT source, count(*) FROM (SELECT source, unnest(from_json(events, '[{"timeUnixNano": "VARCHAR"}]')) AS e
+                              FROM spans_otlp_raw WHERE events <> '[]')
+WHERE TRY_CAST(e.timeUnixNano AS BIGINT) IS NULL GROUP BY source
 """
 
 
@@ -206,29 +229,33 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                     start = start if type(start) is int else _as_int(start)
                     end = end if type(end) is int else _as_int(end)
                     attrs, events = bytes(sp.attributes), bytes(sp.events)
+                    kind = sp.kind
+                    kind = kind if type(kind) is int else 0 if kind is None else SPAN_KINDS.get(kind, _as_int(kind))
+                    st = sp.status
+                    code = st.code if st is not None else 0
+                    code = code if type(code) is int else 0 if code is None else STATUS_CODES.get(code, _as_int(code))
                     if tid is None or sid is None or start is None or end is None or start <= 0 or end < start \
-                            or not _is_list(attrs) or not _is_list(events):
+                            or end > INT64_MAX or kind is None or not 0 <= kind <= 5 or code is None \
+                            or not 0 <= code <= 2 or not _is_list(attrs) or not _is_list(events):
                         if parsed is None:  # once per line, however many of its spans need the slow path
                             parsed = orjson.loads(line)
                         _slow_span(out, parsed, i, j, k, lineno, service, rjson)  # the tolerant reader explains
                         continue
-                    st = sp.status
                     app[0](tid)
                     app[1](sid)
                     app[2](normalize_id(sp.parentSpanId, 8) if sp.parentSpanId else None)
                     app[3](service or "unknown")
                     app[4](sp.name)
-                    kind = sp.kind
-                    app[5](kind if type(kind) is int else SPAN_KINDS.get(kind, _as_int(kind) or 0))
+                    app[5](kind)
                     app[6](start)
                     app[7](end)
-                    code = st.code if st is not None else 0
-                    app[8](code if type(code) is int else STATUS_CODES.get(code, _as_int(code) or 0))
+                    app[8](code)
                     app[9](st.message or None if st is not None else None)
                     app[10](attrs.decode("utf-8", errors="replace"))
                     app[11](events.decode("utf-8", errors="replace"))
                     app[12](rjson)
                     app[13](source)
+                    app[14](lineno)
     return out
 
 
@@ -252,9 +279,16 @@ def _resource(raw: bytes) -> tuple[str | None, str]:
     return resource_columns(attributes(doc.get("attributes")) if isinstance(doc, dict) else {})
 
 
-def load_batch(con, batch: RawSpans) -> int:
+def _tally(per_source: dict | None, source: str, n: int) -> None:
+    if per_source is not None:
+        per_source[source] = per_source.get(source, 0) + n
+
+
+def load_batch(con, batch: RawSpans, per_source: dict[str, int] | None = None) -> int:
     """Put one batch into the spans/span_events tables of ``con`` (caller holds the writer).
-    Returns the number of spans written."""
+    Returns the number of spans written. The batch may hold the spans of several files (its rows carry their
+    source); the problems found here are added to ``batch.problems`` under each file's name and, when
+    ``per_source`` is given, counted there per file."""
     from .store import EVENT_COLUMNS, SPAN_COLUMNS, insert_frame
 
     n = insert_frame(con, "spans", SPAN_COLUMNS, batch.spans)
@@ -266,12 +300,23 @@ def load_batch(con, batch: RawSpans) -> int:
             con.execute(MACROS)
         insert_frame(con, "spans_otlp_raw", RAW_COLUMNS, batch.raw)
         try:
-            bad_events = con.execute(COUNT_BAD_EVENTS).fetchone()[0]
+            bad_events = con.execute(COUNT_BAD_EVENTS).fetchall()
             con.execute(MOVE)
+            rows = con.execute(OUT_OF_RANGE).fetchall()
         finally:
             con.execute("DELETE FROM spans_otlp_raw")
-        if bad_events:
-            batch.problems.add(batch.source, "events", f"{bad_events} event(s) without a valid timeUnixNano skipped")
+            con.execute("DROP TABLE IF EXISTS otlp_promo")
+        counted: set[str] = set()
+        for source, lineno, span_id, col, val, total in rows:  # sources: one batch may hold many small files
+            batch.problems.add(source, f"line {lineno}",
+                               f"span {span_id}: {col} value {val[:40]} out of range; not promoted")
+            if source not in counted:  # listed up to 200 per file, counted exactly
+                counted.add(source)
+                batch.problems.count += total - min(total, 200)
+                _tally(per_source, source, total)
+        for source, bad in bad_events:
+            batch.problems.add(source, "events", f"{bad} event(s) without a valid timeUnixNano skipped")
+            _tally(per_source, source, 1)
         n += len(batch.raw["trace_id"])
     return n
 

@@ -15,7 +15,7 @@ import orjson
 from . import streams
 from .parallel import Pool
 from .salvage import salvage
-from .spans import SpanColumns, SpanSink, resource_columns
+from .spans import SpanColumns, SpanSink, _as_int, resource_columns
 
 SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
               "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
@@ -75,7 +75,8 @@ def _enum(value, names: dict) -> int:
         except ValueError:
             return 0
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
+        iv = _as_int(value)  # NaN and infinities are not enums; the range is checked in SpanColumns.add
+        return 0 if iv is None else iv
     return 0
 
 
@@ -157,7 +158,7 @@ def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> None
     except orjson.JSONDecodeError:
         lines_mode = False
     if not lines_mode:
-        data = streams.read_all(src)
+        data = streams.read_all(src, text=True)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

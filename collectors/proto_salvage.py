@@ -24,6 +24,8 @@ def _fields(data: bytes):
         try:
             tag, pos = _varint(data, pos)
             field, wt = tag >> 3, tag & 7
+            if field == 0:  # never valid: the damage (zeros, garbage) starts here; walking on costs time only
+                return
             if wt == 0:
                 val, pos = _varint(data, pos)
             elif wt == 1:

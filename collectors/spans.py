@@ -34,23 +34,102 @@ for _col, _keys in (
 PROMOTED_COLUMNS = tuple(dict.fromkeys(col for col, _ in PROMOTED.values()))
 INT_PROMOTED = ("http_status", "resend_count", "input_size")
 
+# The one place where values meet the store's column types. A value outside its range never reaches DuckDB
+# (where it would abort the whole batch): a time outside (0, 2**63) rejects the span; an unknown kind or
+# status code is stored as 0 (unspecified / unset); a promoted integer that does not fit its column is left
+# out of the column (the attribute JSON keeps it). Each of these is a problem with its place.
+INT64_MAX = (1 << 63) - 1
+ENUM_RANGES = {"kind": 5, "status_code": 2}  # OTLP SpanKind 0..5, StatusCode 0..2
+PROMOTED_RANGES = {"http_status": (-(1 << 31), (1 << 31) - 1),   # INTEGER columns
+                   "resend_count": (-(1 << 31), (1 << 31) - 1),
+                   "input_size": (-(1 << 63), INT64_MAX)}       # BIGINT
+PROMOTED_SQL_TYPES = {"http_status": "INTEGER", "resend_count": "INTEGER", "input_size": "BIGINT"}
+JSON_MAX_DEPTH = 64  # attribute values nested deeper are stored as text at that depth (orjson stops at 255)
+
 _HEX_ID = {8: re.compile(r"[0-9a-f]{16}").fullmatch, 16: re.compile(r"[0-9a-f]{32}").fullmatch}
 _ZERO = {8: "0" * 16, 16: "0" * 32}
 
 
 def _as_int(v) -> int | None:
+    """An integer from an int, a float or their text; None when it is none of these (or NaN/infinite).
+    The result may be out of any column's range: ``SpanColumns.add`` decides."""
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, int):
         return v
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         try:
             f = float(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
-        return int(f) if f == f and abs(f) < 9.2e18 else None
+        return int(f) if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def us_to_ns(us) -> int | None:
+    """Microseconds (Jaeger, Zipkin: a JSON number) → nanoseconds; None for anything else, NaN or infinite
+    (the range is checked where the span is added)."""
+    if not isinstance(us, (int, float)) or isinstance(us, bool):
+        return None
+    v = _as_int(us)
+    return None if v is None else v * 1000
+
+
+def _enum(v, name: str, problems: list) -> int:
+    iv = v if type(v) is int else _as_int(v)
+    if iv is None:
+        return 0
+    if 0 <= iv <= ENUM_RANGES[name]:
+        return iv
+    problems.append(f"{name} {_short(iv)} out of range 0..{ENUM_RANGES[name]}; stored as 0")
+    return 0
+
+
+def _short(v) -> str:
+    t = str(v)
+    return t if len(t) <= 24 else t[:20] + f"...({len(t)} digits)"
+
+
+def safe_json(value) -> tuple[str, str | None]:
+    """``value`` as JSON text, and what had to change (None when nothing): integers beyond 64 bits become
+    their text, values nested deeper than JSON_MAX_DEPTH become their text at that depth."""
+    try:
+        return _dumps(value, default=str).decode(), None
+    except (TypeError, ValueError, RecursionError):
+        notes: set[str] = set()
+        return _dumps(_sanitize(value, 0, notes), default=str).decode(), "; ".join(sorted(notes))
+
+
+def _sanitize(v, depth: int, notes: set):
+    if type(v) is int and not -(1 << 63) <= v < (1 << 64):
+        notes.add("integer beyond 64 bits stored as text")
+        return str(v)
+    if isinstance(v, (dict, list)):
+        if depth >= JSON_MAX_DEPTH:
+            notes.add(f"value nested deeper than {JSON_MAX_DEPTH} levels stored as text")
+            return _truncated_text(v)
+        if isinstance(v, dict):
+            return {str(k): _sanitize(x, depth + 1, notes) for k, x in v.items()}
+        return [_sanitize(x, depth + 1, notes) for x in v]
+    return v
+
+
+def _truncated_text(v, limit: int = 1024) -> str:
+    """A bounded repr of a deep value (repr itself would recurse without end)."""
+    out: list[str] = []
+    stack = [v]
+    while stack and len(out) < limit:
+        x = stack.pop()
+        if isinstance(x, dict):
+            out.append("{")
+            stack.extend(reversed(list(x.values())))
+        elif isinstance(x, list):
+            out.append("[")
+            stack.extend(reversed(x))
+        else:
+            out.append(str(x)[:64])
+    return "".join(out) + ("..." if stack or len(out) >= limit else "")
 
 
 def normalize_id(raw, nbytes: int) -> str | None:
@@ -125,6 +204,12 @@ class SpanColumns:
             self.problems.add(self.source, _where(where), f"span {sid}: missing or invalid start/end time")
             self.rejected += 1
             return False
+        if start > INT64_MAX or end > INT64_MAX or end < -INT64_MAX:
+            self.problems.add(self.source, _where(where),
+                              f"span {sid}: start/end time out of range ({_short(start)}, {_short(end)} ns; "
+                              f"at most 2**63-1); span skipped")
+            self.rejected += 1
+            return False
         if end < start:
             self.problems.add(self.source, _where(where),
                               f"span {sid}: end before start (negative duration {end - start} ns); duration set to 0")
@@ -151,6 +236,11 @@ class SpanColumns:
                     iv = v if type(v) is int else _as_int(v)
                     if iv is None:
                         continue
+                    lo, hi = PROMOTED_RANGES[col]
+                    if not lo <= iv <= hi:  # the key still takes its place: a lower-priority key does not fill in
+                        self.problems.add(self.source, _where(where), f"span {sid}: {col} value {_short(iv)} "
+                                          f"(attribute {k!r}) out of range; not promoted")
+                        iv = None
                     if col == "http_status":
                         http_status = iv
                     elif col == "resend_count":
@@ -158,17 +248,31 @@ class SpanColumns:
                     else:
                         size = iv
                 prio[col] = p
+        fixes: list[str] = []
+        kind = kind if type(kind) is int and 0 <= kind <= 5 else _enum(kind, "kind", fixes)
+        status_code = status_code if type(status_code) is int and 0 <= status_code <= 2 else \
+            _enum(status_code, "status_code", fixes)
+        if attributes:
+            try:
+                attrs_json = _dumps(attributes, default=str).decode()
+            except (TypeError, ValueError, RecursionError):
+                attrs_json, note = safe_json(attributes)
+                fixes.append(f"attributes: {note}")
+        else:
+            attrs_json = "{}"
+        for fix in fixes:
+            self.problems.add(self.source, _where(where), f"span {sid}: {fix}")
         a = self._app
         a[0](tid)
         a[1](sid)
         a[2](pid)
         a[3](service or "unknown")
         a[4](name if type(name) is str else str(name or ""))
-        a[5](kind if type(kind) is int else (_as_int(kind) or 0))
+        a[5](kind)
         a[6](start)
         a[7](end)
         a[8](end - start)
-        a[9](status_code if type(status_code) is int else (_as_int(status_code) or 0))
+        a[9](status_code)
         a[10](str(status_message) if status_message else None)
         a[11](route)
         a[12](http_status)
@@ -176,21 +280,27 @@ class SpanColumns:
         a[14](model)
         a[15](peer)
         a[16](size)
-        a[17](_dumps(attributes, default=str).decode() if attributes else "{}")
+        a[17](attrs_json)
         a[18](resource_json)
         a[19](self.source)
         if events:
             ev = self._ev_app
             for ev_name, ts, ev_attrs in events:
                 ts = ts if type(ts) is int else _as_int(ts)
-                if ts is None:
+                if ts is None or not -INT64_MAX <= ts <= INT64_MAX:
                     self.problems.add(self.source, _where(where), f"span {sid}: event {ev_name!r} without a valid time")
                     continue
                 ev[0](tid)
                 ev[1](sid)
                 ev[2](ev_name if type(ev_name) is str else str(ev_name))
                 ev[3](ts)
-                ev[4](_dumps(ev_attrs, default=str).decode() if ev_attrs else None)
+                if ev_attrs:
+                    ev_json, note = safe_json(ev_attrs)
+                    if note:
+                        self.problems.add(self.source, _where(where), f"span {sid}: event {ev_name!r}: {note}")
+                else:
+                    ev_json = None
+                ev[4](ev_json)
         return True
 
     def clear(self) -> None:
@@ -205,7 +315,8 @@ def _where(where) -> str:
 
 
 def resource_json(resource: dict) -> str:
-    return orjson.dumps(resource, default=str).decode()
+    """The resource as JSON; integers beyond 64 bits and values nested too deep are kept as text."""
+    return safe_json(resource)[0]
 
 
 def resource_columns(resource: dict) -> tuple[str | None, str]:

@@ -321,6 +321,17 @@ class Store:
                          "WHERE path = ? AND NOT complete", [fmt, spans, samples, problems, path])
         self._inputs_state()[path] = True
 
+    def was_interrupted(self, path: str) -> bool:
+        """Whether an earlier load of ``path`` into this store began and never completed."""
+        return self._inputs_state().get(path) is False
+
+    def complete_inputs(self, con, rows: list[tuple]) -> None:
+        """Inputs loaded completely in the caller's transaction on ``con`` (the writer): (path, format, spans,
+        samples, problems) each, written as complete rows at once (many small files)."""
+        cols = ("path", "format", "spans", "samples", "problems")
+        insert_frame(con, "inputs", cols, {c: [r[i] for r in rows] for i, c in enumerate(cols)})
+        self._inputs_state().update((r[0], True) for r in rows)
+
     def insert_samples(self, ts_ms: list, metric: list, labels: list[dict], value: list, source: str) -> int:
         if not ts_ms:
             return 0

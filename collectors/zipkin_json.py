@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .spans import SpanColumns, resource_json
+from .spans import SpanColumns, resource_json, us_to_ns
 
 KINDS = {"SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 
@@ -46,11 +46,11 @@ def parse(doc, cols: SpanColumns) -> int:
         try:
             start = int(sp["timestamp"]) * 1000
             end = start + int(sp.get("duration") or 0) * 1000
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             cols.problems.add(cols.source, where, "missing or invalid timestamp/duration")
             continue
         err = "error" in tags
-        events = [(str(a.get("value", "")), int(a["timestamp"]) * 1000 if isinstance(a.get("timestamp"), (int, float)) else None, {})
+        events = [(str(a.get("value", "")), us_to_ns(a.get("timestamp")), {})
                   for a in sp.get("annotations") or [] if isinstance(a, dict)]
         n += cols.add(_pad(sp.get("traceId"), 32), span_id, parent, service, res_cache[service], sp.get("name", ""),
                       kind, start, end, 2 if err else 0, tags.get("error") if err else None, tags, events, where)
