@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from collectors.receiver import Receiver
 from collectors.store import Store
+from conftest import wait_until
 
 
 @pytest.fixture
@@ -102,9 +103,9 @@ def test_full_queue_answers_503_with_retry_after():
         threads = [threading.Thread(target=lambda k=k: results.append(_post(r, body(k)))) for k in range(4)]
         for t in threads:
             t.start()
-        import time
-
-        time.sleep(1.0)
+        # at most two are held (one in the gated writer, one queued): the others are answered 503 at once, and
+        # once two answers are back every request has reached the receiver
+        wait_until(lambda: len(results) >= 2, 10, "the requests beyond the queue to be refused")
         gate.set()
         for t in threads:
             t.join()
@@ -118,10 +119,10 @@ def test_full_queue_answers_503_with_retry_after():
 def test_staged_traces_move_when_idle_or_held_too_long():
     """Live sessions stage spans until their trace has settled; a trace that keeps growing (a long session
     exporting turn by turn) is still moved once it has been held for max_hold_s."""
-    import time
-
     store = Store()
+    now = [10**12]  # the arrival clock, injected: it moves only when the test says so
     with Receiver(store, port=0, staging=True) as r:
+        r.clock = lambda: now[0]
         tp = TracerProvider(resource=Resource.create({"service.name": "chat"}))
         tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=r.endpoint), schedule_delay_millis=60_000))
         tracer = tp.get_tracer("t")
@@ -131,7 +132,7 @@ def test_staged_traces_move_when_idle_or_held_too_long():
                     pass
                 tp.force_flush()  # each turn arrives on its own, the session's root at the end
                 assert r.promote(idle_s=10) == 0
-                time.sleep(0.3)
+                now[0] += 300_000_000  # 0.3 s between turns
             assert r.pending() == {"spans": 3, "traces": 1}
             assert r.promote(idle_s=10, max_hold_s=60) == 0
             assert r.promote(idle_s=10, max_hold_s=0.5) == 3
