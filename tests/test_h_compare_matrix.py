@@ -66,3 +66,17 @@ def test_first_finding(folder):
         assert material and material[0].rule == sc["expect"], shown
     else:
         assert not material, shown
+
+
+def test_each_capture_is_a_scenario_of_the_tool_with_the_same_expectation():
+    """The fixtures and the tool that records them say the same thing (re-recording keeps the expectations)."""
+    from benchmarks.capture_matrix import scenarios
+
+    tool = {s.name: s for s in scenarios()}
+    assert len(tool) == len(scenarios()) >= 20
+    for folder in (p for p in MATRIX.iterdir() if (p / "scenario.json").is_file()):
+        sc = json.loads((folder / "scenario.json").read_text())
+        assert folder.name in tool and tool[folder.name].expect == sc["expect"], folder.name
+        # the config Triton ran is the scenario's
+        assert (f"max_queue_delay_microseconds: {tool[folder.name].window_us}"
+                in (folder / "config.pbtxt").read_text()), folder.name
