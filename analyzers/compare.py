@@ -41,6 +41,35 @@ def bootstrap_diff(before: np.ndarray, after: np.ndarray, q: float, n_boot: int 
     return obs, float(lo), float(hi)
 
 
+def _resampled_percentiles(x: np.ndarray, q: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The q-th percentile (numpy's linear method) of ``n_boot`` bootstrap resamples of ``x``, in O(n log n +
+    n_boot) instead of O(n_boot * n): a resample's k-th smallest value is x_sorted[floor(n * U)], U the k-th
+    smallest of n uniforms, U ~ Beta(k, n - k + 1); the next one is U + (1 - U) * Beta(1, n - k - 1)."""
+    xs = np.sort(x)
+    n = len(xs)
+    if n == 1:
+        return np.full(n_boot, xs[0])
+    h = (n - 1) * q / 100
+    k = min(int(np.floor(h)), n - 2)
+    frac = h - k
+    u = rng.beta(k + 1, n - k, n_boot)
+    u_next = u + (1 - u) * rng.beta(1, max(n - k - 1, 1), n_boot)
+    lo = xs[np.minimum((u * n).astype(np.int64), n - 1)]
+    hi = xs[np.minimum((u_next * n).astype(np.int64), n - 1)]
+    return lo + frac * (hi - lo)
+
+
+def bootstrap_diff_fast(before: np.ndarray, after: np.ndarray, q: float, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """``bootstrap_diff`` by order statistics: the same percentile bootstrap, without materialising resamples
+    (a capture's every stage, on 100k requests, in milliseconds)."""
+    rng = np.random.default_rng(seed)
+    obs = float(np.percentile(after, q) - np.percentile(before, q))
+    diffs = _resampled_percentiles(after, q, n_boot, rng) - _resampled_percentiles(before, q, n_boot, rng)
+    lo, hi = np.percentile(diffs, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return obs, float(lo), float(hi)
+
+
 def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray], constraints: Constraints,
             n_boot: int = 1000, level: float = 0.95) -> dict:
     slo_p95 = constraints.slo.get("p95_ms")
@@ -142,7 +171,7 @@ def compare_stages(before: dict, after: dict, n_boot: int = 1000, level: float =
             for name, q in STAGE_QUANTILES.items():
                 e["before"][f"{name}_ms"] = round(float(np.percentile(b, q)), 3)
                 e["after"][f"{name}_ms"] = round(float(np.percentile(a, q)), 3)
-                obs, lo, hi = bootstrap_diff(b, a, q, n_boot=n_boot, level=level)
+                obs, lo, hi = bootstrap_diff_fast(b, a, q, n_boot=n_boot, level=level)
                 e["change"][name] = {"ms": round(obs, 3), "ci_ms": [round(lo, 3), round(hi, 3)], "ci_level": level}
             e["verdict"] = _verdict(e["change"]["p95"]["ci_ms"])
             stages[stage] = e

@@ -165,3 +165,52 @@ def test_story_findings_come_from_each_capture(story, capsys):
     b, a = reports
     assert {x["rule"] for x in res["findings"]["appeared"]} == set(a) - set(b)
     assert {x["rule"] for x in res["findings"]["went_away"]} == set(b) - set(a)
+
+
+def test_order_statistic_bootstrap_agrees_with_resampling():
+    """The stages' bootstrap (order statistics, no resamples materialised) gives the intervals of the plain
+    resampling bootstrap: bounds within a fifth of the interval's width, on skewed data with many zeros too."""
+    from analyzers.compare import bootstrap_diff, bootstrap_diff_fast
+
+    rng = np.random.default_rng(11)
+    cases = [(rng.lognormal(2, 0.6, n), rng.lognormal(2.1, 0.6, n)) for n in (40, 800, 4000)]
+    z = np.r_[np.zeros(900), rng.lognormal(1, 1, 100)]
+    cases.append((z, z * 1.5))
+    for b, a in cases:
+        for q in (50, 95):
+            obs, lo, hi = bootstrap_diff(b, a, q, n_boot=3000)
+            obs_f, lo_f, hi_f = bootstrap_diff_fast(b, a, q, n_boot=3000)
+            width = hi - lo
+            assert obs_f == obs
+            assert abs(lo_f - lo) <= 0.2 * width + 1e-9 and abs(hi_f - hi) <= 0.2 * width + 1e-9, (len(b), q, lo, hi, lo_f, hi_f)
+
+
+def _span_ms(capture, name):
+    """Durations of the spans called ``name`` in a capture's OTLP JSON lines, read with json alone."""
+    import gzip
+
+    out = []
+    with gzip.open(capture / "traces.otlp.jsonl.gz", "rt") as fh:
+        for line in fh:
+            for rs in json.loads(line)["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    out += [(int(s["endTimeUnixNano"]) - int(s["startTimeUnixNano"])) / 1e6
+                            for s in ss["spans"] if s["name"] == name]
+    return np.asarray(out)
+
+
+def test_real_stack_captures_slower_tokenizer_is_the_stage_that_regressed(capsys):
+    """On two captures of the real stack (tests/fixtures/matrix): the same gateway and Triton, a tokenizer
+    200x slower per token. preprocess is the stage that regressed, by what the tokenize spans say."""
+    from pathlib import Path
+
+    matrix = Path(__file__).parent / "fixtures" / "matrix"
+    before, after = matrix / "healthy-w0-light", matrix / "slow-tokenizer"
+    st = _compare_json(capsys, before, after)["stages"][ROUTE]
+    tb, ta = _span_ms(before, "tokenize"), _span_ms(after, "tokenize")
+    pre = st["stages"]["preprocess"]
+    assert pre["before"]["p95_ms"] == pytest.approx(np.percentile(tb, 95), abs=0.01)
+    assert pre["after"]["p95_ms"] == pytest.approx(np.percentile(ta, 95), abs=0.01)
+    lo, hi = pre["change"]["p95"]["ci_ms"]
+    assert lo > 0 and lo < np.percentile(ta, 95) - np.percentile(tb, 95) < hi
+    assert st["regressed"][0] == "preprocess"
