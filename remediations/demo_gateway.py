@@ -14,7 +14,7 @@ import numpy as np
 
 class Gateway:
     def __init__(self, triton_url: str, otlp_endpoint: str, tokenize_us_per_token: float = 2.0,
-                 model: str = "clf", vocab: int = 2000):
+                 model: str = "clf", vocab: int = 2000, timeout_s: float = 10.0, retries: int = 0):
         import requests
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -29,6 +29,8 @@ class Gateway:
         self.triton = f"{triton_url}/v2/models/{model}/infer"
         self.cost = tokenize_us_per_token
         self.vocab = vocab
+        self.timeout_s = timeout_s  # per call to Triton; a timed-out call is retried up to `retries` times,
+        self.retries = retries      # at once and without a budget (the retry-spiral shape); Triton still runs it
         self._local = threading.local()
         self._requests = requests
         outer = self
@@ -79,14 +81,29 @@ class Gateway:
                 "http.request.method": "POST", "http.route": "/v1/classify", "app.input_tokens": n}) as root:
             with self.tracer.start_as_current_span("tokenize", attributes={"app.input_tokens": n}):
                 ids = self._tokenize(n)
-            with self.tracer.start_as_current_span("POST triton /v2/models/clf/infer", kind=SpanKind.CLIENT,
-                                                   attributes={"server.address": "127.0.0.1",
-                                                               "http.request.method": "POST"}) as cl:
-                headers: dict[str, str] = {}
-                TraceContextTextMapPropagator().inject(headers, context=trace.set_span_in_context(cl))
-                r = s.post(self.triton, json={"inputs": [{"name": "IDS", "shape": [1, n], "datatype": "INT64",
-                                                          "data": ids}]}, headers=headers, timeout=10)
-                cl.set_attribute("http.response.status_code", r.status_code)
+            r = None
+            for attempt in range(self.retries + 1):
+                attrs = {"server.address": "127.0.0.1", "http.request.method": "POST"}
+                if attempt:
+                    attrs["http.request.resend_count"] = attempt
+                with self.tracer.start_as_current_span("POST triton /v2/models/clf/infer", kind=SpanKind.CLIENT,
+                                                       attributes=attrs) as cl:
+                    headers: dict[str, str] = {}
+                    TraceContextTextMapPropagator().inject(headers, context=trace.set_span_in_context(cl))
+                    try:
+                        r = s.post(self.triton, json={"inputs": [{"name": "IDS", "shape": [1, n], "datatype": "INT64",
+                                                                  "data": ids}]}, headers=headers, timeout=self.timeout_s)
+                    except self._requests.Timeout:
+                        cl.set_attribute("error.type", "timeout")
+                        cl.set_status(trace.Status(trace.StatusCode.ERROR, "client timeout"))
+                        s = self._local.s = self._requests.Session()  # the timed-out connection is unusable
+                        continue
+                    cl.set_attribute("http.response.status_code", r.status_code)
+                    break
+            if r is None:
+                root.set_attribute("http.response.status_code", 504)
+                root.set_status(trace.Status(trace.StatusCode.ERROR, "upstream timeout"))
+                return 504, {"error": "upstream timeout"}
             if r.status_code != 200:
                 root.set_attribute("http.response.status_code", 502)
                 return 502, {"error": r.text[:200]}

@@ -33,6 +33,14 @@ class TritonPythonModel:
         params = json.loads(args["model_config"]).get("parameters", {})
         # a fixed extra cost per execution, for demo incidents that need a slower model (capacity limits)
         self.extra_s = float(params.get("extra_ms", {}).get("string_value", "0")) / 1000.0
+        # a cost per request of a batch (a model that batching does not speed up: capacity 1/per_request)
+        self.per_request_s = float(params.get("per_request_ms", {}).get("string_value", "0")) / 1000.0
+        # a warm-up cost (lazy init, JIT, cold caches): executions in the first cold_s seconds after load
+        # pay cold_ms more each
+        self.cold_s = float(params.get("cold_s", {}).get("string_value", "0"))
+        self.cold_extra_s = float(params.get("cold_ms", {}).get("string_value", "0")) / 1000.0
+        import time
+        self.loaded_at = time.monotonic()
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         here = os.path.dirname(__file__)
@@ -41,8 +49,11 @@ class TritonPythonModel:
 
     def execute(self, requests):
         import time
-        if self.extra_s:
-            time.sleep(self.extra_s)
+        extra = self.extra_s + self.per_request_s * len(requests)
+        if self.cold_extra_s and time.monotonic() - self.loaded_at < self.cold_s:
+            extra += self.cold_extra_s
+        if extra:
+            time.sleep(extra)
         out = []
         for r in requests:
             ids = pb_utils.get_input_tensor_by_name(r, "IDS").as_numpy()
@@ -151,7 +162,8 @@ class Triton:
 
 
 def write_model_repository(out: Path, onnx_model: Path, max_queue_delay_us: int, max_batch_size: int = 16,
-                           model: str = "clf", extra_ms: float = 0.0) -> Path:
+                           model: str = "clf", extra_ms: float = 0.0, cold_ms: float = 0.0,
+                           cold_s: float = 0.0, per_request_ms: float = 0.0) -> Path:
     """A repository serving ``onnx_model`` through the Python backend with dynamic batching."""
     mdir = Path(out) / model
     (mdir / "1").mkdir(parents=True, exist_ok=True)
@@ -163,5 +175,9 @@ def write_model_repository(out: Path, onnx_model: Path, max_queue_delay_us: int,
         'output [ { name: "LOGITS" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
         f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
         "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-        + (f'parameters {{ key: "extra_ms" value: {{ string_value: "{extra_ms:g}" }} }}\n' if extra_ms else ""))
+        + (f'parameters {{ key: "extra_ms" value: {{ string_value: "{extra_ms:g}" }} }}\n' if extra_ms else "")
+        + (f'parameters {{ key: "per_request_ms" value: {{ string_value: "{per_request_ms:g}" }} }}\n'
+           if per_request_ms else "")
+        + (f'parameters {{ key: "cold_ms" value: {{ string_value: "{cold_ms:g}" }} }}\n'
+           f'parameters {{ key: "cold_s" value: {{ string_value: "{cold_s:g}" }} }}\n' if cold_ms and cold_s else ""))
     return mdir

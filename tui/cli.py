@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep", action="store_true", help="keep the change instead of rolling it back")
     dm.add_argument("--load-seconds", type=float, default=20.0, help="length of each measurement")
     dm.add_argument("--format", choices=("md", "json"), default="json", help="headless output (default json)")
-    cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route with confidence intervals")
+    cmp_ = sub.add_parser("compare", help="before/after: p50/p95/p99 per route and stage with confidence intervals, "
+                                                     "findings that appeared or went away, mix vs speed")
     cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
     cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")
     cmp_.add_argument("--format", choices=("md", "json"), default="md")
@@ -195,7 +196,7 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
 
-    from analyzers.compare import compare, durations_ms, to_markdown
+    from analyzers.compare import compare_analyses, to_markdown
     from analyzers.session import analyze, load_constraints
 
     for p in (args.before, args.after):
@@ -203,12 +204,13 @@ def cmd_compare(args) -> int:
             print(f"triage compare: no such file or directory: {p}", file=sys.stderr)
             return 2
     cons = load_constraints([args.after], args.constraints)
-    before = durations_ms(analyze([args.before], constraints=cons).store)
-    after = durations_ms(analyze([args.after], constraints=cons).store)
-    if not before or not after:
-        print("triage compare: no requests in " + ("BEFORE" if not before else "AFTER"), file=sys.stderr)
-        return 2
-    result = compare(before, after, cons)
+    before = analyze([args.before], constraints=cons)
+    after = analyze([args.after], constraints=cons)
+    for label, a in (("BEFORE", before), ("AFTER", after)):
+        if not a.store.scalar("SELECT count(*) FROM requests"):
+            print(f"triage compare: no requests in {label}", file=sys.stderr)
+            return 2
+    result = compare_analyses(before, after, cons)
     emit(result, args.format, to_markdown)
     regressed = any(e["verdict"] == "regressed" for e in result["routes"].values())
     return 1 if args.fail_on_regression and regressed else 0
