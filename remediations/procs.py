@@ -13,7 +13,22 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+
+HURRY_S = 0.3  # how long a server gets to stop by itself once triage itself was told to stop (hang-up, SIGTERM)
+_hurry = threading.Event()
+
+
+def hurry(on: bool = True) -> None:
+    """Triage was told to stop (its terminal went away, SIGHUP, SIGTERM): from now on ``terminate`` gives each
+    server ``HURRY_S`` before SIGKILL instead of its full graceful stop (Triton's alone takes ~3 s), so the
+    command is gone within the 2 s a hang-up allows. Servers that leave shared memory behind when killed name
+    it with a prefix of ours and remove it in their ``stop()`` (Triton's Python backend)."""
+    if on:
+        _hurry.set()
+    else:
+        _hurry.clear()
 
 
 def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
@@ -71,6 +86,8 @@ def terminate(proc, wait_s: float) -> None:
     started in its group, are gone afterwards."""
     if proc is None:
         return
+    if _hurry.is_set():
+        wait_s = min(wait_s, HURRY_S)
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
         try:

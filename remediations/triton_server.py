@@ -123,7 +123,10 @@ class Triton:
         cmd = [str(_binary()), f"--model-repository={self.repository}", f"--backend-directory={work / 'backends'}",
                "--http-address=127.0.0.1", f"--http-port={self.http_port}", "--grpc-address=127.0.0.1",
                f"--grpc-port={self.grpc_port}", "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
-               "--allow-metrics=true", "--model-control-mode=explicit", f"--load-model={self.model}"]
+               "--allow-metrics=true", "--model-control-mode=explicit", f"--load-model={self.model}",
+               # the Python backend's shared-memory regions carry a prefix of ours, so stop() can remove what a
+               # killed server left in /dev/shm
+               f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}"]
         if self.otlp_url:
             cmd += ["--trace-config", "mode=opentelemetry", "--trace-config", "rate=1", "--trace-config",
                     "level=TIMESTAMPS", "--trace-config", f"opentelemetry,url={self.otlp_url}",
@@ -146,8 +149,14 @@ class Triton:
     def config(self, model: str | None = None) -> dict:
         return requests.get(f"{self.url}/v2/models/{model or self.model}/config", timeout=5).json()
 
+    @property
+    def _shm_prefix(self) -> str:
+        return f"triage_{os.getpid()}_{self.http_port}_"
+
     def stop(self) -> None:
         procs.terminate(self.proc, 30)
+        for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):  # only there when it had to be killed
+            leftover.unlink(missing_ok=True)
         if getattr(self, "_log", None):
             self._log.close()
         if self.workdir is not None:

@@ -28,6 +28,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
+from remediations import procs
+
 TERMINAL_CLOSED = "terminal closed"
 
 
@@ -51,6 +53,7 @@ class _State:
                 return False
             self.reason, self.code = reason, code
             stoppers = list(self.stoppers)
+        procs.hurry()  # the servers we started get a short grace, not their full graceful stop
         self.handled = any(_safely(s, code) for s in stoppers)
         threading.Thread(target=self._backstop, name="triage-stop-backstop", daemon=True).start()
         if not self.handled and threading.get_ident() != self.main_ident:
@@ -143,6 +146,7 @@ def guard():
         yield _State()  # signals can only be handled in the main thread; nothing to install
         return
     st = _state = _State()
+    procs.hurry(False)  # a new command (in-process callers run several): servers stop gracefully again
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         current = signal.getsignal(sig)
@@ -174,11 +178,12 @@ def stopping() -> bool:
     return st is not None and st.reason is not None
 
 
-def run(fn: Callable[..., int], *args) -> int:
+def run(fn: Callable[..., int], *args) -> int:  # noqa: RET503 (a stopped command does not return)
     """``fn(*args)`` under ``guard()``: its exit code, or 128 + the signal when it was stopped (saying so on
-    stderr, if stderr is still there). A stopped command whose worker threads are still busy (an analysis in
-    a thread cannot be interrupted) ends the process here: exit handlers run (temporary folders go), the
-    threads are not waited for."""
+    stderr, if stderr is still there). A stopped command ends the process here, once its ``finally`` blocks
+    have stopped what it started: exit handlers run (temporary folders go), worker threads still busy (an
+    analysis in a thread cannot be interrupted) are not waited for, and the interpreter's own teardown (over a
+    second with torch and the OTel SDK loaded, in the demo) is skipped."""
     with guard() as st:
         try:
             rc = fn(*args)
@@ -192,18 +197,15 @@ def run(fn: Callable[..., int], *args) -> int:
         print(f"triage: stopped ({st.reason})", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass  # the terminal is gone
-    busy = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
-    if busy:
-        import atexit
+    import atexit
 
-        atexit._run_exitfuncs()  # the finalizers that remove temporary folders, among others
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(st.code)
-    return st.code
+    atexit._run_exitfuncs()  # the finalizers that remove temporary folders, among others
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(st.code)
 
 
 @contextmanager
