@@ -204,6 +204,8 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
             done = end <= ts
             if name == "nv_inference_pending_request_count":
                 v = int(((arrive <= ts) & (start > ts)).sum())
+            elif name == "nv_inference_exec_count" and inc.max_batch > 1:
+                v = len(np.unique(start[done]))  # one execution per batch (a batch's requests share its start)
             elif name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count"):
                 v = int(done.sum())
             elif name == "nv_inference_request_duration_us":
@@ -224,6 +226,20 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
             labels = gpu if name.startswith("DCGM") else model
             lines.append(f"{name}{{{labels}}} {v} {ms}")
     (folder / "metrics.prom").write_text("\n".join(lines) + "\n")
+
+
+def write_model_config(folder: Path, inc: Incident) -> None:
+    """The model's config.pbtxt, as Triton reads it, when the profile batches (dynamic batcher on)."""
+    if inc.max_batch <= 1:
+        return
+    (folder / "config.pbtxt").write_text(f"""name: "clf"
+backend: "onnxruntime"
+max_batch_size: {inc.max_batch}
+dynamic_batching {{
+  max_queue_delay_microseconds: {int(round(inc.batch_window_ms * 1000))}
+}}
+instance_group [ {{ count: {inc.instances} kind: KIND_GPU }} ]
+""")
 
 
 def write_readme(folder: Path, inc: Incident, reqs: list[Request]) -> None:
@@ -262,6 +278,7 @@ def generate(name: str, out_root: Path = ROOT, incident: Incident | None = None,
     folder.mkdir(parents=True)
     write_traces(folder, emit(inc, reqs, seed))
     write_metrics(folder, inc, reqs)
+    write_model_config(folder, inc)
     write_readme(folder, inc, reqs)
     return folder
 
