@@ -82,14 +82,24 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             continue
         if batch is None or batch > limit:
             continue
-        saving = max(p50 - th["target_window_ms"], 0.0)
-        severity = "critical" if q["p95_share"] >= th["critical_queue_share"] else "warning"
+        # load well below capacity: at the quiet rate, the device busy time the batches take (compute per
+        # batch x batches per second, over the instances) must leave the queue empty most of the time,
+        # or the queue time is contention, not the timer
+        compute_ms = breakdown[route].get("inference", {}).get("p50_ms")
+        instances = window_cfg.instances if window_cfg else 1
+        utilization = (low_rate / max(batch, 1.0)) * compute_ms / 1000.0 / instances if compute_ms else None
+        if utilization is None or utilization > th["max_utilization"]:
+            continue
+        # what the tail would lose: the timer it waits out (never more than the window), less the window
+        # that stays after the fix
+        saving = max(min(p50, window_ms) - th["target_window_ms"], 0.0)
+        severity = "warning"  # set from the saving by analyzers/impact.py
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{route}: at low load ({low_rate:.0f} req/s) requests wait {p50:.1f} ms in the batch queue, "
                      f"the {window_ms:.1f} ms batching window, while batches average {batch:.2f} requests"
                      + (f" (max {max_batch})" if max_batch else "") + f"; about {saving:.0f} ms of every request "
-                     f"could go."),
+                     f"could go at a load using {utilization:.0%} of the model's capacity."),
             scope={"route": route, **({"model": window_cfg.model} if window_cfg else {})},
             evidence={"window_ms": round(window_ms, 3), "window_source": source,
                       "low_load_rate_rps": round(low_rate, 2), "high_load_rate_rps": round(high_rate, 2),
@@ -98,7 +108,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "avg_batch_size": round(batch, 3),
                       "avg_batch_source": "nv_inference_count / nv_inference_exec_count" if batch_metrics
                       else "compute spans per COMPUTE_START", "max_batch_size": max_batch,
-                      "queue_p95_share": q["p95_share"], "estimated_saving_ms": round(saving, 3),
+                      "queue_p95_share": q["p95_share"], "queue_p95_ms": q["p95_ms"],
+                      "compute_ms_per_batch": compute_ms, "utilization_at_low_load": round(utilization, 3),
                       "exemplar_trace_ids": tail_exemplars(store, "queue", route)},
             confidence=min(1.0, 0.6 + (0.3 if window_cfg else 0.0) + min(len(low) / 1000, 0.1)),
             remediations=scored(["lower-batch-window", "enable-dynamic-batching", "increase-instances"],
@@ -111,7 +122,9 @@ RULE = Rule(
     id=ID, title=TITLE, category="batching",
     thresholds={
         "min_queue_share": Threshold(0.10, "fraction", "queue share of the p95 tail below which the window does not matter"),
-        "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
+        "max_utilization": Threshold(0.5, "fraction", "busy share of the model at the quiet rate (compute per "
+                                     "batch x batches/s) above which queue time is contention: an M/D/1 queue at 50% "
+                                     "holds on average 0.25 waiting requests, so a plateau below it is the timer"),
         "min_requests": Threshold(20, "requests", "low-load requests needed to judge"),
         "min_ratio": Threshold(0.8, "ratio", "low-load median queue over the window, lower bound"),
         "max_ratio": Threshold(1.5, "ratio", "low-load median queue over the window, upper bound"),
@@ -120,4 +133,7 @@ RULE = Rule(
         "max_plateau_spread": Threshold(0.25, "ratio", "(p90 - p25) / p50 of low-load queue time for a plateau"),
         "target_window_ms": Threshold(1.0, "ms", "window assumed after the fix, for the saving estimate"),
     },
+    causes=(
+           ('queueing-growth', "the batcher's timer looks like queueing"),
+           ('gpu-underutilized', 'batches of one leave the device idle'),),
     doc=__doc__, detect=detect)

@@ -49,4 +49,5 @@ RULE = Rule(
         "tolerance": Threshold(0.0, "fraction", "how far over the budget before it fires"),
         "critical_over": Threshold(2.0, "ratio", "p95 over budget at which a stage overrun is critical"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
     doc=__doc__, detect=detect)

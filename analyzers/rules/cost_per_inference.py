@@ -52,4 +52,5 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
 RULE = Rule(
     id=ID, title=TITLE, category="cost",
     thresholds={"tolerance": Threshold(0.0, "fraction", "how far over the cap before it fires")},
+    severity_from="rule",  # a breached constraint, not a latency saving
     doc=__doc__, detect=detect)

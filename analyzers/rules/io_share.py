@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import MS, stage_breakdown, tail_exemplars
+from ..latency import MS, route_latency, stage_breakdown, tail_exemplars
 from ..rule import Context, Rule, Threshold
 
 ID = "io-share"
@@ -34,7 +34,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             JOIN requests q ON q.trace_id = t.trace_id AND q.root_id = t.root_id
             WHERE t.stage = 'network' AND q.route = ? GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT 5""", [route])
         top = peers[0][0] if peers else "?"
-        severity = "critical" if net["p95_share"] >= th["critical_share"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         out.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{route}: calls to other services are {net['p95_share']:.0%} of end-to-end time in the p95 tail; "
@@ -47,15 +47,19 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "exemplar_trace_ids": tail_exemplars(store, "network", route)},
             confidence=min(1.0, net["cohort"] / 50) * min(1.0, 0.5 + (net["p95_share"] - th["share"]) / th["share"]),
             remediations=scored(["cache-remote-lookups", "batch-remote-calls", "hedge-slow-calls"], ctx.constraints.scorecard),
-            impact_ms=net["p95_ms"] * 0.7))
+            # the dependencies' share of the tail at p95, for the part a cache, batching or hedging removes
+            impact_ms=net["p95_share"] * route_latency(store)[route]["p95_ms"] * th["removable_share"]))
     return out
 
 
 RULE = Rule(
     id=ID, title=TITLE, category="dependencies",
     thresholds={
+        "removable_share": Threshold(0.7, "fraction", "part of a dependency's time a cache, batching or hedging "
+                                     "removes: the misses and one round-trip stay"),
         "share": Threshold(0.30, "fraction", "network share of the tail end-to-end time above which it fires"),
-        "critical_share": Threshold(0.50, "fraction", "share at which it is critical"),
         "min_cohort": Threshold(5, "requests", "smallest tail cohort to judge"),
     },
+    causes=(
+           ('tail-segment', 'the slow dependency is what the segment waits for'),),
     doc=__doc__, detect=detect)

@@ -79,4 +79,5 @@ RULE = Rule(
         "used_fraction": Threshold(0.90, "fraction", "memory used (p95 over the window) at which it fires"),
         "critical_fraction": Threshold(0.97, "fraction", "memory used at which it is critical"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
     doc=__doc__, detect=detect)

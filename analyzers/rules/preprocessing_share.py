@@ -31,7 +31,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         if share <= th["share"] or cohort < th["min_cohort"]:
             continue
         ev = _evidence(store, route)
-        severity = "critical" if share >= th["critical_share"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         p95 = ev["route_p95_ms"]
         size_note = ""
         if ev.get("input_size_correlation") is not None and ev["input_size_correlation"] >= 0.5:
@@ -47,7 +47,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             confidence=min(1.0, cohort / 50) * min(1.0, 0.5 + (share - th["share"]) / th["share"]),
             remediations=scored(["cache-preprocessing", "fast-tokenizer", "move-preprocessing"],
                                 ctx.constraints.scorecard),
-            impact_ms=ev["tail_preprocess_ms"]))
+            # preprocessing's share of the tail, at the p95: what a fix that removes it saves there
+            impact_ms=share * p95))
     return findings
 
 
@@ -94,7 +95,8 @@ RULE = Rule(
     id=ID, title=TITLE, category="preprocessing",
     thresholds={
         "share": Threshold(0.30, "fraction", "preprocess share of tail end-to-end time above which it fires"),
-        "critical_share": Threshold(0.50, "fraction", "share at which the finding is critical"),
         "min_cohort": Threshold(5, "requests", "smallest tail cohort to judge"),
     },
+    causes=(
+           ('tail-segment', "preprocessing cost grows with the segment's inputs"),),
     doc=__doc__, detect=detect)

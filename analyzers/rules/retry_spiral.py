@@ -65,7 +65,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             reasons.append(f"retry rate tracks p95 over time (Spearman {ev['latency_correlation']:.2f})")
         if in_tail:
             reasons.append(f"{ev['retry_rate_in_tail']:.0%} of p95-tail requests retried vs {ev['retry_rate_outside_tail']:.0%} of the rest")
-        severity = "critical" if amplification >= th["critical_amplification"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{name}: {retries} retries for {calls} calls ({ratio:.0%}), {overload} timeouts/429/503/504; "
@@ -118,8 +118,9 @@ RULE = Rule(
     thresholds={
         "min_retry_ratio": Threshold(0.05, "fraction", "retries per logical call below which nothing fires"),
         "amplification": Threshold(1.2, "attempts/call", "load amplification that counts as a spiral"),
-        "critical_amplification": Threshold(1.5, "attempts/call", "amplification at which it is critical"),
         "min_correlation": Threshold(0.5, "Spearman rho", "correlation of retry rate with p95 over time"),
         "tail_enrichment": Threshold(2.0, "ratio", "retry rate in the p95 tail over the rest"),
     },
+    causes=(
+           ('queueing-growth', 'retries add load, and the added load is what queues'),),
     doc=__doc__, detect=detect)

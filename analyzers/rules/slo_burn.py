@@ -69,4 +69,5 @@ RULE = Rule(
         "slow_burn": Threshold(6.0, "x budget", "burn rate in both windows that is a warning"),
         "min_requests": Threshold(50, "requests", "requests needed in the long window"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
     doc=__doc__, detect=detect)

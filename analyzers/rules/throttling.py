@@ -82,4 +82,7 @@ RULE = Rule(
         "min_drift": Threshold(1.5, "ratio", "median latency, last third over first third"),
         "max_queue_share": Threshold(0.3, "fraction", "queueing above this explains the drift instead"),
     },
+    causes=(
+           ('budget-overrun', 'a throttled device overruns the inference budget'),),
+    severity_from="rule",  # a breached constraint, not a latency saving
     doc=__doc__, detect=detect)
