@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .caching import DEFAULT_KEYS as CACHING_KEYS
 from .stages import STAGES, StageRule
 
 FILENAME = "triage.toml"
@@ -31,11 +32,15 @@ class Spec:
     hi_open: bool = False
     whole: bool = False
     text: bool = False
+    texts: bool = False   # a non-empty array of text
 
     def check(self, v, unit: str | None = None) -> str | None:
         """None when ``v`` is valid, else what is wrong with it (``unit``: what the number measures)."""
         if self.text:
             return None if isinstance(v, str) else f"expected text, got {_kind(v)}"
+        if self.texts:
+            ok = isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+            return None if ok else f"expected a non-empty array of text, got {_kind(v)}"
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"expected a number, got {_kind(v)}"
         if not math.isfinite(v):
@@ -77,6 +82,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "guardrails": {"max_accuracy_drop": FRACTION, "min_top1_agreement": FRACTION, "max_abs_diff": NONNEGATIVE,
                    "max_error_rate": FRACTION, "owner": TEXT},
     "scorecard": {"impact": FRACTION, "feasibility": FRACTION, "risk": FRACTION},
+    # span attributes that fingerprint a request's input (analyzers/caching.py)
+    "caching": {"fingerprint_keys": Spec(texts=True)},
     # severity from a finding's saving on p95 (analyzers/impact.py, docs/impact.md)
     "severity": {"critical_share": Spec(0, 1, lo_open=True), "warning_share": Spec(0, 1, lo_open=True),
                  "min_saving_ms": NONNEGATIVE, "cause_explains_share": FRACTION},
@@ -118,6 +125,7 @@ class Constraints:
     guardrails: dict = field(default_factory=lambda: {"min_top1_agreement": 0.99, "max_error_rate": 0.01})
     scorecard: dict = field(default_factory=lambda: {"impact": 0.5, "feasibility": 0.3, "risk": 0.2})
     severity: dict = field(default_factory=lambda: dict(SEVERITY_DEFAULTS))
+    caching: dict = field(default_factory=lambda: {"fingerprint_keys": list(CACHING_KEYS)})
     stage_rules: tuple[StageRule, ...] = ()
     rules: dict[str, dict] = field(default_factory=dict)
     path: str | None = None
@@ -252,8 +260,8 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
     c = Constraints(path=str(p))
     for section, value in doc.items():
         if section not in (*SCHEMA, "stages", "rules"):
-            raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, severity, stages, "
-                                   "rules)")
+            raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, severity, caching, "
+                                   "stages, rules)")
         if not isinstance(value, dict):
             raise err((section,), f"must be a table ([{section}]), got {_kind(value)}")
         if section in SCHEMA:

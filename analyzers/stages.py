@@ -14,6 +14,7 @@ Outputs (rebuilt by ``build``):
                                                  -- model: one a span of the request names (triton.model_name...)
                                                  -- instance: the root's service.instance.id, else its service
   request_stages(trace_id, root_id, route, stage, ns)
+  stage_sources(name, stage, source, spans)      -- how each span name's stage was assigned
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ WITH a AS (
     FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
 by_name AS (  -- from the work table, not from a: a used once is streamed, not materialised
-    SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage
+    SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage,
+           CASE {source_rules} WHEN s.kind IN (2, 5) THEN 'structure' ELSE 'none' END AS source
     FROM (SELECT DISTINCT name, kind FROM _st_spans) s
 ),
 calls AS (
@@ -144,7 +146,8 @@ calls AS (
           FROM _st_spans WHERE kind IN (3, 4))
 ),
 classified AS (
-    SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
+    SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e, a.name, a.service,
+           (a.kind IN (3, 4) AND coalesce(c.model_call, false)) AS model_call,
            greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
@@ -155,6 +158,11 @@ classified AS (
              WHEN a.kind IN (3, 4) THEN 'network'
              ELSE n.stage
            END AS stage,
+           CASE
+             WHEN ev.compute_start IS NOT NULL OR ev.queue_start IS NOT NULL OR a.name = 'InferRequest'
+                  OR a.forward_attr OR a.kind IN (3, 4) THEN 'structure'
+             ELSE n.source
+           END AS stage_source,
            CASE
              WHEN ev.queue_start IS NOT NULL THEN
                least(coalesce(k.compute_start, a.e), a.e) - greatest(ev.queue_start, a.b)
@@ -170,11 +178,32 @@ classified AS (
                       AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
 SELECT t, root, trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
-       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns
+       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, name, service, model_call
 FROM classified
 """
+# Stages by position: work a service does inside the request, named by no rule, goes by where it sits
+# against that service's call(s) to the model server: before the first → preprocess, after the last →
+# postprocess (a span around the call stays what it was). Only the few unnamed spans are updated.
+_BY_POSITION = """
+UPDATE _st_times SET
+    stage = CASE WHEN _st_times.end_ns <= m.mb THEN 'preprocess' ELSE 'postprocess' END,
+    stage_source = 'position'
+FROM (SELECT t, root, service, min(start_ns) AS mb, max(end_ns) AS me FROM _st_times
+      WHERE model_call OR stage = 'inference'
+      GROUP BY ALL) m
+WHERE _st_times.stage_source = 'none' AND _st_times.kind IN (0, 1)
+  AND _st_times.t = m.t AND _st_times.root = m.root AND _st_times.service = m.service
+  AND (_st_times.end_ns <= m.mb OR _st_times.start_ns >= m.me)
+"""
+# How each span name's stage was assigned (the report's stage_sources): name (a built-in name rule),
+# override (a [stages] pattern of triage.toml), position, structure (span kind, Triton events, gen_ai
+# attributes), none (no rule and no position: other)
+_STAGE_SOURCES = """
+CREATE OR REPLACE TABLE stage_sources AS
+SELECT name, stage, stage_source AS source, count(*) AS spans FROM _st_times GROUP BY ALL
+"""
 _SPAN_TIMES_OUT = """
-CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, root) FROM _st_times
+CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, root, name, service, model_call) FROM _st_times
 """
 _SPAN_ROOTS = """
 CREATE OR REPLACE VIEW span_roots AS
@@ -224,17 +253,33 @@ def per_build(fn):
     return wrapper
 
 
+def _source_case(rules: tuple[StageRule, ...]) -> str:
+    """The same CASE as ``_rule_case``, saying whether a built-in rule or a triage.toml override matched."""
+    return "\n".join(line.rsplit(" THEN ", 1)[0] + (" THEN 'name'" if r in DEFAULT_RULES else " THEN 'override'")
+                     for r, line in zip(rules, _rule_case(rules).split("\n")))
+
+
+def stage_sources(store) -> dict[str, dict]:
+    """Per span name: its stage(s) and how each was assigned, with span counts."""
+    out: dict[str, dict] = {}
+    for name, stage, source, n in store.query(
+            "SELECT name, stage, source, spans FROM stage_sources ORDER BY name, spans DESC, stage"):
+        out.setdefault(name, {})[stage] = {"source": source, "spans": int(n)}
+    return out
+
+
 def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
     """(Re)build span_times, span_roots (a view of it), requests and request_stages from spans and
     span_events."""
     _CACHE.pop(store, None)
     span_times = _SPAN_TIMES.replace("{name_rules}", _rule_case(rules)).replace(
+        "{source_rules}", _source_case(rules)).replace(
         "{msc}", MODEL_SERVER_CALL.replace("'", "''"))
     with store.writer() as con:
         con.execute(_KEYED)
         if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
             con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
-        for sql in (_TREE, _EVENTS, _CHILDREN, span_times, _SPAN_TIMES_OUT):
+        for sql in (_TREE, _EVENTS, _CHILDREN, span_times, _BY_POSITION, _STAGE_SOURCES, _SPAN_TIMES_OUT):
             con.execute(sql)
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
                            "AND table_schema = 'main'").fetchone()

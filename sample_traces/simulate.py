@@ -41,7 +41,10 @@ class Incident:
     batch_window_ms: float = 0.0
     max_batch: int = 1
     batch_cost: float = 0.15
-    input_repeat: float = 0.0                # share of requests whose input repeats an earlier one (fingerprint)
+    preprocess_span_name: str = "tokenize"   # the gateway's preprocessing span (e.g. build_prompt: no keyword)
+    # when > 0, the gateway's root span carries app.input_hash, and this share of requests repeats an
+    # earlier request's input (drawn from a separate random stream: the timings do not change)
+    input_repeat: float = 0.0
     cause: str = ""
     expected_rule: str = ""
     story: str = ""

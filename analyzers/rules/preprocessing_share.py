@@ -9,6 +9,7 @@ Fix: cache results, use a native/vectorized implementation, or move it off the r
 from __future__ import annotations
 
 from ..finding import Finding, not_evaluated
+from ..caching import caching_fix
 from ..fixes import scored
 from ..latency import TAIL_COHORT_SQL, stage_breakdown, MS
 from ..rule import Context, Rule, Threshold
@@ -45,8 +46,10 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             evidence={"p95_share": share, "threshold": th["share"], "cohort": cohort,
                       "preprocess_p50_ms": pre["p50_ms"], "preprocess_p95_ms": pre["p95_ms"], **ev},
             confidence=min(1.0, cohort / 50) * min(1.0, 0.5 + (share - th["share"]) / th["share"]),
-            remediations=scored(["cache-preprocessing", "fast-tokenizer", "move-preprocessing"],
-                                ctx.constraints.scorecard),
+            remediations=[caching_fix(r, store, route, ctx.constraints.caching["fingerprint_keys"], share * p95)
+                          if r["id"] == "cache-preprocessing" else r
+                          for r in scored(["cache-preprocessing", "fast-tokenizer", "move-preprocessing"],
+                                          ctx.constraints.scorecard)],
             # preprocessing's share of the tail, at the p95: what a fix that removes it saves there
             impact_ms=share * p95))
     return findings
