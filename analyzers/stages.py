@@ -146,7 +146,7 @@ calls AS (
           FROM _st_spans WHERE kind IN (3, 4))
 ),
 classified AS (
-    SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e, a.name, a.service,
+    SELECT a.t, a.sid, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
            (a.kind IN (3, 4) AND coalesce(c.model_call, false)) AS model_call,
            greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
@@ -178,32 +178,35 @@ classified AS (
                       AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
 SELECT t, root, trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
-       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, name, service, model_call
+       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, sid, model_call
 FROM classified
 """
 # Stages by position: work a service does inside the request, named by no rule, goes by where it sits
 # against that service's call(s) to the model server: before the first → preprocess, after the last →
 # postprocess (a span around the call stays what it was). Only the few unnamed spans are updated.
 _BY_POSITION = """
-UPDATE _st_times SET
-    stage = CASE WHEN _st_times.end_ns <= m.mb THEN 'preprocess' ELSE 'postprocess' END,
-    stage_source = 'position'
-FROM (SELECT t, root, service, min(start_ns) AS mb, max(end_ns) AS me FROM _st_times
-      WHERE model_call OR stage = 'inference'
-      GROUP BY ALL) m
-WHERE _st_times.stage_source = 'none' AND _st_times.kind IN (0, 1)
-  AND _st_times.t = m.t AND _st_times.root = m.root AND _st_times.service = m.service
-  AND (_st_times.end_ns <= m.mb OR _st_times.start_ns >= m.me)
+UPDATE _st_times SET stage = p.stage, stage_source = 'position'
+FROM (
+    SELECT x.t, x.sid, CASE WHEN x.end_ns <= m.mb THEN 'preprocess' ELSE 'postprocess' END AS stage
+    FROM (SELECT * FROM _st_times WHERE stage_source = 'none' AND kind IN (0, 1)) x
+    JOIN _st_spans s USING (t, sid)
+    JOIN (SELECT y.t, y.root, s2.service, min(y.start_ns) AS mb, max(y.end_ns) AS me
+          FROM (SELECT * FROM _st_times WHERE model_call OR stage = 'inference') y JOIN _st_spans s2 USING (t, sid)
+          GROUP BY ALL) m ON m.t = x.t AND m.root = x.root AND m.service = s.service
+    WHERE x.end_ns <= m.mb OR x.start_ns >= m.me
+) p
+WHERE _st_times.t = p.t AND _st_times.sid = p.sid
 """
 # How each span name's stage was assigned (the report's stage_sources): name (a built-in name rule),
 # override (a [stages] pattern of triage.toml), position, structure (span kind, Triton events, gen_ai
 # attributes), none (no rule and no position: other)
 _STAGE_SOURCES = """
 CREATE OR REPLACE TABLE stage_sources AS
-SELECT name, stage, stage_source AS source, count(*) AS spans FROM _st_times GROUP BY ALL
+SELECT s.name, x.stage, x.stage_source AS source, count(*) AS spans
+FROM _st_times x JOIN _st_spans s USING (t, sid) GROUP BY ALL
 """
 _SPAN_TIMES_OUT = """
-CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, root, name, service, model_call) FROM _st_times
+CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, sid, root, model_call) FROM _st_times
 """
 _SPAN_ROOTS = """
 CREATE OR REPLACE VIEW span_roots AS
