@@ -6,7 +6,7 @@ import traceback
 from . import impact, latency, stages
 from .constraints import Constraints
 from .finding import Finding
-from .rule import Context
+from .rule import Available, Context
 from .rules import RULES
 
 
@@ -47,7 +47,7 @@ def relate(findings: list[Finding], explains_share: float = 0.25, rules=RULES) -
 
 
 def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
-    ctx = Context(store=store, constraints=constraints, window=latency.window(store))
+    ctx = Context(store=store, constraints=constraints, window=latency.window(store), available=Available.of(store))
     findings: list[Finding] = []
     for rule in rules:
         try:

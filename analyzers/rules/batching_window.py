@@ -18,7 +18,7 @@ from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..triton_config import batching
 from ..stats import dispersion
 
@@ -33,7 +33,7 @@ def _trace_batch_size(store) -> float | None:
     return float(v) if v is not None else None
 
 
-def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
+def _low_load_queue(store, route: str, th: dict) -> tuple[np.ndarray, float, float]:
     """Queue times (ms) of requests in the quieter half of time buckets (all of them when the traffic is
     steady), and the rates of both halves."""
     step = bucket_seconds(store, 30)
@@ -43,7 +43,7 @@ def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
     q = np.asarray(rows["qms"], dtype=float)
     _, at, buckets = np.unique(np.asarray(rows["b"]), return_inverse=True, return_counts=True)
     n = buckets[at].astype(float)  # requests in each request's bucket
-    if dispersion(buckets.astype(float)) < 3.0:  # steady traffic: every request is at the same (low or not) load
+    if dispersion(buckets.astype(float)) < th["steady_dispersion"]:  # steady traffic: every request is at the same (low or not) load
         low = np.ones(len(n), dtype=bool)
     else:
         low = n <= np.median(np.unique(n))
@@ -63,12 +63,12 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     batch = next(iter(batch_metrics.values())) if batch_metrics else _trace_batch_size(store)
     window_cfg = next((c for c in configs.values() if c.dynamic_batching), None)
     max_batch = window_cfg.max_batch_size if window_cfg else None
-    limit = max(th["max_avg_batch"], 0.2 * max_batch) if max_batch else th["max_avg_batch"]
+    limit = max(th["max_avg_batch"], th["max_batch_fill"] * max_batch) if max_batch else th["max_avg_batch"]
     findings = []
     for route, q in queued.items():
         if q["p95_share"] < th["min_queue_share"]:
             continue
-        low, low_rate, high_rate = _low_load_queue(store, route)
+        low, low_rate, high_rate = _low_load_queue(store, route, th)
         if len(low) < th["min_requests"]:
             continue
         p25, p50, p90 = (float(np.percentile(low, x)) for x in (25, 50, 90))
@@ -126,6 +126,10 @@ RULE = Rule(
                                      "batch x batches/s) above which queue time is contention: an M/D/1 queue at 50% "
                                      "holds on average 0.25 waiting requests, so a plateau below it is the timer"),
         "min_requests": Threshold(20, "requests", "low-load requests needed to judge"),
+        "steady_dispersion": Threshold(3.0, "variance/mean", "per-bucket request counts below this over-dispersion "
+                                       "are steady Poisson traffic (~1): every request is at the same load"),
+        "max_batch_fill": Threshold(0.2, "fraction", "batches filled to at most this share of max_batch_size count "
+                                    "as 'not batching' (a batcher that batches at all fills far more under queueing)"),
         "min_ratio": Threshold(0.8, "ratio", "low-load median queue over the window, lower bound"),
         "max_ratio": Threshold(1.5, "ratio", "low-load median queue over the window, upper bound"),
         "max_avg_batch": Threshold(1.5, "requests", "average batch size that counts as 'near 1'"),
@@ -136,4 +140,5 @@ RULE = Rule(
     causes=(
            ('queueing-growth', "the batcher's timer looks like queueing"),
            ('gpu-underutilized', 'batches of one leave the device idle'),),
+    requires=(Need(stages=("queue",)),),
     doc=__doc__, detect=detect)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "cold-start"
 TITLE = "Cold starts: first requests are slow"
@@ -82,4 +82,5 @@ RULE = Rule(
     },
     causes=(
            ('tail-segment', 'cold requests are what makes the segment slow'),),
+    requires=(Need(requests=True),),
     doc=__doc__, detect=detect)

@@ -15,8 +15,8 @@ import numpy as np
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown, tail_exemplars
-from ..metrics import PENDING, gpu_utilization, series, triton_batch_size
-from ..rule import Context, Rule, Threshold
+from ..metrics import GPU_UTIL, PENDING, gpu_utilization, series, triton_batch_size
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "gpu-underutilized"
 TITLE = "GPU underutilized while requests wait"
@@ -115,4 +115,5 @@ RULE = Rule(
     },
     causes=(
            ('queueing-growth', 'serialized execution on an idle GPU is what queues'),),
+    requires=(Need(metrics=tuple(GPU_UTIL), what="GPU utilization metrics"),),
     doc=__doc__, detect=detect)

@@ -15,7 +15,7 @@ from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_latency, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, series, triton_queue_per_request
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
 
 ID = "queueing-growth"
@@ -136,4 +136,7 @@ RULE = Rule(
         "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),
         "pending_growth_min": Threshold(2.0, "requests", "pending requests late in the window that matter"),
     },
+    requires=(Need(stages=("queue",)),
+              Need(metrics=("nv_inference_queue_duration_us",), what="Triton queue metrics"),
+              Need(metrics=PENDING, what="pending-request metrics")),
     doc=__doc__, detect=detect)

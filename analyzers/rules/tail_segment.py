@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "tail-segment"
 TITLE = "One segment owns the tail"
@@ -80,7 +80,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                               "segment_requests": int(len(inside)), "rest_requests": int(len(rest)),
                               "segment_share_of_tail": round(in_tail / max(1, in_tail_all), 3),
                               "exemplar_trace_ids": [str(t) for t in tid_here[mask][slow]]},
-                    confidence=min(1.0, len(inside) / 50) * min(1.0, ratio / (2 * th["ratio"]) + 0.5),
+                    confidence=min(1.0, len(inside) / th["confident_requests"]) * min(1.0, ratio / (2 * th["ratio"]) + 0.5),
                     remediations=scored(["isolate-segment", "cap-or-chunk-inputs"], ctx.constraints.scorecard),
                     # if the segment behaved like the rest, the service's requests would all follow the
                     # rest's distribution: p95 would fall from the service's p95 to the rest's
@@ -93,5 +93,8 @@ RULE = Rule(
     thresholds={
         "ratio": Threshold(3.0, "ratio", "segment p95 over the p95 of all other requests"),
         "min_requests": Threshold(20, "requests", "requests needed in the segment and in the rest"),
+        "confident_requests": Threshold(50, "requests", "segment requests for full confidence: a p95 from 50 requests "
+                                        "rests on its 2-3 slowest, the fewest that are not one outlier"),
     },
+    requires=(Need(requests=True),),
     doc=__doc__, detect=detect)
