@@ -20,11 +20,11 @@ def _report(tmp_path, seed=11, constraints=None, **changes):
 def test_unnamed_work_before_the_model_call_is_preprocessing(tmp_path):
     """A gateway's `build_prompt` (no preprocessing keyword) before its call to Triton."""
     rep = _report(tmp_path, preprocess_span_name="build_prompt")
+    first = rep["findings"][0]
+    assert first["rule"] == "preprocessing-share" and first["severity"] == "critical"
     assert rep["stage_sources"]["build_prompt"] == {"preprocess": {"source": "position", "spans": pytest.approx(
         rep["latency"]["gateway POST /v1/classify"]["requests"], abs=0)}}
     assert rep["stage_sources"]["postprocess"]["postprocess"]["source"] == "name"
-    first = rep["findings"][0]
-    assert first["rule"] == "preprocessing-share" and first["severity"] == "critical"
 
 
 def test_an_override_wins_and_is_reported_as_such(tmp_path):
