@@ -20,6 +20,10 @@ from .finding import Finding
 from .latency import route_latency
 
 
+# The one way every saving-based finding states its impact (the rule's own text says what and why).
+SAVING_SENTENCE = "Fixing it would take about {ms:.1f} ms off p95 ({share:.0%} of {p95:.1f} ms)."
+
+
 def scope_p95(store, scope: dict) -> tuple[str | None, float | None]:
     """(route, p95 ms) of a finding's scope: its route, else the route with the most requests."""
     lat = route_latency(store)
@@ -64,5 +68,6 @@ def assess(findings: list[Finding], store, constraints, rules_by_id: dict) -> No
             continue
         f.severity, why = severity_of(saving, share, p95, constraints)
         f.evidence["severity_reason"] = why
+        f.summary = f"{f.summary.rstrip()} {SAVING_SENTENCE.format(ms=saving, share=share or 0.0, p95=p95 or 0.0)}"
         if f.severity == "info":
             f.title = f"{f.title} (present, immaterial)"

@@ -98,8 +98,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{route}: at low load ({low_rate:.0f} req/s) requests wait {p50:.1f} ms in the batch queue, "
                      f"the {window_ms:.1f} ms batching window, while batches average {batch:.2f} requests"
-                     + (f" (max {max_batch})" if max_batch else "") + f"; about {saving:.0f} ms of every request "
-                     f"could go at a load using {utilization:.0%} of the model's capacity."),
+                     + (f" (max {max_batch})" if max_batch else "") + f", at a load using {utilization:.0%} of the "
+                     f"model's capacity."),
             scope={"route": route, **({"model": window_cfg.model} if window_cfg else {})},
             evidence={"window_ms": round(window_ms, 3), "window_source": source,
                       "low_load_rate_rps": round(low_rate, 2), "high_load_rate_rps": round(high_rate, 2),
