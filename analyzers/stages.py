@@ -120,6 +120,15 @@ SELECT t, pid AS sid,
        min(child_compute_start) AS compute_start, count(*) AS n_children
 FROM w GROUP BY ALL
 """
+# Name rules, evaluated once per distinct (name, kind), with an integer id the per-span tables carry instead
+# of the name.
+_NAMES = """
+CREATE OR REPLACE TEMP TABLE _st_names AS
+SELECT row_number() OVER () AS nid, name, kind,
+       CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage,
+       CASE {source_rules} WHEN s.kind IN (2, 5) THEN 'structure' ELSE 'none' END AS source
+FROM (SELECT DISTINCT name, kind FROM _st_spans) s
+"""
 # Exclusive time per span, its stage, and its queue carve-out. Name rules are evaluated once per distinct
 # (name, kind) and the model-server test once per distinct client call, not once per span.
 _SPAN_TIMES = """
@@ -133,11 +142,6 @@ WITH a AS (
            CASE WHEN s.kind IN (3, 4) THEN json_extract_string(s.attrs, '$."http.url"') END AS http_url
     FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
-by_name AS (  -- from the work table, not from a: a used once is streamed, not materialised
-    SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage,
-           CASE {source_rules} WHEN s.kind IN (2, 5) THEN 'structure' ELSE 'none' END AS source
-    FROM (SELECT DISTINCT name, kind FROM _st_spans) s
-),
 calls AS (
     SELECT name, peer, route, url_full, http_url,
            regexp_matches(lower(concat_ws(' ', name, peer, route, url_full, http_url)), '{msc}') AS model_call
@@ -147,7 +151,7 @@ calls AS (
 ),
 classified AS (
     SELECT a.t, a.sid, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
-           (a.kind IN (3, 4) AND coalesce(c.model_call, false)) AS model_call,
+           (a.kind IN (3, 4) AND coalesce(c.model_call, false)) AS model_call, n.nid,
            greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
@@ -172,13 +176,13 @@ classified AS (
     FROM a
     LEFT JOIN _st_children k USING (t, sid)
     LEFT JOIN _st_events ev USING (t, sid)
-    JOIN by_name n ON n.name = a.name AND n.kind = a.kind
+    JOIN _st_names n ON n.name = a.name AND n.kind = a.kind
     LEFT JOIN calls c ON a.kind IN (3, 4) AND c.name = a.name AND c.peer IS NOT DISTINCT FROM a.peer
                       AND c.route IS NOT DISTINCT FROM a.route AND c.url_full IS NOT DISTINCT FROM a.url_full
                       AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
 SELECT t, root, trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
-       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, sid, model_call
+       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, sid, model_call, nid
 FROM classified
 """
 # Stages by position: work a service does inside the request, named by no rule, goes by where it sits
@@ -202,11 +206,12 @@ WHERE _st_times.t = p.t AND _st_times.sid = p.sid
 # attributes), none (no rule and no position: other)
 _STAGE_SOURCES = """
 CREATE OR REPLACE TABLE stage_sources AS
-SELECT s.name, x.stage, x.stage_source AS source, count(*) AS spans
-FROM _st_times x JOIN _st_spans s USING (t, sid) GROUP BY ALL
+SELECT n.name, x.stage, x.source, sum(x.spans)::BIGINT AS spans
+FROM (SELECT nid, stage, stage_source AS source, count(*) AS spans FROM _st_times GROUP BY ALL) x
+JOIN _st_names n USING (nid) GROUP BY ALL
 """
 _SPAN_TIMES_OUT = """
-CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, sid, root, model_call) FROM _st_times
+CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, sid, root, model_call, nid) FROM _st_times
 """
 _SPAN_ROOTS = """
 CREATE OR REPLACE VIEW span_roots AS
@@ -275,14 +280,14 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
     """(Re)build span_times, span_roots (a view of it), requests and request_stages from spans and
     span_events."""
     _CACHE.pop(store, None)
-    span_times = _SPAN_TIMES.replace("{name_rules}", _rule_case(rules)).replace(
-        "{source_rules}", _source_case(rules)).replace(
+    names = _NAMES.replace("{name_rules}", _rule_case(rules)).replace("{source_rules}", _source_case(rules))
+    span_times = _SPAN_TIMES.replace(
         "{msc}", MODEL_SERVER_CALL.replace("'", "''"))
     with store.writer() as con:
         con.execute(_KEYED)
         if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
             con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
-        for sql in (_TREE, _EVENTS, _CHILDREN, span_times, _BY_POSITION, _STAGE_SOURCES, _SPAN_TIMES_OUT):
+        for sql in (_TREE, _EVENTS, _CHILDREN, names, span_times, _BY_POSITION, _STAGE_SOURCES, _SPAN_TIMES_OUT):
             con.execute(sql)
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
                            "AND table_schema = 'main'").fetchone()
@@ -290,5 +295,5 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
             con.execute("DROP TABLE span_roots")  # a store written by an older triage
         for sql in (_SPAN_ROOTS, _REQUESTS, _REQUESTS_OUT, _REQUEST_STAGES):
             con.execute(sql)
-        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_times", "_st_requests"):
+        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_names", "_st_times", "_st_requests"):
             con.execute(f"DROP TABLE IF EXISTS {work}")
