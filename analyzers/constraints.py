@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .caching import DEFAULT_KEYS as CACHING_KEYS
 from .stages import STAGES, StageRule
 
 FILENAME = "triage.toml"
@@ -31,11 +32,15 @@ class Spec:
     hi_open: bool = False
     whole: bool = False
     text: bool = False
+    texts: bool = False   # a non-empty array of text
 
     def check(self, v, unit: str | None = None) -> str | None:
         """None when ``v`` is valid, else what is wrong with it (``unit``: what the number measures)."""
         if self.text:
             return None if isinstance(v, str) else f"expected text, got {_kind(v)}"
+        if self.texts:
+            ok = isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+            return None if ok else f"expected a non-empty array of text, got {_kind(v)}"
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"expected a number, got {_kind(v)}"
         if not math.isfinite(v):
@@ -77,7 +82,19 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "guardrails": {"max_accuracy_drop": FRACTION, "min_top1_agreement": FRACTION, "max_abs_diff": NONNEGATIVE,
                    "max_error_rate": FRACTION, "owner": TEXT},
     "scorecard": {"impact": FRACTION, "feasibility": FRACTION, "risk": FRACTION},
+    # span attributes that fingerprint a request's input (analyzers/caching.py)
+    "caching": {"fingerprint_keys": Spec(texts=True)},
+    # severity from a finding's saving on p95 (analyzers/impact.py, docs/impact.md)
+    "severity": {"critical_share": Spec(0, 1, lo_open=True), "warning_share": Spec(0, 1, lo_open=True),
+                 "min_saving_ms": NONNEGATIVE, "cause_explains_share": FRACTION},
 }
+
+# Why these defaults (docs/impact.md): a fix that takes a quarter of p95 away changes what users feel at
+# once (critical); a tenth is the smallest change that stands clear of the run-to-run noise of a p95 over a
+# few hundred tail requests (warning); below 2 ms a saving is within the jitter of one network hop and a
+# scheduler tick, whatever its share of a very fast service's p95; a cause must explain at least a quarter
+# of its symptom's saving to be called its cause (a 2 ms window cannot explain a 95 ms queue).
+SEVERITY_DEFAULTS = {"critical_share": 0.25, "warning_share": 0.10, "min_saving_ms": 2.0, "cause_explains_share": 0.25}
 
 # A rule threshold's range follows its unit (analyzers/rule.py ``Threshold.unit``); counts whose default is a
 # whole number must stay whole.
@@ -107,6 +124,8 @@ class Constraints:
     cost: dict = field(default_factory=dict)
     guardrails: dict = field(default_factory=lambda: {"min_top1_agreement": 0.99, "max_error_rate": 0.01})
     scorecard: dict = field(default_factory=lambda: {"impact": 0.5, "feasibility": 0.3, "risk": 0.2})
+    severity: dict = field(default_factory=lambda: dict(SEVERITY_DEFAULTS))
+    caching: dict = field(default_factory=lambda: {"fingerprint_keys": list(CACHING_KEYS)})
     stage_rules: tuple[StageRule, ...] = ()
     rules: dict[str, dict] = field(default_factory=dict)
     path: str | None = None
@@ -241,7 +260,8 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
     c = Constraints(path=str(p))
     for section, value in doc.items():
         if section not in (*SCHEMA, "stages", "rules"):
-            raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, stages, rules)")
+            raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, severity, caching, "
+                                   "stages, rules)")
         if not isinstance(value, dict):
             raise err((section,), f"must be a table ([{section}]), got {_kind(value)}")
         if section in SCHEMA:
@@ -253,6 +273,10 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
                 if problem:
                     raise err((section, k), problem)
             getattr(c, section).update(value)
+            if section == "severity" and c.severity["warning_share"] > c.severity["critical_share"]:
+                key = "warning_share" if "warning_share" in value else "critical_share"
+                raise err((section, key), f"warning_share ({c.severity['warning_share']:g}) must not exceed "
+                                          f"critical_share ({c.severity['critical_share']:g})")
         elif section == "stages":
             rules = []
             for pattern, stage in value.items():

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import traceback
 
-from . import latency, stages
+from . import impact, latency, stages
 from .constraints import Constraints
 from .finding import Finding
-from .rule import Context
+from .rule import Available, Context
 from .rules import RULES
 
 
@@ -15,38 +15,39 @@ def prepare(store, constraints: Constraints) -> None:
     stages.build(store, tuple(constraints.stage_rules) + stages.DEFAULT_RULES)
 
 
-# (upstream, downstream): when both fire, the downstream one is a symptom of the upstream one.
-RELATIONS: tuple[tuple[str, str, str], ...] = (
-    ("retry-spiral", "queueing-growth", "retries add load, and the added load is what queues"),
-    ("gpu-underutilized", "queueing-growth", "serialized execution on an idle GPU is what queues"),
-    ("batching-window", "queueing-growth", "the batcher's timer looks like queueing"),
-    ("batching-window", "gpu-underutilized", "batches of one leave the device idle"),
-    ("preprocessing-share", "tail-segment", "preprocessing cost grows with the segment's inputs"),
-    ("io-share", "tail-segment", "the slow dependency is what the segment waits for"),
-    ("cold-start", "tail-segment", "cold requests are what makes the segment slow"),
-    ("throttling", "budget-overrun", "a throttled device overruns the inference budget"),
-)
+def relations(rules=RULES) -> tuple[tuple[str, str, str], ...]:
+    """(cause, symptom, why), as each rule declares them (``Rule.causes``)."""
+    return tuple((r.id, down, why) for r in rules for down, why in r.causes)
 
 
-def relate(findings: list[Finding]) -> list[Finding]:
-    """Mark symptoms of another finding and put the upstream cause first."""
-    firing = {f.rule for f in findings if f.evaluated and f.severity != "info"}
+def _same_scope(a: Finding, b: Finding) -> bool:
+    ra, rb = a.scope.get("route"), b.scope.get("route")
+    return ra is None or rb is None or ra == rb
+
+
+def relate(findings: list[Finding], explains_share: float = 0.25, rules=RULES) -> list[Finding]:
+    """Order by severity, then saving; mark a symptom as likely caused by a firing cause, and put the cause
+    first, only where the cause's saving explains a material part (``explains_share``) of the symptom's."""
     ordered = sorted(findings, key=Finding.sort_key)
-    for up, down, why in RELATIONS:
-        if up in firing and down in firing:
-            for f in ordered:
-                if f.rule == down:
-                    f.evidence["likely_caused_by"] = {"rule": up, "why": why}
-            ups = [f for f in ordered if f.rule == up]
-            first_down = min(i for i, f in enumerate(ordered) if f.rule == down)
-            if min(i for i, f in enumerate(ordered) if f.rule == up) > first_down:
-                rest = [f for f in ordered if f.rule != up]
-                ordered = rest[:first_down] + ups + rest[first_down:]
+    firing = [f for f in ordered if f.evaluated and f.severity in ("critical", "warning")]
+    for up, down, why in relations(rules):
+        for s in [f for f in firing if f.rule == down]:
+            causes = [c for c in firing if c.rule == up and _same_scope(c, s)
+                      and c.impact_ms >= explains_share * s.impact_ms]
+            if not causes:
+                continue
+            cause = max(causes, key=lambda c: c.impact_ms)
+            s.evidence["likely_caused_by"] = {"rule": up, "why": why,
+                                              "explains_share": round(cause.impact_ms / s.impact_ms, 3)
+                                              if s.impact_ms else None}
+            i_s, i_c = ordered.index(s), ordered.index(cause)
+            if i_c > i_s:
+                ordered.insert(i_s, ordered.pop(i_c))
     return ordered
 
 
 def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
-    ctx = Context(store=store, constraints=constraints, window=latency.window(store))
+    ctx = Context(store=store, constraints=constraints, window=latency.window(store), available=Available.of(store))
     findings: list[Finding] = []
     for rule in rules:
         try:
@@ -55,4 +56,5 @@ def run_rules(store, constraints: Constraints, rules=RULES) -> list[Finding]:
             findings.append(Finding(rule=rule.id, severity="error", title=f"{rule.title}: rule failed",
                                     summary=f"The rule raised {type(exc).__name__}: {exc}",
                                     evidence={"traceback": traceback.format_exc(limit=3)}, evaluated=False))
-    return relate(findings)
+    impact.assess(findings, store, constraints, {r.id: r for r in rules})
+    return relate(findings, constraints.severity["cause_explains_share"], rules)

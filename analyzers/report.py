@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import latency
+from . import latency, stages
 from .finding import Finding
 from .markdown import md
 
@@ -34,6 +34,7 @@ def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
         "latency": latency.route_latency(store),
         "stages": {route: {stage: {k: v for k, v in d.items() if k != "cohort"} for stage, d in st.items()}
                    for route, st in latency.stage_breakdown(store).items()},
+        "stage_sources": stages.stage_sources(store),  # span name → stage → how it was assigned
         "findings": [f.to_dict() for f in findings],
     }
     if constraints is not None:

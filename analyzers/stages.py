@@ -14,6 +14,7 @@ Outputs (rebuilt by ``build``):
                                                  -- model: one a span of the request names (triton.model_name...)
                                                  -- instance: the root's service.instance.id, else its service
   request_stages(trace_id, root_id, route, stage, ns)
+  stage_sources(name, stage, source, spans)      -- how each span name's stage was assigned
 """
 from __future__ import annotations
 
@@ -119,6 +120,15 @@ SELECT t, pid AS sid,
        min(child_compute_start) AS compute_start, count(*) AS n_children
 FROM w GROUP BY ALL
 """
+# Name rules, evaluated once per distinct (name, kind), with an integer id the per-span tables carry instead
+# of the name.
+_NAMES = """
+CREATE OR REPLACE TEMP TABLE _st_names AS
+SELECT row_number() OVER () AS nid, name, kind,
+       CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage,
+       CASE {source_rules} WHEN s.kind IN (2, 5) THEN 'structure' ELSE 'none' END AS source
+FROM (SELECT DISTINCT name, kind FROM _st_spans) s
+"""
 # Exclusive time per span, its stage, and its queue carve-out. Name rules are evaluated once per distinct
 # (name, kind) and the model-server test once per distinct client call, not once per span.
 _SPAN_TIMES = """
@@ -132,10 +142,6 @@ WITH a AS (
            CASE WHEN s.kind IN (3, 4) THEN json_extract_string(s.attrs, '$."http.url"') END AS http_url
     FROM _st_spans s JOIN _st_tree r USING (t, sid)
 ),
-by_name AS (  -- from the work table, not from a: a used once is streamed, not materialised
-    SELECT name, kind, CASE {name_rules} WHEN s.kind IN (2, 5) THEN 'request' ELSE 'other' END AS stage
-    FROM (SELECT DISTINCT name, kind FROM _st_spans) s
-),
 calls AS (
     SELECT name, peer, route, url_full, http_url,
            regexp_matches(lower(concat_ws(' ', name, peer, route, url_full, http_url)), '{msc}') AS model_call
@@ -144,7 +150,8 @@ calls AS (
           FROM _st_spans WHERE kind IN (3, 4))
 ),
 classified AS (
-    SELECT a.t, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
+    SELECT a.t, a.sid, a.root, a.trace_id, a.span_id, a.parent_span_id, a.root_id, a.kind, a.b, a.e,
+           (a.kind IN (3, 4) AND coalesce(c.model_call, false)) AS model_call, n.nid,
            greatest((a.e - a.b) - coalesce(k.covered_ns, 0), 0) AS self_ns,
            CASE
              WHEN ev.compute_start IS NOT NULL AND ev.queue_start IS NULL THEN 'inference'
@@ -156,6 +163,11 @@ classified AS (
              ELSE n.stage
            END AS stage,
            CASE
+             WHEN ev.compute_start IS NOT NULL OR ev.queue_start IS NOT NULL OR a.name = 'InferRequest'
+                  OR a.forward_attr OR a.kind IN (3, 4) THEN 'structure'
+             ELSE n.source
+           END AS stage_source,
+           CASE
              WHEN ev.queue_start IS NOT NULL THEN
                least(coalesce(k.compute_start, a.e), a.e) - greatest(ev.queue_start, a.b)
              WHEN a.queue_attr_s IS NOT NULL THEN CAST(a.queue_attr_s * 1e9 AS BIGINT)
@@ -164,17 +176,42 @@ classified AS (
     FROM a
     LEFT JOIN _st_children k USING (t, sid)
     LEFT JOIN _st_events ev USING (t, sid)
-    JOIN by_name n ON n.name = a.name AND n.kind = a.kind
+    JOIN _st_names n ON n.name = a.name AND n.kind = a.kind
     LEFT JOIN calls c ON a.kind IN (3, 4) AND c.name = a.name AND c.peer IS NOT DISTINCT FROM a.peer
                       AND c.route IS NOT DISTINCT FROM a.route AND c.url_full IS NOT DISTINCT FROM a.url_full
                       AND c.http_url IS NOT DISTINCT FROM a.http_url
 )
 SELECT t, root, trace_id, span_id, parent_span_id, root_id, kind, b AS start_ns, e AS end_ns, stage, self_ns,
-       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns
+       least(greatest(coalesce(queue_raw_ns, 0), 0), self_ns) AS queue_ns, stage_source, sid, model_call, nid
 FROM classified
 """
+# Stages by position: work a service does inside the request, named by no rule, goes by where it sits
+# against that service's call(s) to the model server: before the first → preprocess, after the last →
+# postprocess (a span around the call stays what it was). Only the few unnamed spans are updated.
+_BY_POSITION = """
+UPDATE _st_times SET stage = p.stage, stage_source = 'position'
+FROM (
+    SELECT x.t, x.sid, CASE WHEN x.end_ns <= m.mb THEN 'preprocess' ELSE 'postprocess' END AS stage
+    FROM (SELECT * FROM _st_times WHERE stage_source = 'none' AND kind IN (0, 1)) x
+    JOIN _st_spans s USING (t, sid)
+    JOIN (SELECT y.t, y.root, s2.service, min(y.start_ns) AS mb, max(y.end_ns) AS me
+          FROM (SELECT * FROM _st_times WHERE model_call OR stage = 'inference') y JOIN _st_spans s2 USING (t, sid)
+          GROUP BY ALL) m ON m.t = x.t AND m.root = x.root AND m.service = s.service
+    WHERE x.end_ns <= m.mb OR x.start_ns >= m.me
+) p
+WHERE _st_times.t = p.t AND _st_times.sid = p.sid
+"""
+# How each span name's stage was assigned (the report's stage_sources): name (a built-in name rule),
+# override (a [stages] pattern of triage.toml), position, structure (span kind, Triton events, gen_ai
+# attributes), none (no rule and no position: other)
+_STAGE_SOURCES = """
+CREATE OR REPLACE TABLE stage_sources AS
+SELECT n.name, x.stage, x.source, sum(x.spans)::BIGINT AS spans
+FROM (SELECT nid, stage, stage_source AS source, count(*) AS spans FROM _st_times GROUP BY ALL) x
+JOIN _st_names n USING (nid) GROUP BY ALL
+"""
 _SPAN_TIMES_OUT = """
-CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, root) FROM _st_times
+CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, sid, root, model_call, nid) FROM _st_times
 """
 _SPAN_ROOTS = """
 CREATE OR REPLACE VIEW span_roots AS
@@ -224,17 +261,33 @@ def per_build(fn):
     return wrapper
 
 
+def _source_case(rules: tuple[StageRule, ...]) -> str:
+    """The same CASE as ``_rule_case``, saying whether a built-in rule or a triage.toml override matched."""
+    return "\n".join(line.rsplit(" THEN ", 1)[0] + (" THEN 'name'" if r in DEFAULT_RULES else " THEN 'override'")
+                     for r, line in zip(rules, _rule_case(rules).split("\n")))
+
+
+def stage_sources(store) -> dict[str, dict]:
+    """Per span name: its stage(s) and how each was assigned, with span counts."""
+    out: dict[str, dict] = {}
+    for name, stage, source, n in store.query(
+            "SELECT name, stage, source, spans FROM stage_sources ORDER BY name, spans DESC, stage"):
+        out.setdefault(name, {})[stage] = {"source": source, "spans": int(n)}
+    return out
+
+
 def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
     """(Re)build span_times, span_roots (a view of it), requests and request_stages from spans and
     span_events."""
     _CACHE.pop(store, None)
-    span_times = _SPAN_TIMES.replace("{name_rules}", _rule_case(rules)).replace(
+    names = _NAMES.replace("{name_rules}", _rule_case(rules)).replace("{source_rules}", _source_case(rules))
+    span_times = _SPAN_TIMES.replace(
         "{msc}", MODEL_SERVER_CALL.replace("'", "''"))
     with store.writer() as con:
         con.execute(_KEYED)
         if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
             con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
-        for sql in (_TREE, _EVENTS, _CHILDREN, span_times, _SPAN_TIMES_OUT):
+        for sql in (_TREE, _EVENTS, _CHILDREN, names, span_times, _BY_POSITION, _STAGE_SOURCES, _SPAN_TIMES_OUT):
             con.execute(sql)
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
                            "AND table_schema = 'main'").fetchone()
@@ -242,5 +295,5 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
             con.execute("DROP TABLE span_roots")  # a store written by an older triage
         for sql in (_SPAN_ROOTS, _REQUESTS, _REQUESTS_OUT, _REQUEST_STAGES):
             con.execute(sql)
-        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_times", "_st_requests"):
+        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_names", "_st_times", "_st_requests"):
             con.execute(f"DROP TABLE IF EXISTS {work}")

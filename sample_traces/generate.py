@@ -66,12 +66,14 @@ def emit(inc: Incident, reqs: list[Request], seed: int):
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     prov = _providers(seed)
+    hashes = _input_hashes(inc, len(reqs), seed)
     gw = prov["gateway"][0].get_tracer("gateway")
     tr = prov["triton"][0].get_tracer("triton-server")
     prop = TraceContextTextMapPropagator()
     for r in reqs:
         root = gw.start_span(f"POST {inc.route}", kind=SpanKind.SERVER, start_time=r.start_ns, attributes={
-            "http.request.method": "POST", "http.route": inc.route, "app.input_tokens": r.tokens})
+            "http.request.method": "POST", "http.route": inc.route, "app.input_tokens": r.tokens,
+            **({"app.input_hash": hashes[r.idx]} if hashes else {})})
         ctx = trace.set_span_in_context(root)
         if r.feature_end_ns:
             feat = gw.start_span("GET feature-store /v1/features", context=ctx, kind=SpanKind.CLIENT,
@@ -80,7 +82,7 @@ def emit(inc: Incident, reqs: list[Request], seed: int):
                                      "http.response.status_code": 200})
             feat.end(end_time=r.feature_end_ns)
         tok_start = (r.feature_end_ns or r.start_ns) + int(0.15 * MS)
-        tok = gw.start_span("tokenize", context=ctx, start_time=tok_start,
+        tok = gw.start_span(inc.preprocess_span_name, context=ctx, start_time=tok_start,
                             attributes={"app.input_tokens": r.tokens})
         tok.end(end_time=r.tokenize_end_ns)
         for att in r.attempts:
@@ -108,6 +110,18 @@ def emit(inc: Incident, reqs: list[Request], seed: int):
             root.set_status(Status(StatusCode.ERROR, "upstream timeout"))
         root.end(end_time=r.end_ns)
     return {svc: list(exp.get_finished_spans()) for svc, (_, exp) in prov.items()}
+
+
+def _input_hashes(inc: Incident, n: int, seed: int) -> list[str]:
+    """An input fingerprint per request when the profile sets ``input_repeat``: that share of requests repeat
+    an earlier request's input. A separate random stream, so the simulated timings stay the same."""
+    if inc.input_repeat <= 0:
+        return []
+    rng = np.random.default_rng(seed + 7919)
+    out: list[str] = []
+    for i in range(n):
+        out.append(out[int(rng.integers(len(out)))] if out and rng.random() < inc.input_repeat else f"{seed:x}-{i:08x}")
+    return out
 
 
 def _triton_spans(tr, parent_ctx, att) -> None:
@@ -204,6 +218,8 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
             done = end <= ts
             if name == "nv_inference_pending_request_count":
                 v = int(((arrive <= ts) & (start > ts)).sum())
+            elif name == "nv_inference_exec_count" and inc.max_batch > 1:
+                v = len(np.unique(start[done]))  # one execution per batch (a batch's requests share its start)
             elif name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count"):
                 v = int(done.sum())
             elif name == "nv_inference_request_duration_us":
@@ -224,6 +240,20 @@ def write_metrics(folder: Path, inc: Incident, reqs: list[Request], scrape_s: fl
             labels = gpu if name.startswith("DCGM") else model
             lines.append(f"{name}{{{labels}}} {v} {ms}")
     (folder / "metrics.prom").write_text("\n".join(lines) + "\n")
+
+
+def write_model_config(folder: Path, inc: Incident) -> None:
+    """The model's config.pbtxt, as Triton reads it, when the profile batches (dynamic batcher on)."""
+    if inc.max_batch <= 1:
+        return
+    (folder / "config.pbtxt").write_text(f"""name: "clf"
+backend: "onnxruntime"
+max_batch_size: {inc.max_batch}
+dynamic_batching {{
+  max_queue_delay_microseconds: {int(round(inc.batch_window_ms * 1000))}
+}}
+instance_group [ {{ count: {inc.instances} kind: KIND_GPU }} ]
+""")
 
 
 def write_readme(folder: Path, inc: Incident, reqs: list[Request]) -> None:
@@ -262,6 +292,7 @@ def generate(name: str, out_root: Path = ROOT, incident: Incident | None = None,
     folder.mkdir(parents=True)
     write_traces(folder, emit(inc, reqs, seed))
     write_metrics(folder, inc, reqs)
+    write_model_config(folder, inc)
     write_readme(folder, inc, reqs)
     return folder
 

@@ -53,3 +53,24 @@ INCIDENTS: dict[str, tuple[Incident, int]] = {
         expected_rule="retry-spiral",
         story="A short traffic burst turned into minutes of timeouts and 504s."), 41),
 }
+
+
+# Scenarios the tests generate on the fly (not bundled): the shapes of incidents seen on a real Triton stack.
+SCENARIOS: dict[str, tuple[Incident, int]] = {
+    "healthy-1ms-window": (Incident(
+        name="healthy-1ms-window", route="/v1/classify", duration_s=60, rate=lambda t: 20.0,
+        input_sizes=((32, 60), (64, 40)), tokenize_ms_per_token=0.01,
+        server_ms=_lognormal(3.5, 0.15), gpu_fraction=0.9, batch_window_ms=1.0, max_batch=8,
+        cause="nothing is wrong: light steady traffic (20 req/s against a ~3.5 ms model) behind a 1 ms "
+              "dynamic-batching window; requests wait out the 1 ms timer, which is all the queueing there is.",
+        expected_rule="(none at warning or above)",
+        story="A healthy service with a small batching window: p95 under 10 ms."), 51),
+    "ramp-2ms-window": (Incident(
+        name="ramp-2ms-window", route="/v1/classify", duration_s=90, rate=lambda t: 30.0 + 200.0 * t / 90.0,
+        input_sizes=((32, 60), (64, 40)), tokenize_ms_per_token=0.01,
+        server_ms=_lognormal(5.0, 0.1), gpu_fraction=0.9, batch_window_ms=2.0, max_batch=16, batch_cost=0.9,
+        cause="traffic ramps past the model's capacity (batches of up to 16 raise it only to ~ 220 req/s); "
+              "the 2 ms batching window is held at low load, but the tail is queueing from contention.",
+        expected_rule="queueing-growth",
+        story="A load ramp: queueing dominates the p95 tail; the small batching window is immaterial."), 53),
+}

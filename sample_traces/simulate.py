@@ -35,6 +35,16 @@ class Incident:
     cold_factor: float = 1.0
     gpu_memory_frac: float = 0.45            # DCGM framebuffer used / total
     clock_event_reasons: int = 0             # DCGM_FI_DEV_CLOCKS_EVENT_REASONS bitmask (0: none)
+    # Triton's dynamic batcher (off when max_batch is 1): a batch leaves when it holds max_batch requests or
+    # when its oldest request has waited batch_window_ms (max_queue_delay_microseconds), whichever is first;
+    # a batch of n takes server_ms x (1 + batch_cost x (n - 1)) (batch_cost: the extra cost of one more request)
+    batch_window_ms: float = 0.0
+    max_batch: int = 1
+    batch_cost: float = 0.15
+    preprocess_span_name: str = "tokenize"   # the gateway's preprocessing span (e.g. build_prompt: no keyword)
+    # when > 0, the gateway's root span carries app.input_hash, and this share of requests repeats an
+    # earlier request's input (drawn from a separate random stream: the timings do not change)
+    input_repeat: float = 0.0
     cause: str = ""
     expected_rule: str = ""
     story: str = ""
@@ -95,6 +105,9 @@ def run(inc: Incident, seed: int, t0_ns: int) -> list[Request]:
         heapq.heappush(heap, (sent + int(0.3 * MS), i, 0))
     free = [t0_ns] * inc.instances
     timeout_ns = int(inc.client_timeout_ms * MS)
+    if inc.max_batch > 1:
+        _batched(inc, rng, reqs, heap, free, t0_ns)
+        return reqs
     while heap:
         arrive, i, resend = heapq.heappop(heap)
         r = reqs[i]
@@ -117,8 +130,40 @@ def run(inc: Incident, seed: int, t0_ns: int) -> list[Request]:
                 r.post_start_ns = att.client_end_ns
                 r.end_ns = att.client_end_ns + int(0.2 * MS)
         else:
-            att.client_end_ns = done_at_client
-            r.post_start_ns = done_at_client + int(0.05 * MS)
-            post = inc.postprocess_ms * rng.lognormal(0, 0.2)
-            r.end_ns = r.post_start_ns + int(post * MS) + int(0.1 * MS)
+            _finish(inc, rng, r, done_at_client)
     return reqs
+
+
+def _finish(inc: Incident, rng: np.random.Generator, r: Request, done_at_client: int) -> None:
+    r.attempts[-1].client_end_ns = done_at_client
+    r.post_start_ns = done_at_client + int(0.05 * MS)
+    post = inc.postprocess_ms * rng.lognormal(0, 0.2)
+    r.end_ns = r.post_start_ns + int(post * MS) + int(0.1 * MS)
+
+
+QUEUE_AFTER_ARRIVAL_NS = 70_000  # Triton's QUEUE_START comes this long after the request arrives (generate.py)
+
+
+def _batched(inc: Incident, rng: np.random.Generator, reqs: list[Request], heap: list, free: list[int],
+             t0_ns: int) -> None:
+    """Triton's dynamic batcher in front of ``inc.instances`` instances (no client timeouts: the batching
+    profiles have none). The oldest waiting request opens a batch; the batch leaves when it is full, or when
+    that request has waited the window from its QUEUE_START, or later when no instance is free until then."""
+    window_ns = int(inc.batch_window_ms * MS)
+    while heap:
+        arrive, i, resend = heapq.heappop(heap)
+        k = int(np.argmin(free))
+        deadline = max(free[k], arrive + QUEUE_AFTER_ARRIVAL_NS + window_ns)
+        batch = [(arrive, i, resend)]
+        while heap and len(batch) < inc.max_batch and heap[0][0] <= deadline:
+            batch.append(heapq.heappop(heap))
+        # a full batch leaves as soon as its last request is in (and an instance is free)
+        start = max(free[k], batch[-1][0] + QUEUE_AFTER_ARRIVAL_NS + 10_000) if len(batch) == inc.max_batch else deadline
+        head = reqs[i]
+        cold = inc.cold_factor if start - t0_ns < inc.cold_start_s * 1e9 else 1.0
+        dur = int(inc.server_ms(rng, head.tokens) * cold * (1 + inc.batch_cost * (len(batch) - 1)) * MS)
+        free[k] = start + dur
+        for _, j, rs in batch:
+            att = reqs[j].attempts[rs]
+            att.start_ns, att.end_ns = start, start + dur
+            _finish(inc, rng, reqs[j], att.end_ns + int(0.4 * MS))

@@ -29,7 +29,7 @@ def test_each_sample_puts_its_expected_rule_first(name, capsys):
 def test_json_report_shape(capsys):
     main(["report", str(SAMPLES / "slow-tokenizer"), "--format", "json"])
     rep = json.loads(capsys.readouterr().out)
-    assert set(rep) == {"version", "window", "inputs", "latency", "stages", "findings"}  # + "budget" with a [budget]
+    assert set(rep) == {"version", "window", "inputs", "latency", "stages", "stage_sources", "findings"}  # + "budget" with a [budget]
     assert rep["version"] == 1 and rep["window"]["start"].endswith("Z")
     assert {"spans", "traces", "samples", "files", "skipped"} <= set(rep["inputs"])
     for d in rep["latency"].values():

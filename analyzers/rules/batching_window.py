@@ -18,7 +18,7 @@ from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..triton_config import batching
 from ..stats import dispersion
 
@@ -33,7 +33,7 @@ def _trace_batch_size(store) -> float | None:
     return float(v) if v is not None else None
 
 
-def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
+def _low_load_queue(store, route: str, th: dict) -> tuple[np.ndarray, float, float]:
     """Queue times (ms) of requests in the quieter half of time buckets (all of them when the traffic is
     steady), and the rates of both halves."""
     step = bucket_seconds(store, 30)
@@ -43,7 +43,7 @@ def _low_load_queue(store, route: str) -> tuple[np.ndarray, float, float]:
     q = np.asarray(rows["qms"], dtype=float)
     _, at, buckets = np.unique(np.asarray(rows["b"]), return_inverse=True, return_counts=True)
     n = buckets[at].astype(float)  # requests in each request's bucket
-    if dispersion(buckets.astype(float)) < 3.0:  # steady traffic: every request is at the same (low or not) load
+    if dispersion(buckets.astype(float)) < th["steady_dispersion"]:  # steady traffic: every request is at the same (low or not) load
         low = np.ones(len(n), dtype=bool)
     else:
         low = n <= np.median(np.unique(n))
@@ -63,12 +63,12 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     batch = next(iter(batch_metrics.values())) if batch_metrics else _trace_batch_size(store)
     window_cfg = next((c for c in configs.values() if c.dynamic_batching), None)
     max_batch = window_cfg.max_batch_size if window_cfg else None
-    limit = max(th["max_avg_batch"], 0.2 * max_batch) if max_batch else th["max_avg_batch"]
+    limit = max(th["max_avg_batch"], th["max_batch_fill"] * max_batch) if max_batch else th["max_avg_batch"]
     findings = []
     for route, q in queued.items():
         if q["p95_share"] < th["min_queue_share"]:
             continue
-        low, low_rate, high_rate = _low_load_queue(store, route)
+        low, low_rate, high_rate = _low_load_queue(store, route, th)
         if len(low) < th["min_requests"]:
             continue
         p25, p50, p90 = (float(np.percentile(low, x)) for x in (25, 50, 90))
@@ -82,14 +82,24 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             continue
         if batch is None or batch > limit:
             continue
-        saving = max(p50 - th["target_window_ms"], 0.0)
-        severity = "critical" if q["p95_share"] >= th["critical_queue_share"] else "warning"
+        # load well below capacity: at the quiet rate, the device busy time the batches take (compute per
+        # batch x batches per second, over the instances) must leave the queue empty most of the time,
+        # or the queue time is contention, not the timer
+        compute_ms = breakdown[route].get("inference", {}).get("p50_ms")
+        instances = window_cfg.instances if window_cfg else 1
+        utilization = (low_rate / max(batch, 1.0)) * compute_ms / 1000.0 / instances if compute_ms else None
+        if utilization is None or utilization > th["max_utilization"]:
+            continue
+        # what the tail would lose: the timer it waits out (never more than the window), less the window
+        # that stays after the fix
+        saving = max(min(p50, window_ms) - th["target_window_ms"], 0.0)
+        severity = "warning"  # set from the saving by analyzers/impact.py
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{route}: at low load ({low_rate:.0f} req/s) requests wait {p50:.1f} ms in the batch queue, "
                      f"the {window_ms:.1f} ms batching window, while batches average {batch:.2f} requests"
-                     + (f" (max {max_batch})" if max_batch else "") + f"; about {saving:.0f} ms of every request "
-                     f"could go."),
+                     + (f" (max {max_batch})" if max_batch else "") + f", at a load using {utilization:.0%} of the "
+                     f"model's capacity."),
             scope={"route": route, **({"model": window_cfg.model} if window_cfg else {})},
             evidence={"window_ms": round(window_ms, 3), "window_source": source,
                       "low_load_rate_rps": round(low_rate, 2), "high_load_rate_rps": round(high_rate, 2),
@@ -98,7 +108,8 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "avg_batch_size": round(batch, 3),
                       "avg_batch_source": "nv_inference_count / nv_inference_exec_count" if batch_metrics
                       else "compute spans per COMPUTE_START", "max_batch_size": max_batch,
-                      "queue_p95_share": q["p95_share"], "estimated_saving_ms": round(saving, 3),
+                      "queue_p95_share": q["p95_share"], "queue_p95_ms": q["p95_ms"],
+                      "compute_ms_per_batch": compute_ms, "utilization_at_low_load": round(utilization, 3),
                       "exemplar_trace_ids": tail_exemplars(store, "queue", route)},
             confidence=min(1.0, 0.6 + (0.3 if window_cfg else 0.0) + min(len(low) / 1000, 0.1)),
             remediations=scored(["lower-batch-window", "enable-dynamic-batching", "increase-instances"],
@@ -111,8 +122,14 @@ RULE = Rule(
     id=ID, title=TITLE, category="batching",
     thresholds={
         "min_queue_share": Threshold(0.10, "fraction", "queue share of the p95 tail below which the window does not matter"),
-        "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
+        "max_utilization": Threshold(0.5, "fraction", "busy share of the model at the quiet rate (compute per "
+                                     "batch x batches/s) above which queue time is contention: an M/D/1 queue at 50% "
+                                     "holds on average 0.25 waiting requests, so a plateau below it is the timer"),
         "min_requests": Threshold(20, "requests", "low-load requests needed to judge"),
+        "steady_dispersion": Threshold(3.0, "variance/mean", "per-bucket request counts below this over-dispersion "
+                                       "are steady Poisson traffic (~1): every request is at the same load"),
+        "max_batch_fill": Threshold(0.2, "fraction", "batches filled to at most this share of max_batch_size count "
+                                    "as 'not batching' (a batcher that batches at all fills far more under queueing)"),
         "min_ratio": Threshold(0.8, "ratio", "low-load median queue over the window, lower bound"),
         "max_ratio": Threshold(1.5, "ratio", "low-load median queue over the window, upper bound"),
         "max_avg_batch": Threshold(1.5, "requests", "average batch size that counts as 'near 1'"),
@@ -120,4 +137,8 @@ RULE = Rule(
         "max_plateau_spread": Threshold(0.25, "ratio", "(p90 - p25) / p50 of low-load queue time for a plateau"),
         "target_window_ms": Threshold(1.0, "ms", "window assumed after the fix, for the saving estimate"),
     },
+    causes=(
+           ('queueing-growth', "the batcher's timer looks like queueing"),
+           ('gpu-underutilized', 'batches of one leave the device idle'),),
+    requires=(Need(stages=("queue",)),),
     doc=__doc__, detect=detect)

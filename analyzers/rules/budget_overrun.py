@@ -12,7 +12,7 @@ from ..budget import budget_table
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import tail_exemplars
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "budget-overrun"
 TITLE = "Stage over its latency budget"
@@ -49,4 +49,6 @@ RULE = Rule(
         "tolerance": Threshold(0.0, "fraction", "how far over the budget before it fires"),
         "critical_over": Threshold(2.0, "ratio", "p95 over budget at which a stage overrun is critical"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
+    requires=(Need(requests=True, constraints=("budget",)),),
     doc=__doc__, detect=detect)

@@ -14,7 +14,7 @@ import numpy as np
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..metrics import gpu_utilization
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "cost-per-inference"
 TITLE = "Cost per inference over the cap"
@@ -37,7 +37,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     util = float(np.mean(utils)) if utils else None
     cur = cost.get("currency", "")
     return [Finding(
-        rule=ID, severity="critical" if per_1000 >= 2 * cap else "warning", title=TITLE,
+        rule=ID, severity="critical" if per_1000 >= th["critical_over_cap"] * cap else "warning", title=TITLE,
         summary=(f"{per_1000:.3f} {cur} per 1,000 calls at {rps:.1f} req/s on {devices:g} accelerator(s), over the "
                  f"{cap:.3f} {cur} cap" + (f"; the GPUs are {util:.0%} busy" if util is not None else "") + "."),
         evidence={"cost_per_1000": round(per_1000, 4), "cap_per_1000": cap, "throughput_rps": round(rps, 3),
@@ -51,5 +51,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
 
 RULE = Rule(
     id=ID, title=TITLE, category="cost",
-    thresholds={"tolerance": Threshold(0.0, "fraction", "how far over the cap before it fires")},
+    thresholds={"tolerance": Threshold(0.0, "fraction", "how far over the cap before it fires"),
+                "critical_over_cap": Threshold(2.0, "ratio", "cost over the cap at which it is critical: at twice the "
+                                               "cap, half the accelerator spend buys nothing the cap allows")},
+    severity_from="rule",  # a breached constraint, not a latency saving
+    requires=(Need(requests=True, constraints=("cost.accelerator_price_per_hour", "cost.cap_per_1000_calls")),),
     doc=__doc__, detect=detect)

@@ -15,8 +15,8 @@ import numpy as np
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown, tail_exemplars
-from ..metrics import PENDING, gpu_utilization, series, triton_batch_size
-from ..rule import Context, Rule, Threshold
+from ..metrics import GPU_UTIL, PENDING, gpu_utilization, series, triton_batch_size
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "gpu-underutilized"
 TITLE = "GPU underutilized while requests wait"
@@ -71,9 +71,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     batch_note = ""
     if batch:
         batch_note = "; average batch size " + ", ".join(f"{m} {b:.1f}" for m, b in batch.items())
-    # Critical only when the idle device is what the tail is made of (queueing dominates p95).
-    severity = ("critical" if mean_util < th["critical_utilization"] and queue_share >= th["critical_queue_share"]
-                else "warning")
+    severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
     return [Finding(
         rule=ID, severity=severity, title=TITLE,
         summary=(f"GPU busy {mean_util:.0%} on average (threshold {th['utilization']:.0%}) while "
@@ -88,7 +86,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         confidence=min(1.0, 0.5 + (th["utilization"] - mean_util) / th["utilization"]) * (1.0 if len(pressure) > 1 else 0.8),
         remediations=scored(["enable-dynamic-batching", "increase-instances", "runtime-tuning"],
                             ctx.constraints.scorecard),
-        impact_ms=queue_ms)]
+        # the queue time of the tail (queue share of the tail x p95 of the slowest route), which batching or
+        # more instances on the idle device take away
+        impact_ms=queue_share * (worst[1]["p95_ms"] if worst else 0.0))]
 
 
 def _tail_queue_over_inference(store) -> float:
@@ -108,11 +108,12 @@ RULE = Rule(
     id=ID, title=TITLE, category="accelerator",
     thresholds={
         "utilization": Threshold(0.40, "fraction", "mean GPU busy below which the GPU counts as underutilized"),
-        "critical_utilization": Threshold(0.20, "fraction", "mean GPU busy below which it is critical"),
         "queue_share": Threshold(0.15, "fraction", "queue share of the p95 tail that counts as pressure"),
         "queue_to_compute": Threshold(1.5, "ratio", "tail requests must wait this many times longer than they "
                                       "compute: one request queued behind another is not pressure"),
-        "critical_queue_share": Threshold(0.50, "fraction", "queue share of the p95 tail at which it is critical"),
         "pending": Threshold(1.0, "requests", "mean pending requests that count as pressure"),
     },
+    causes=(
+           ('queueing-growth', 'serialized execution on an idle GPU is what queues'),),
+    requires=(Need(metrics=tuple(GPU_UTIL), what="GPU utilization metrics"),),
     doc=__doc__, detect=detect)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import MS, stage_breakdown, tail_exemplars
-from ..rule import Context, Rule, Threshold
+from ..latency import MS, route_latency, stage_breakdown, tail_exemplars
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "io-share"
 TITLE = "Remote calls dominate p95"
@@ -34,7 +34,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             JOIN requests q ON q.trace_id = t.trace_id AND q.root_id = t.root_id
             WHERE t.stage = 'network' AND q.route = ? GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT 5""", [route])
         top = peers[0][0] if peers else "?"
-        severity = "critical" if net["p95_share"] >= th["critical_share"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         out.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{route}: calls to other services are {net['p95_share']:.0%} of end-to-end time in the p95 tail; "
@@ -45,17 +45,24 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "network_p50_ms": net["p50_ms"], "network_p95_ms": net["p95_ms"],
                       "dependencies": [{"peer": p, "calls": n, "p95_ms": round(q / MS, 3)} for p, n, q, _ in peers],
                       "exemplar_trace_ids": tail_exemplars(store, "network", route)},
-            confidence=min(1.0, net["cohort"] / 50) * min(1.0, 0.5 + (net["p95_share"] - th["share"]) / th["share"]),
+            confidence=min(1.0, net["cohort"] / th["confident_cohort"]) * min(1.0, 0.5 + (net["p95_share"] - th["share"]) / th["share"]),
             remediations=scored(["cache-remote-lookups", "batch-remote-calls", "hedge-slow-calls"], ctx.constraints.scorecard),
-            impact_ms=net["p95_ms"] * 0.7))
+            # the dependencies' share of the tail at p95, for the part a cache, batching or hedging removes
+            impact_ms=net["p95_share"] * route_latency(store)[route]["p95_ms"] * th["removable_share"]))
     return out
 
 
 RULE = Rule(
     id=ID, title=TITLE, category="dependencies",
     thresholds={
+        "removable_share": Threshold(0.7, "fraction", "part of a dependency's time a cache, batching or hedging "
+                                     "removes: the misses and one round-trip stay"),
+        "confident_cohort": Threshold(50, "requests", "tail requests for full confidence: the median share of 50 "
+                                      "tail requests is within a few points of the population's"),
         "share": Threshold(0.30, "fraction", "network share of the tail end-to-end time above which it fires"),
-        "critical_share": Threshold(0.50, "fraction", "share at which it is critical"),
         "min_cohort": Threshold(5, "requests", "smallest tail cohort to judge"),
     },
+    causes=(
+           ('tail-segment', 'the slow dependency is what the segment waits for'),),
+    requires=(Need(stages=("network",)),),
     doc=__doc__, detect=detect)

@@ -14,7 +14,10 @@ import numpy as np
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..metrics import series
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
+
+# the memory families read below (used with free or total; vLLM's KV cache usage)
+MEMORY_METRICS = ("DCGM_FI_DEV_FB_USED", "nv_gpu_memory_used_bytes", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 
 ID = "memory-pressure"
 TITLE = "Accelerator memory near capacity"
@@ -79,4 +82,6 @@ RULE = Rule(
         "used_fraction": Threshold(0.90, "fraction", "memory used (p95 over the window) at which it fires"),
         "critical_fraction": Threshold(0.97, "fraction", "memory used at which it is critical"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
+    requires=(Need(metrics=MEMORY_METRICS, what="GPU memory metrics"), Need(error_spans=True)),
     doc=__doc__, detect=detect)

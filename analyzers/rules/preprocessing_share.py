@@ -9,9 +9,10 @@ Fix: cache results, use a native/vectorized implementation, or move it off the r
 from __future__ import annotations
 
 from ..finding import Finding, not_evaluated
+from ..caching import caching_fix
 from ..fixes import scored
 from ..latency import TAIL_COHORT_SQL, stage_breakdown, MS
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..stats import spearman
 
 ID = "preprocessing-share"
@@ -31,10 +32,10 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         if share <= th["share"] or cohort < th["min_cohort"]:
             continue
         ev = _evidence(store, route)
-        severity = "critical" if share >= th["critical_share"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         p95 = ev["route_p95_ms"]
         size_note = ""
-        if ev.get("input_size_correlation") is not None and ev["input_size_correlation"] >= 0.5:
+        if ev.get("input_size_correlation") is not None and ev["input_size_correlation"] >= th["size_correlation"]:
             size_note = f"; it grows with input size (Spearman {ev['input_size_correlation']:.2f})"
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
@@ -44,10 +45,13 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             scope={"route": route},
             evidence={"p95_share": share, "threshold": th["share"], "cohort": cohort,
                       "preprocess_p50_ms": pre["p50_ms"], "preprocess_p95_ms": pre["p95_ms"], **ev},
-            confidence=min(1.0, cohort / 50) * min(1.0, 0.5 + (share - th["share"]) / th["share"]),
-            remediations=scored(["cache-preprocessing", "fast-tokenizer", "move-preprocessing"],
-                                ctx.constraints.scorecard),
-            impact_ms=ev["tail_preprocess_ms"]))
+            confidence=min(1.0, cohort / th["confident_cohort"]) * min(1.0, 0.5 + (share - th["share"]) / th["share"]),
+            remediations=[caching_fix(r, store, route, ctx.constraints.caching["fingerprint_keys"], share * p95)
+                          if r["id"] == "cache-preprocessing" else r
+                          for r in scored(["cache-preprocessing", "fast-tokenizer", "move-preprocessing"],
+                                          ctx.constraints.scorecard)],
+            # preprocessing's share of the tail, at the p95: what a fix that removes it saves there
+            impact_ms=share * p95))
     return findings
 
 
@@ -94,7 +98,13 @@ RULE = Rule(
     id=ID, title=TITLE, category="preprocessing",
     thresholds={
         "share": Threshold(0.30, "fraction", "preprocess share of tail end-to-end time above which it fires"),
-        "critical_share": Threshold(0.50, "fraction", "share at which the finding is critical"),
         "min_cohort": Threshold(5, "requests", "smallest tail cohort to judge"),
+        "size_correlation": Threshold(0.5, "Spearman rho", "rank correlation of preprocessing time with input size "
+                                      "from which the finding says it grows with input (a cost per token)"),
+        "confident_cohort": Threshold(50, "requests", "tail requests for full confidence: the median share of 50 "
+                                      "tail requests is within a few points of the population's"),
     },
+    causes=(
+           ('tail-segment', "preprocessing cost grows with the segment's inputs"),),
+    requires=(Need(stages=("preprocess",)),),
     doc=__doc__, detect=detect)

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
+from ..latency import bucket_seconds, route_latency, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import PENDING, series, triton_queue_per_request
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
 
 ID = "queueing-growth"
@@ -75,7 +75,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                if tr["with_rate"] else
                f"mean queue time keeps rising, {tr['queue_ms_first_third']:.1f} → {tr['queue_ms_last_third']:.1f} ms "
                f"over the window (Spearman with time {tr['time_correlation']:.2f})")
-        severity = "critical" if q["p95_share"] >= th["critical_queue_share"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=f"{route}: {how}; queueing is {q['p95_share']:.0%} of the p95 tail.",
@@ -84,7 +84,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "queue_p95_ms": q["p95_ms"], "bucket_s": step, **tr, "exemplar_trace_ids": exemplars},
             confidence=min(1.0, max(tr["rate_correlation"], tr["time_correlation"])) * min(1.0, tr["buckets"] / 12),
             remediations=scored(["autoscale", "admission-control", "enable-dynamic-batching"], ctx.constraints.scorecard),
-            impact_ms=max(tr["queue_ms_high_rate"] - tr["queue_ms_low_rate"], q["p95_ms"] * q["p95_share"])))
+            # the tail's queue time (its share of the tail x p95) above what a right-sized queue holds
+            # (the mean queue at the quietest third of the traffic)
+            impact_ms=max(q["p95_share"] * route_latency(store)[route]["p95_ms"] - tr["queue_ms_low_rate"], 0.0)))
     if not queued_routes:  # traces say more (per route, per request); metrics only when they are all we have
         findings.extend(_from_metrics(ctx, th, triton, pending))
     return findings
@@ -123,7 +125,6 @@ RULE = Rule(
     id=ID, title=TITLE, category="capacity",
     thresholds={
         "min_queue_share": Threshold(0.10, "fraction", "queue share of the p95 tail below which growth is ignored"),
-        "critical_queue_share": Threshold(0.40, "fraction", "queue share of the p95 tail at which it is critical"),
         "min_correlation": Threshold(0.6, "Spearman rho", "rank correlation of queue time with rate (or time)"),
         "min_growth": Threshold(2.0, "ratio", "queue time at high load (or late) over low load (or early)"),
         "min_rate_ratio": Threshold(1.5, "ratio", "busiest third of buckets over quietest third: traffic must "
@@ -135,4 +136,7 @@ RULE = Rule(
         "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),
         "pending_growth_min": Threshold(2.0, "requests", "pending requests late in the window that matter"),
     },
+    requires=(Need(stages=("queue",)),
+              Need(metrics=("nv_inference_queue_duration_us",), what="Triton queue metrics"),
+              Need(metrics=PENDING, what="pending-request metrics")),
     doc=__doc__, detect=detect)

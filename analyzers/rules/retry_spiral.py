@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import MS, bucket_seconds
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..stats import spearman
 
 ID = "retry-spiral"
@@ -51,7 +51,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         amplification = attempts / calls if calls else 1.0
         if ratio < th["min_retry_ratio"]:
             continue
-        ev = _evidence(store, name)
+        ev = _evidence(store, name, th)
         tail_enrichment = ev["retry_rate_in_tail"] / max(ev["retry_rate_outside_tail"], 1e-9) if ev["retry_rate_in_tail"] else 0.0
         tracks_latency = ev["latency_correlation"] >= th["min_correlation"]
         in_tail = tail_enrichment >= th["tail_enrichment"]
@@ -65,7 +65,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             reasons.append(f"retry rate tracks p95 over time (Spearman {ev['latency_correlation']:.2f})")
         if in_tail:
             reasons.append(f"{ev['retry_rate_in_tail']:.0%} of p95-tail requests retried vs {ev['retry_rate_outside_tail']:.0%} of the rest")
-        severity = "critical" if amplification >= th["critical_amplification"] else "warning"
+        severity = "warning"  # the saving on p95 sets it (analyzers/impact.py)
         findings.append(Finding(
             rule=ID, severity=severity, title=TITLE,
             summary=(f"{name}: {retries} retries for {calls} calls ({ratio:.0%}), {overload} timeouts/429/503/504; "
@@ -81,7 +81,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     return findings
 
 
-def _evidence(store, name: str) -> dict:
+def _evidence(store, name: str, th: dict) -> dict:
     step_ns = int(bucket_seconds(store, 30) * 1e9)
     per_request = f"""
         WITH calls AS ({CALLS_SQL} ), rr AS (
@@ -99,7 +99,7 @@ def _evidence(store, name: str) -> dict:
     buckets = store.query(f"""
         WITH x AS ({per_request}), t0 AS (SELECT min(start_ns) t0 FROM requests)
         SELECT (start_ns - t0) // {step_ns} AS b, avg((retries > 0)::INT), quantile_cont(duration_ns, 0.95), count(*)
-        FROM x, t0 GROUP BY b HAVING count(*) >= 5 ORDER BY b""".replace("x AS (", "x(trace_id, start_ns, duration_ns, retries, failed_ns, tail) AS (", 1), [name])
+        FROM x, t0 GROUP BY b HAVING count(*) >= {int(th["min_bucket_requests"])} ORDER BY b""".replace("x AS (", "x(trace_id, start_ns, duration_ns, retries, failed_ns, tail) AS (", 1), [name])
     import numpy as np
 
     wasted = [r[4] for r in retried]
@@ -117,9 +117,13 @@ RULE = Rule(
     id=ID, title=TITLE, category="reliability",
     thresholds={
         "min_retry_ratio": Threshold(0.05, "fraction", "retries per logical call below which nothing fires"),
+        "min_bucket_requests": Threshold(5, "requests", "requests a time bucket needs for its retry rate and p95 to "
+                                         "count (fewer: a p95 is the single slowest request)"),
         "amplification": Threshold(1.2, "attempts/call", "load amplification that counts as a spiral"),
-        "critical_amplification": Threshold(1.5, "attempts/call", "amplification at which it is critical"),
         "min_correlation": Threshold(0.5, "Spearman rho", "correlation of retry rate with p95 over time"),
         "tail_enrichment": Threshold(2.0, "ratio", "retry rate in the p95 tail over the rest"),
     },
+    causes=(
+           ('queueing-growth', 'retries add load, and the added load is what queues'),),
+    requires=(Need(client_spans=True),),
     doc=__doc__, detect=detect)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "slo-burn"
 TITLE = "SLO error budget burning"
@@ -69,4 +69,6 @@ RULE = Rule(
         "slow_burn": Threshold(6.0, "x budget", "burn rate in both windows that is a warning"),
         "min_requests": Threshold(50, "requests", "requests needed in the long window"),
     },
+    severity_from="rule",  # a breached constraint, not a latency saving
+    requires=(Need(requests=True, constraints=("slo.error_rate",)), Need(requests=True, constraints=("slo.p95_ms",))),
     doc=__doc__, detect=detect)

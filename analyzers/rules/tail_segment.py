@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 
 ID = "tail-segment"
 TITLE = "One segment owns the tail"
@@ -71,7 +71,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                 slow = np.argsort(-inside, kind="stable")[:3]
                 in_tail = int((inside >= tail_cut).sum())
                 out.append(Finding(
-                    rule=ID, severity="critical" if ratio >= th["critical_ratio"] else "warning", title=TITLE,
+                    rule=ID, severity="warning", title=TITLE,  # severity: set from the saving (analyzers/impact.py)
                     summary=(f"{service}: requests with {dim} {seg} have p95 {p_in:.1f} ms, {ratio:.1f}x the "
                              f"{p_rest:.1f} ms of all others ({len(inside)} of {len(ms_here)} requests, "
                              f"{in_tail} of the {in_tail_all} slowest 5%)."),
@@ -80,9 +80,11 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                               "segment_requests": int(len(inside)), "rest_requests": int(len(rest)),
                               "segment_share_of_tail": round(in_tail / max(1, in_tail_all), 3),
                               "exemplar_trace_ids": [str(t) for t in tid_here[mask][slow]]},
-                    confidence=min(1.0, len(inside) / 50) * min(1.0, ratio / (2 * th["ratio"]) + 0.5),
+                    confidence=min(1.0, len(inside) / th["confident_requests"]) * min(1.0, ratio / (2 * th["ratio"]) + 0.5),
                     remediations=scored(["isolate-segment", "cap-or-chunk-inputs"], ctx.constraints.scorecard),
-                    impact_ms=(p_in - p_rest) * len(inside) / len(ms_here)))
+                    # if the segment behaved like the rest, the service's requests would all follow the
+                    # rest's distribution: p95 would fall from the service's p95 to the rest's
+                    impact_ms=max(tail_cut - p_rest, 0.0)))
     return out
 
 
@@ -90,7 +92,9 @@ RULE = Rule(
     id=ID, title=TITLE, category="segmentation",
     thresholds={
         "ratio": Threshold(3.0, "ratio", "segment p95 over the p95 of all other requests"),
-        "critical_ratio": Threshold(6.0, "ratio", "ratio at which it is critical"),
         "min_requests": Threshold(20, "requests", "requests needed in the segment and in the rest"),
+        "confident_requests": Threshold(50, "requests", "segment requests for full confidence: a p95 from 50 requests "
+                                        "rests on its 2-3 slowest, the fewest that are not one outlier"),
     },
+    requires=(Need(requests=True),),
     doc=__doc__, detect=detect)

@@ -16,8 +16,10 @@ from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql
 from ..metrics import series
-from ..rule import Context, Rule, Threshold
+from ..rule import Context, Need, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
+
+CLOCK_REASONS = ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS")
 
 ID = "throttling"
 TITLE = "Throttling: the device slows down"
@@ -29,7 +31,7 @@ SLOWDOWN_BITS = {0x4: "SW power cap", 0x8: "HW slowdown", 0x20: "SW thermal", 0x
 def detect(ctx: Context, th: dict) -> list[Finding]:
     store = ctx.store
     out = []
-    clocks = series(store, ["DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"])
+    clocks = series(store, CLOCK_REASONS)
     for s in clocks:
         mask = sum(SLOWDOWN_BITS)
         vals = s.values[np.isfinite(s.values)].astype(np.int64)
@@ -37,7 +39,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         if len(vals) and hit.mean() >= th["throttled_fraction"]:
             reasons = sorted({name for bit, name in SLOWDOWN_BITS.items() if (vals & bit).any()})
             out.append(Finding(
-                rule=ID, severity="critical" if hit.mean() >= 0.5 else "warning", title=TITLE,
+                rule=ID, severity="critical" if hit.mean() >= th["critical_fraction"] else "warning", title=TITLE,
                 summary=f"{s.key}: clocks held down in {hit.mean():.0%} of samples ({', '.join(reasons)}).",
                 scope={"device": s.key},
                 evidence={"throttled_fraction": round(float(hit.mean()), 4), "reasons": reasons, "samples": int(len(vals))},
@@ -45,7 +47,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     step = bucket_seconds(store, 30)
     for route, in store.query("SELECT DISTINCT route FROM requests"):
         rows = store.query(f"""{route_queue_sql(step)}
-            SELECT b, count(*), median(duration_ns / 1e6), avg(queue_ns / 1e6), avg(duration_ns / 1e6) FROM rq GROUP BY b HAVING count(*) >= 5 ORDER BY b""",
+            SELECT b, count(*), median(duration_ns / 1e6), avg(queue_ns / 1e6), avg(duration_ns / 1e6) FROM rq GROUP BY b HAVING count(*) >= {int(th["min_bucket_requests"])} ORDER BY b""",
                            [route])
         if len(rows) < th["min_buckets"]:
             continue
@@ -76,10 +78,18 @@ RULE = Rule(
     id=ID, title=TITLE, category="accelerator",
     thresholds={
         "throttled_fraction": Threshold(0.10, "fraction", "share of samples with slowdown clock reasons"),
+        "critical_fraction": Threshold(0.5, "fraction", "throttled most of the time: the device's capacity itself is "
+                                       "lower, not an occasional blip"),
         "min_buckets": Threshold(8, "buckets", "time buckets needed to judge drift"),
+        "min_bucket_requests": Threshold(5, "requests", "requests a time bucket needs for its median to count "
+                                         "(fewer: one slow request moves it)"),
         "max_dispersion": Threshold(3.0, "variance/mean", "request counts per bucket must be steady"),
         "min_correlation": Threshold(0.8, "Spearman rho", "median latency against time"),
         "min_drift": Threshold(1.5, "ratio", "median latency, last third over first third"),
         "max_queue_share": Threshold(0.3, "fraction", "queueing above this explains the drift instead"),
     },
+    causes=(
+           ('budget-overrun', 'a throttled device overruns the inference budget'),),
+    severity_from="rule",  # a breached constraint, not a latency saving
+    requires=(Need(metrics=CLOCK_REASONS, what="DCGM clock event metrics"), Need(requests=True)),
     doc=__doc__, detect=detect)

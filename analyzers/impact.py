@@ -1,0 +1,73 @@
+"""One definition of impact: a finding's estimated saving on the p95 of its scope, and the severity that
+follows from it and from the constraints (docs/impact.md).
+
+Every rule estimates ``impact_ms``: how much the p95 of its scope (its route; the busiest route when the
+finding has none) would drop if the cause were fixed. Here, once for all rules, that figure becomes the
+evidence keys ``saving_p95_ms`` and ``saving_p95_share`` (of the scope's p95), and, for the rules whose
+severity is the saving's (``Rule.severity_from == "saving"``), the severity:
+
+- critical: the saving alone brings a missed p95 SLO or latency budget back, or it is at least
+  ``critical_share`` of p95;
+- warning: at least ``warning_share`` of p95;
+- info ("present, immaterial"): below that, or below ``min_saving_ms`` in absolute terms.
+
+Rules that report a breached constraint (an SLO burning, a budget or cost cap overrun, memory, a throttled
+clock) keep the severity they set; they still carry the saving keys.
+"""
+from __future__ import annotations
+
+from .finding import Finding
+from .latency import route_latency
+
+
+# The one way every saving-based finding states its impact (the rule's own text says what and why).
+SAVING_SENTENCE = "Fixing it would take about {ms:.1f} ms off p95 ({share:.0%} of {p95:.1f} ms)."
+
+
+def scope_p95(store, scope: dict) -> tuple[str | None, float | None]:
+    """(route, p95 ms) of a finding's scope: its route, else the route with the most requests."""
+    lat = route_latency(store)
+    route = scope.get("route") if scope.get("route") in lat else next(iter(lat), None)
+    return route, (lat[route]["p95_ms"] if route else None)
+
+
+def severity_of(saving_ms: float, share: float | None, p95_ms: float | None, constraints) -> tuple[str, str]:
+    """(severity, why) of a saving of ``saving_ms`` on a p95 of ``p95_ms``."""
+    sv = constraints.severity
+    if share is None or saving_ms < sv["min_saving_ms"]:
+        return "info", f"present, immaterial: the saving ({saving_ms:.1f} ms) is below {sv['min_saving_ms']:g} ms"
+    for limit, what in ((constraints.slo.get("p95_ms"), "the p95 SLO"), (constraints.budget.get("total_ms"), "the latency budget")):
+        if limit and p95_ms > limit >= p95_ms - saving_ms:
+            return "critical", f"the saving alone brings p95 ({p95_ms:.1f} ms) back within {what} ({limit:g} ms)"
+    if share >= sv["critical_share"]:
+        return "critical", f"the saving is {share:.0%} of p95 (critical from {sv['critical_share']:.0%})"
+    if share >= sv["warning_share"]:
+        return "warning", f"the saving is {share:.0%} of p95 (warning from {sv['warning_share']:.0%})"
+    return "info", (f"present, immaterial: the saving is {share:.1%} of p95 (warning from "
+                    f"{sv['warning_share']:.0%})")
+
+
+def assess(findings: list[Finding], store, constraints, rules_by_id: dict) -> None:
+    """Attach the saving keys to every evaluated finding and set the severity of saving-based rules."""
+    for f in findings:
+        if not f.evaluated or f.severity == "error":
+            continue
+        route, p95 = scope_p95(store, f.scope)
+        saving = max(float(f.impact_ms or 0.0), 0.0)
+        if p95:  # no fix takes more off p95 than p95 itself
+            saving = min(saving, p95)
+        f.impact_ms = saving
+        share = saving / p95 if p95 else None
+        f.evidence["saving_p95_ms"] = round(saving, 3)
+        f.evidence["saving_p95_share"] = None if share is None else round(share, 4)
+        f.evidence["scope_p95_ms"] = p95
+        if route and "route" not in f.scope:
+            f.evidence["saving_scope_route"] = route
+        rule = rules_by_id.get(f.rule)
+        if rule is None or getattr(rule, "severity_from", "saving") != "saving":
+            continue
+        f.severity, why = severity_of(saving, share, p95, constraints)
+        f.evidence["severity_reason"] = why
+        f.summary = f"{f.summary.rstrip()} {SAVING_SENTENCE.format(ms=saving, share=share or 0.0, p95=p95 or 0.0)}"
+        if f.severity == "info":
+            f.title = f"{f.title} (present, immaterial)"
