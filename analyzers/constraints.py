@@ -86,7 +86,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "caching": {"fingerprint_keys": Spec(texts=True)},
     # severity from a finding's saving on p95 (analyzers/impact.py, docs/impact.md)
     "severity": {"critical_share": Spec(0, 1, lo_open=True), "warning_share": Spec(0, 1, lo_open=True),
-                 "min_saving_ms": NONNEGATIVE, "cause_explains_share": FRACTION},
+                 "min_saving_ms": NONNEGATIVE, "cause_explains_share": FRACTION, "slo_headroom": FRACTION},
 }
 
 # Why these defaults (docs/impact.md): a fix that takes a quarter of p95 away changes what users feel at
@@ -94,7 +94,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
 # few hundred tail requests (warning); below 2 ms a saving is within the jitter of one network hop and a
 # scheduler tick, whatever its share of a very fast service's p95; a cause must explain at least a quarter
 # of its symptom's saving to be called its cause (a 2 ms window cannot explain a 95 ms queue).
-SEVERITY_DEFAULTS = {"critical_share": 0.25, "warning_share": 0.10, "min_saving_ms": 2.0, "cause_explains_share": 0.25}
+SEVERITY_DEFAULTS = {"critical_share": 0.25, "warning_share": 0.10, "min_saving_ms": 2.0, "cause_explains_share": 0.25,
+                     "slo_headroom": 0.5}
 
 # A rule threshold's range follows its unit (analyzers/rule.py ``Threshold.unit``); counts whose default is a
 # whole number must stay whole.

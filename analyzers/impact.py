@@ -11,6 +11,10 @@ severity is the saving's (``Rule.severity_from == "saving"``), the severity:
 - warning: at least ``warning_share`` of p95;
 - info ("present, immaterial"): below that, or below ``min_saving_ms`` in absolute terms.
 
+A route that meets its p95 SLO is not an incident: there, no saving is critical, and one is a warning only while
+p95 has used more than ``slo_headroom`` of the SLO (a service at 7 ms against 100 ms has nothing users feel, however
+large a share of those 7 ms a loopback call is). Without an SLO, the shares alone decide.
+
 Rules that report a breached constraint (an SLO burning, a budget or cost cap overrun, memory, a throttled
 clock) keep the severity they set; they still carry the saving keys.
 """
@@ -39,6 +43,13 @@ def severity_of(saving_ms: float, share: float | None, p95_ms: float | None, con
     for limit, what in ((constraints.slo.get("p95_ms"), "the p95 SLO"), (constraints.budget.get("total_ms"), "the latency budget")):
         if limit and p95_ms > limit >= p95_ms - saving_ms:
             return "critical", f"the saving alone brings p95 ({p95_ms:.1f} ms) back within {what} ({limit:g} ms)"
+    slo = constraints.slo.get("p95_ms")
+    if slo and p95_ms is not None and p95_ms <= slo:
+        if p95_ms < sv["slo_headroom"] * slo or share < sv["warning_share"]:
+            return "info", (f"present, immaterial: p95 ({p95_ms:.1f} ms) meets the p95 SLO ({slo:g} ms) with "
+                            f"{1 - p95_ms / slo:.0%} to spare")
+        return "warning", (f"the saving is {share:.0%} of p95, which meets the p95 SLO ({slo:g} ms) with only "
+                           f"{1 - p95_ms / slo:.0%} to spare")
     if share >= sv["critical_share"]:
         return "critical", f"the saving is {share:.0%} of p95 (critical from {sv['critical_share']:.0%})"
     if share >= sv["warning_share"]:

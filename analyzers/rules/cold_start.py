@@ -47,6 +47,10 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         if cold.sum() < th["min_cold"] or (~cold).sum() < th["min_requests"]:
             continue
         ms = all_ms[lo:hi]
+        warm_p50 = float(np.median(ms[~cold]))
+        _extend_through_drain(cold, ms, th["ratio"] * warm_p50, int(th["drain_window"]))
+        if (~cold).sum() < th["min_requests"]:
+            continue
         cold_p50, warm_p50 = float(np.median(ms[cold])), float(np.median(ms[~cold]))
         ratio = cold_p50 / warm_p50 if warm_p50 > 0 else 0.0
         if ratio < th["ratio"]:
@@ -71,6 +75,18 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     return out
 
 
+def _extend_through_drain(cold, ms, slow_ms: float, window: int) -> None:
+    """A slow start builds a queue that the requests after it wait through: they are part of the cold start
+    (the queue it built draining), not of the steady state. Each cold run is extended while the median of the
+    next ``window`` requests is still at least ``slow_ms``."""
+    n = len(cold)
+    ends = np.flatnonzero(cold[:-1] & ~cold[1:]) + 1
+    for i in ends:
+        while i < n and not cold[i] and np.median(ms[i:i + window]) >= slow_ms:
+            cold[i] = True
+            i += 1
+
+
 RULE = Rule(
     id=ID, title=TITLE, category="lifecycle",
     thresholds={
@@ -78,6 +94,8 @@ RULE = Rule(
         "warmup_requests": Threshold(20, "requests", "requests counted as cold after a start or idle gap"),
         "idle_gap_s": Threshold(60, "s", "a pause without requests after which an instance counts as cold"),
         "min_cold": Threshold(5, "requests", "cold requests needed to judge"),
+        "drain_window": Threshold(5, "requests", "requests whose median says the queue a cold start built is "
+                                                  "still draining (one slow or fast request alone does not)"),
         "min_requests": Threshold(50, "requests", "requests an instance needs to judge"),
     },
     causes=(

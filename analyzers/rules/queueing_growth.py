@@ -68,6 +68,9 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         tr = _trend([r[0] * step for r in rows], [r[1] for r in rows], [r[2] for r in rows], th,
                     counts=[r[3] for r in rows])
         if not tr or not tr["fires"]:
+            saturated = _saturated(ctx, route, q, th)
+            if saturated:
+                findings.append(saturated)
             continue
         exemplars = tail_exemplars(store, "queue", route)
         how = (f"mean queue time rises from {tr['queue_ms_low_rate']:.1f} ms at {tr['rate_rps_low']:.0f} req/s to "
@@ -90,6 +93,47 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if not queued_routes:  # traces say more (per route, per request); metrics only when they are all we have
         findings.extend(_from_metrics(ctx, th, triton, pending))
     return findings
+
+
+_BUSY_SQL = """
+WITH iv AS (  -- each request's compute on the model server: the end of its inference span, less its queue
+    SELECT s.end_ns - (s.self_ns - s.queue_ns)::BIGINT AS a, s.end_ns AS b
+    FROM span_times s JOIN requests r ON s.trace_id = r.trace_id AND s.root_id = r.root_id
+    WHERE s.stage = 'inference' AND r.route = ? AND s.self_ns > s.queue_ns),
+o AS (SELECT a, b, max(b) OVER (ORDER BY a, b ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach FROM iv)
+SELECT sum(greatest(b - greatest(a, coalesce(reach, a)), 0)), count(*),  -- busy time: the union of the intervals
+       (SELECT max(end_ns) - min(start_ns) FROM requests WHERE route = ?) FROM o
+"""
+
+
+def _saturated(ctx: Context, route: str, q: dict, th: dict) -> Finding | None:
+    """Queueing at a steady rate: the model server is busy most of the time, so requests wait for it (queueing
+    theory: at utilization rho the mean wait is rho / (2 (1 - rho)) service times for M/D/1, already 0.75 of a
+    service time at 0.6 and 2 at 0.8, and the tail several times that). No trend is needed for this to hurt."""
+    busy_ns, n, span_ns = ctx.store.query(_BUSY_SQL, [route, route])[0]
+    if not n or not span_ns or busy_ns is None:
+        return None
+    rho = float(busy_ns) / float(span_ns)
+    if rho < th["busy_utilization"]:
+        return None
+    p95 = route_latency(ctx.store)[route]["p95_ms"]
+    service_ms = float(busy_ns) / n / 1e6
+    rate = n / (span_ns / 1e9)
+    # the tail's queue time, less the wait a server at the target utilization would still have
+    target = th["target_utilization"]
+    kept_ms = target / (2 * (1 - target)) * service_ms
+    return Finding(
+        rule=ID, severity="warning", title="Queueing: the model server is saturated",
+        summary=(f"{route}: the model server is busy {rho:.0%} of the time at a steady {rate:.1f} req/s "
+                 f"({service_ms:.1f} ms of compute per request), so requests wait for it: queueing is "
+                 f"{q['p95_share']:.0%} of the p95 tail (queue p95 {q['p95_ms']:.1f} ms)."),
+        scope={"route": route},
+        evidence={"source": "traces", "utilization": round(rho, 3), "rate_rps": round(rate, 2),
+                  "service_ms": round(service_ms, 3), "queue_p95_share": q["p95_share"], "queue_p50_ms": q["p50_ms"],
+                  "queue_p95_ms": q["p95_ms"], "exemplar_trace_ids": tail_exemplars(ctx.store, "queue", route)},
+        confidence=min(1.0, n / 200) * 0.8,
+        remediations=scored(["autoscale", "admission-control", "enable-dynamic-batching"], ctx.constraints.scorecard),
+        impact_ms=max(q["p95_share"] * p95 - kept_ms, 0.0))
 
 
 def _from_metrics(ctx: Context, th: dict, triton, pending) -> list[Finding]:
@@ -135,6 +179,11 @@ RULE = Rule(
         "min_bucket_requests": Threshold(5, "requests", "requests a bucket needs to count"),
         "min_queue_ms": Threshold(2.0, "ms", "queue time per request that matters (metrics path)"),
         "pending_growth_min": Threshold(2.0, "requests", "pending requests late in the window that matter"),
+        "busy_utilization": Threshold(0.6, "fraction", "model-server busy time (union of compute intervals over "
+                                      "the capture) from which a steady queue is contention: M/D/1 mean wait 0.75 "
+                                      "service times at 0.6, 2 at 0.8"),
+        "target_utilization": Threshold(0.5, "fraction", "utilization a right-sized server runs at (its wait, "
+                                        "half a service time for M/D/1, is kept in the saving)"),
     },
     requires=(Need(stages=("queue",)),
               Need(metrics=("nv_inference_queue_duration_us",), what="Triton queue metrics"),
