@@ -141,7 +141,7 @@ def triton_queue_per_request(store) -> list[tuple[np.ndarray, np.ndarray, np.nda
 def histogram_quantiles(store, names, qs=(0.5, 0.95, 0.99)) -> dict[str, dict]:
     """Per histogram family (the first of ``names`` present) and ``model_name`` label: the quantiles ``qs`` of
     the observations made during the window, from the increase of each cumulative ``_bucket{le}`` counter
-    between its first and last sample (resets handled), summed over the other labels; linear within a bucket,
+    between its first and last sample (resets handled; a single scrape counts from the server's start), summed over the other labels; linear within a bucket,
     the top finite bound for the +Inf bucket (as PromQL's ``histogram_quantile``). Returns
     ``{model: {"metric": name, "count": n, "q": {q: value}}}`` in the histogram's unit; empty when none."""
     for name in names:
@@ -152,7 +152,7 @@ def histogram_quantiles(store, names, qs=(0.5, 0.95, 0.99)) -> dict[str, dict]:
                 bound = float(le)
             except (TypeError, ValueError):
                 continue
-            _, inc = counter_increase(s)
+            inc = _window_increase(s)
             model = _model_label(s.labels)
             cum = by_model.setdefault(model, {})
             cum[bound] = cum.get(bound, 0.0) + float(inc.sum())
@@ -186,9 +186,14 @@ def histogram_mean(store, name: str) -> dict[str, tuple[float, int]]:
     acc: dict[str, list[float]] = {}
     for s in series(store, [f"{name}_sum", f"{name}_count"]):
         model = _model_label(s.labels)
-        _, inc = counter_increase(s)
+        inc = _window_increase(s)
         acc.setdefault(model, [0.0, 0.0])[0 if s.metric.endswith("_sum") else 1] += float(inc.sum())
     return {m: (v[0] / v[1], int(round(v[1]))) for m, v in acc.items() if v[1] > 0}
+
+
+def _window_increase(s: Series) -> np.ndarray:
+    """A cumulative series' increases during the window; a single scrape counts from the server's start."""
+    return s.values if len(s.values) == 1 else counter_increase(s)[1]
 
 
 def _model_label(labels: dict) -> str:
