@@ -6,105 +6,27 @@ from its /metrics with plain text parsing, not with triage's parser).
 Skipped, with the reason, when `.venv-vllm` is not installed (`make vllm`)."""
 from __future__ import annotations
 
-import random
 import re
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import requests
 
-from conftest import wait_until
-from remediations import vllm_server
+from h_llm_lab import analyse, families as _families, increase as _increase, jobs, need_vllm, run_load
 
-pytestmark = pytest.mark.skipif(vllm_server.available() is not None,
-                                reason=f"real vLLM unavailable: {vllm_server.available()}")
+pytestmark = need_vllm
 
 N_REQUESTS = 16
-WORDS = "the model serves tokens latency queue prefill decode cache request batch prompt answer".split()
-
-
-def _scrape(url: str) -> str:
-    return requests.get(url, timeout=10).text
-
-
-def _families(text: str, family: str) -> dict[str, float]:
-    """``{suffix+labels: value}`` of one family's samples in a /metrics text (only engine 0's series)."""
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(family) and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key[len(family):]] = float(value)
-    return out
-
-
-def _increase(before: str, after: str, family: str) -> dict[str, float]:
-    b, a = _families(before, family), _families(after, family)
-    return {k: v - b.get(k, 0.0) for k, v in a.items()}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Start the receiver and vLLM, run the light load, wait for every request's span; yields what the tests
-    read. Everything started here is stopped here."""
-    from collectors.receiver import Receiver
-    from collectors.store import Store
-
-    store = Store()
-    work = tmp_path_factory.mktemp("vllm-run")
-    with Receiver(store, port=0) as receiver:
-        server = vllm_server.VLLM(otlp_url=receiver.endpoint)
-        t0 = time.monotonic()
-        server.start()
-        try:
-            ready_s = time.monotonic() - t0
-            before = _scrape(server.metrics_url)
-            scrapes, stop = [], threading.Event()
-
-            def scraper():  # the server's /metrics every 0.5 s with the scrape time (ms), as a capture would
-                while not stop.is_set():
-                    text, ts = _scrape(server.metrics_url), int(time.time() * 1000)
-                    scrapes.append("\n".join(f"{line} {ts}" if line and not line.startswith("#") else line
-                                             for line in text.splitlines()))
-                    stop.wait(0.5)
-
-            rnd = random.Random(15)
-            jobs = [(" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(20, 200))), rnd.randint(16, 64))
-                    for _ in range(N_REQUESTS)]
-            th = threading.Thread(target=scraper, daemon=True)
-            th.start()
-            with ThreadPoolExecutor(2) as pool:  # light: two clients, closed loop
-                client = list(pool.map(lambda j: vllm_server.stream_completion(server.url, *j), jobs))
-            done_at = len(scrapes)
-            wait_until(lambda: len(scrapes) > done_at, 10, "a /metrics scrape after the last request")
-            stop.set()
-            th.join(10)
-            after = _scrape(server.metrics_url)
-
-            def received():
-                return store.scalar("SELECT count(*) FROM spans WHERE name = 'llm_request'") or 0
-            wait_until(lambda: received() >= N_REQUESTS, 30, f"{N_REQUESTS} llm_request spans at the receiver")
-        finally:
-            server.stop()
-    (work / "metrics.prom").write_text("\n".join(scrapes) + "\n")
-    yield {"store": store, "before": before, "after": after, "client": client, "ready_s": ready_s,
-           "metrics_file": work / "metrics.prom", "jobs": jobs}
+    """Two closed-loop clients, 16 requests of 20-200 words and 16-64 output tokens."""
+    return run_load(tmp_path_factory.mktemp("vllm-run"), jobs(N_REQUESTS, (20, 200), (16, 64)), concurrency=2)
 
 
 @pytest.fixture(scope="module")
 def analysis(run):
-    from analyzers import engine, report
-    from analyzers.session import load_constraints
-    from collectors.ingest import ingest_paths
-
-    store = run["store"]
-    ingested = ingest_paths(store, [run["metrics_file"]])
-    cons = load_constraints([run["metrics_file"]])
-    engine.prepare(store, cons)
-    findings = engine.run_rules(store, cons)
-    return report.build(store, ingested, findings, cons)
+    return analyse(run)
 
 
 ROUTE = "vllm llm_request"
