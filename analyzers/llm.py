@@ -28,10 +28,11 @@ from .stages import per_build
 MS = 1e3  # seconds -> ms
 
 _ATTR = "TRY_CAST(json_extract_string(s.attributes, '$.\"gen_ai.{}\"') AS DOUBLE)"
+_FINITE = "CASE WHEN isfinite({0}) AND {0} >= 0 THEN {0} END"
 
 # one row per request that has an LLM engine span: its route and the first engine span's figures (seconds)
 _PER_REQUEST = f"""
-WITH eng AS (
+WITH raw AS (
     SELECT r.trace_id, r.root_id, s.start_ns,
            {_ATTR.format('latency.time_to_first_token')} AS ttft,
            {_ATTR.format('latency.time_in_queue')} AS queue,
@@ -40,6 +41,13 @@ WITH eng AS (
            coalesce({_ATTR.format('usage.completion_tokens')}, {_ATTR.format('usage.output_tokens')}) AS out_tokens
     FROM spans s JOIN span_roots r ON r.trace_id = s.trace_id AND r.span_id = s.span_id
     WHERE contains(s.attributes, 'gen_ai.latency.time_to_first_token')
+),
+eng AS (  -- a value that is not a finite, non-negative number (text, inf, NaN, -5) is none
+    SELECT trace_id, root_id, start_ns,
+           {_FINITE.format('ttft')} AS ttft, {_FINITE.format('queue')} AS queue,
+           {_FINITE.format('prefill')} AS prefill, {_FINITE.format('decode')} AS decode,
+           {_FINITE.format('out_tokens')} AS out_tokens
+    FROM raw
 ),
 first AS (SELECT * FROM eng WHERE ttft IS NOT NULL
           QUALIFY row_number() OVER (PARTITION BY trace_id, root_id ORDER BY start_ns, ttft) = 1)

@@ -159,7 +159,7 @@ classified AS (
            CASE
              WHEN ev.queue_start IS NOT NULL THEN
                least(coalesce(k.compute_start, a.e), a.e) - greatest(ev.queue_start, a.b)
-             WHEN a.queue_attr_s IS NOT NULL THEN CAST(a.queue_attr_s * 1e9 AS BIGINT)
+             WHEN a.queue_attr_s IS NOT NULL THEN TRY_CAST(a.queue_attr_s * 1e9 AS BIGINT)  -- inf, NaN, 1e300: none
              ELSE 0
            END AS queue_raw_ns
     FROM a
@@ -183,10 +183,11 @@ _LLM_PHASES = """
 CREATE OR REPLACE TEMP TABLE _st_llm AS
 WITH raw AS (
     SELECT t, span_id,
-           greatest(coalesce(CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_prefill"')
-                                           AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS prefill_raw,
-           greatest(coalesce(CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_decode"')
-                                           AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS decode_raw
+           -- TRY_CAST: a value that is not a number, or not a finite one that fits (inf, NaN, 1e300), is none
+           greatest(coalesce(TRY_CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_prefill"')
+                                               AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS prefill_raw,
+           greatest(coalesce(TRY_CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_decode"')
+                                               AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS decode_raw
     FROM _st_spans WHERE contains(attrs, 'gen_ai.latency.time_in_model_')
 ),
 fit AS (
