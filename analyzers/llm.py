@@ -104,8 +104,8 @@ def token_latency_from_metrics(store) -> dict[str, dict]:
 
 def with_token_latency(store, latency: dict[str, dict]) -> dict[str, dict]:
     """``latency`` (route -> entry) with each LLM route's TTFT/ITL figures added: from its spans, else from the
-    histograms of the model its requests name (or of the only model the histograms know). New dicts: the
-    per-build cached entries are not changed."""
+    histograms of the model its requests name (``gen_ai.request.model``... = the histograms' ``model_name``).
+    New dicts: the per-build cached entries are not changed."""
     spans = token_latency(store)
     out = {route: {**d, **spans.get(route, {})} for route, d in latency.items()}
     hist = token_latency_from_metrics(store)
@@ -115,9 +115,7 @@ def with_token_latency(store, latency: dict[str, dict]) -> dict[str, dict]:
     for route, d in out.items():
         if "ttft_p95_ms" in d or "itl_p95_ms" in d:
             continue
-        model = models.get(route)
-        figures = hist.get(model) if model in hist else (next(iter(hist.values())) if len(hist) == 1 and
-                                                           model is None else None)
+        figures = hist.get(models.get(route))  # only a route whose requests name the histograms' model
         if figures:
             d.update(figures)
     return out

@@ -191,3 +191,21 @@ def test_a_single_scrape_counts_from_the_server_start():
     assert d["ttft_observations"] > 0 and d["ttft_p50_ms"] <= d["ttft_p95_ms"] <= d["ttft_p99_ms"]
     present = {m for (m,) in a.store.query("SELECT DISTINCT metric FROM samples")}
     assert {"vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"} <= present & set(LLM_GAUGES["kv_usage"])
+
+
+def test_histogram_figures_stay_off_routes_that_do_not_name_the_model(tmp_path):
+    """A route whose spans name no model, next to vLLM's metrics, gets no TTFT/ITL from them."""
+    import json
+
+    from analyzers.session import analyze
+
+    shutil.copy(VLLM_CAPTURE / "metrics.prom.gz", tmp_path / "vllm.prom.gz")
+    t0 = 1796135000 * 10**9
+    spans = [{"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": "GET /health", "kind": 2,
+              "startTimeUnixNano": str(t0 + i * 10**8), "endTimeUnixNano": str(t0 + i * 10**8 + 10**6)}
+             for i in range(5)]
+    (tmp_path / "web.json").write_text(json.dumps({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "web"}}]}, "scopeSpans": [{"spans": spans}]}]}))
+    lat = analyze([tmp_path]).report()["latency"]
+    assert list(lat) == ["web GET /health"]
+    assert not any(k.startswith(("ttft", "itl")) for k in lat["web GET /health"])
