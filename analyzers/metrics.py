@@ -13,7 +13,60 @@ GPU_UTIL = {  # name -> scale to a 0..1 fraction
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 1.0,
     "nv_gpu_utilization": 1.0,
 }
-PENDING = ("nv_inference_pending_request_count", "vllm:num_requests_waiting", "tgi_queue_size")
+PENDING = ("nv_inference_pending_request_count", "vllm:num_requests_waiting", "tgi_queue_size",
+           "sglang:num_queue_reqs")
+
+# LLM serving engines (DESIGN.md §9): each concept with every name it has had, current names first. vLLM V1
+# renamed gpu_cache_usage_perc -> kv_cache_usage_perc, gpu_prefix_cache_* -> prefix_cache_*,
+# time_per_output_token_seconds -> inter_token_latency_seconds. The OpenTelemetry GenAI metrics appear under
+# their dotted names (OTLP) or as Prometheus translates them (dots to underscores, unit appended).
+LLM_GAUGES: dict[str, tuple[str, ...]] = {
+    "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "tgi_queue_size"),
+    "running": ("vllm:num_requests_running", "sglang:num_running_reqs", "tgi_batch_current_size"),
+    "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),  # 0..1
+    "waiting_by_reason": ("vllm:num_requests_waiting_by_reason",),  # {reason=capacity|deferred}
+    "prefix_hit_rate": ("sglang:cache_hit_rate", "vllm:gpu_prefix_cache_hit_rate"),  # 0..1
+    "spec_accept_rate": ("sglang:spec_accept_rate",),  # 0..1
+    "batch_max_tokens": ("tgi_batch_current_max_tokens",),
+    "cache_config": ("vllm:cache_config_info",),  # labels block_size, num_gpu_blocks, ...
+}
+LLM_COUNTERS: dict[str, tuple[str, ...]] = {
+    "preemptions": ("vllm:num_preemptions_total", "vllm:num_preemptions", "sglang:num_retracted_reqs"),
+    "prefix_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total",
+                       "vllm:gpu_prefix_cache_queries"),
+    "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total",
+                    "vllm:gpu_prefix_cache_hits"),
+    "prompt_tokens": ("vllm:prompt_tokens_total",),
+    "generation_tokens": ("vllm:generation_tokens_total",),
+    "request_success": ("vllm:request_success_total",),  # {finished_reason=stop|length|abort}
+    "admission_rejections": ("vllm:admission_rejections_total",),
+    "spec_drafts": ("vllm:spec_decode_num_drafts_total",),
+    "spec_draft_tokens": ("vllm:spec_decode_num_draft_tokens_total",),
+    "spec_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens_total",),
+}
+# Histograms (base names; the store holds <name>_bucket{le}, _sum, _count), in seconds unless noted.
+LLM_HISTOGRAMS: dict[str, tuple[str, ...]] = {
+    "ttft": ("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds",
+             "gen_ai.server.time_to_first_token", "gen_ai_server_time_to_first_token_seconds"),
+    "itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
+            "sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds",
+            "gen_ai.server.time_per_output_token", "gen_ai_server_time_per_output_token_seconds"),
+    "e2e": ("vllm:e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds",
+            "gen_ai.server.request.duration", "gen_ai_server_request_duration_seconds", "tgi_request_duration"),
+    "queue": ("vllm:request_queue_time_seconds", "tgi_request_queue_duration"),
+    "prefill": ("vllm:request_prefill_time_seconds",),
+    "decode": ("vllm:request_decode_time_seconds",),
+    "inference": ("vllm:request_inference_time_seconds", "tgi_request_inference_duration"),
+    "request_tpot": ("vllm:request_time_per_output_token_seconds", "tgi_request_mean_time_per_token_duration"),
+    "prompt_tokens": ("vllm:request_prompt_tokens", "tgi_request_input_length"),  # tokens
+    "generation_tokens": ("vllm:request_generation_tokens", "tgi_request_generated_tokens"),  # tokens
+    "max_tokens": ("vllm:request_params_max_tokens", "tgi_request_max_new_tokens"),  # tokens
+    "request_preemptions": ("vllm:request_num_preemptions",),  # count
+    "iteration_tokens": ("vllm:iteration_tokens_total",),  # tokens per engine step
+    "validation": ("tgi_request_validation_duration",),
+    "batch_forward": ("tgi_batch_forward_duration", "tgi_batch_decode_duration", "tgi_batch_filter_duration"),
+    "token_usage": ("gen_ai.client.token.usage", "gen_ai_client_token_usage"),  # tokens
+}
 
 
 @dataclass
@@ -83,3 +136,77 @@ def triton_queue_per_request(store) -> list[tuple[np.ndarray, np.ndarray, np.nda
         ok = (dn > 0) & (dt > 0)
         out.append((ts[ok], dn[ok] / dt[ok], dq[ok] / dn[ok] / 1000.0))
     return out
+
+
+def histogram_quantiles(store, names, qs=(0.5, 0.95, 0.99)) -> dict[str, dict]:
+    """Per histogram family (the first of ``names`` present) and ``model_name`` label: the quantiles ``qs`` of
+    the observations made during the window, from the increase of each cumulative ``_bucket{le}`` counter
+    between its first and last sample (resets handled; a single scrape counts from the server's start), summed over the other labels; linear within a bucket,
+    the top finite bound for the +Inf bucket (as PromQL's ``histogram_quantile``). Returns
+    ``{model: {"metric": name, "count": n, "q": {q: value}}}`` in the histogram's unit; empty when none."""
+    for name in names:
+        by_model: dict[str, dict[float, float]] = {}
+        for s in series(store, [f"{name}_bucket"]):
+            le = s.labels.get("le")
+            try:
+                bound = float(le)
+            except (TypeError, ValueError):
+                continue
+            inc = _window_increase(s)
+            model = _model_label(s.labels)
+            cum = by_model.setdefault(model, {})
+            cum[bound] = cum.get(bound, 0.0) + float(inc.sum())
+        out = {}
+        for model, cum in by_model.items():
+            bounds = sorted(cum)
+            counts = np.maximum.accumulate(np.array([cum[b] for b in bounds]))  # cumulative: never decreasing
+            total = counts[-1] if len(counts) else 0.0
+            if total <= 0 or not np.isinf(bounds[-1]):
+                continue
+            qv = {}
+            for q in qs:
+                rank = q * total
+                i = int(np.searchsorted(counts, rank, side="left"))
+                if np.isinf(bounds[i]):
+                    qv[q] = bounds[-2] if len(bounds) > 1 else float("nan")
+                    continue
+                lo_b = bounds[i - 1] if i > 0 else 0.0
+                lo_c = counts[i - 1] if i > 0 else 0.0
+                width = counts[i] - lo_c
+                qv[q] = lo_b + (bounds[i] - lo_b) * ((rank - lo_c) / width if width > 0 else 1.0)
+            out[model] = {"metric": name, "count": int(round(total)), "q": qv}
+        if out:
+            return out
+    return {}
+
+
+def histogram_mean(store, name: str) -> dict[str, tuple[float, int]]:
+    """Per ``model_name``: (mean, count) of a histogram's observations during the window, from the increases
+    of its ``_sum`` and ``_count`` counters (exact, unlike bucket quantiles)."""
+    acc: dict[str, list[float]] = {}
+    for s in series(store, [f"{name}_sum", f"{name}_count"]):
+        model = _model_label(s.labels)
+        inc = _window_increase(s)
+        acc.setdefault(model, [0.0, 0.0])[0 if s.metric.endswith("_sum") else 1] += float(inc.sum())
+    return {m: (v[0] / v[1], int(round(v[1]))) for m, v in acc.items() if v[1] > 0}
+
+
+def _window_increase(s: Series) -> np.ndarray:
+    """A cumulative series' increases during the window; a single scrape counts from the server's start."""
+    return s.values if len(s.values) == 1 else counter_increase(s)[1]
+
+
+def _model_label(labels: dict) -> str:
+    """The served model a series is about: vLLM/SGLang ``model_name``, OTel GenAI ``gen_ai_request_model``."""
+    return (labels.get("model_name") or labels.get("gen_ai_request_model") or labels.get("model")
+            or labels.get("model_id") or "")
+
+
+def quantile_series_median(store, name: str, q: float) -> dict[str, float]:
+    """Per model: the median over the window of a quantile series computed by Prometheus (live mode stores
+    ``histogram_quantile`` over a 1-minute rate as ``<name>:p50|p95|p99``); NaN steps (no traffic) ignored."""
+    out: dict[str, list[float]] = {}
+    for s in series(store, [f"{name}:p{round(q * 100)}"]):
+        v = s.values[np.isfinite(s.values)]
+        out.setdefault(_model_label(s.labels), []).extend(v.tolist())
+    return {m: float(np.median(v)) for m, v in out.items() if v}

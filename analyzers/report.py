@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import latency, stages
+from . import latency, llm, stages
 from .finding import Finding
 from .markdown import md
 
@@ -31,12 +31,15 @@ def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
             "incomplete": incomplete_inputs(store),
             "problems": {"count": ingest.problems.count, "items": ingest.problems.items},
         },
-        "latency": latency.route_latency(store),
+        "latency": llm.with_token_latency(store, latency.route_latency(store)),  # + TTFT/ITL on LLM routes
         "stages": {route: {stage: {k: v for k, v in d.items() if k != "cohort"} for stage, d in st.items()}
                    for route, st in latency.stage_breakdown(store).items()},
         "stage_sources": stages.stage_sources(store),  # span name → stage → how it was assigned
         "findings": [f.to_dict() for f in findings],
     }
+    ttft = llm.ttft_breakdown(store)
+    if ttft:
+        rep["ttft_breakdown"] = ttft  # only with LLM engine spans
     if constraints is not None:
         from .budget import budget_table
 
@@ -78,6 +81,25 @@ def exit_code(report: dict, fail_on: str | None) -> int:
     return 1 if any(f["severity"] in levels for f in report["findings"]) else 0
 
 
+def _token_latency_md(report: dict) -> list[str]:
+    """The LLM routes' TTFT/ITL table and the TTFT tail decomposition (nothing for other routes)."""
+    rows = {r: d for r, d in report["latency"].items() if "ttft_p95_ms" in d or "itl_p95_ms" in d}
+    if not rows:
+        return []
+    f = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = ["", "### Time to first token and between tokens", "",
+             "| route | TTFT p50 ms | TTFT p95 ms | TTFT p99 ms | ITL p50 ms | ITL p95 ms | ITL p99 ms | source |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for route, d in rows.items():
+        src = d.get("token_latency_source") or d.get("ttft_source") or d.get("itl_source") or ""
+        lines.append(f"| {md(route)} | " + " | ".join(f(d.get(f"{k}_p{q}_ms")) for k in ("ttft", "itl")
+                                                        for q in (50, 95, 99)) + f" | {md(src)} |")
+    for route, b in report.get("ttft_breakdown", {}).items():
+        lines += ["", f"TTFT tail ({b['cohort']} requests at or above the TTFT p95) — {md(route)}: " + ", ".join(
+            f"{part} {b[part]['share']:.0%} (p50 {b[part]['p50_ms']:.1f} ms)" for part in ("queue", "prefill", "frontend"))]
+    return lines
+
+
 _ICON = {"error": "⛔", "critical": "🔴", "warning": "🟠", "info": "ℹ️"}
 
 
@@ -112,6 +134,7 @@ def to_markdown(report: dict) -> str:
     for route, d in report["latency"].items():
         lines.append(f"| {md(route)} | {d['requests']:,} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} | {d['p99_ms']:.1f} | "
                      f"{d['error_rate']:.2%} |")
+    lines += _token_latency_md(report)
     for route, st in report["stages"].items():
         lines += ["", f"### Where p95 goes — {md(route)}", "", "| stage | share of p95 tail | p50 ms | p95 ms |",
                   "|---|---:|---:|---:|"]

@@ -3,7 +3,8 @@
 Self time = the span's duration minus the union of its children's intervals (clipped to the span).
 Triton's model span carries its queue phase as events (``QUEUE_START`` → the child's ``COMPUTE_START``),
 vLLM carries it as ``gen_ai.latency.time_in_queue``: that part of the self time is carved out as
-``queue``. Spans are grouped into requests by walking parent links from each root, across services
+``queue``, and then vLLM's ``time_in_model_prefill`` / ``time_in_model_decode`` as ``prefill`` / ``decode``
+(``_LLM_PHASES``). Spans are grouped into requests by walking parent links from each root, across services
 (a gateway CLIENT span is the parent of Triton's ``InferRequest`` through W3C traceparent).
 
 Outputs (rebuilt by ``build``):
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from collectors.store import span_key, trace_key
 
-STAGES = ("request", "preprocess", "queue", "inference", "postprocess", "network", "other")
+STAGES = ("request", "preprocess", "queue", "prefill", "decode", "inference", "postprocess", "network", "other")
 
 # Names of calls that reach a model server: a CLIENT span matching this with no traced callee is inference.
 MODEL_SERVER_CALL = r"(/v2/models|/infer\b|:predict|/predict|/generate|/v1/completions|/v1/chat|/v1/embeddings|triton|torchserve|kserve|vllm|\btgi\b)"
@@ -170,7 +171,7 @@ classified AS (
            CASE
              WHEN ev.queue_start IS NOT NULL THEN
                least(coalesce(k.compute_start, a.e), a.e) - greatest(ev.queue_start, a.b)
-             WHEN a.queue_attr_s IS NOT NULL THEN CAST(a.queue_attr_s * 1e9 AS BIGINT)
+             WHEN a.queue_attr_s IS NOT NULL THEN TRY_CAST(a.queue_attr_s * 1e9 AS BIGINT)  -- inf, NaN, 1e300: none
              ELSE 0
            END AS queue_raw_ns
     FROM a
@@ -210,6 +211,29 @@ SELECT n.name, x.stage, x.source, sum(x.spans)::BIGINT AS spans
 FROM (SELECT nid, stage, stage_source AS source, count(*) AS spans FROM _st_times GROUP BY ALL) x
 JOIN _st_names n USING (nid) GROUP BY ALL
 """
+# LLM engines (vLLM's ``llm_request`` span): the generation's prefill and decode phases, from the span's own
+# ``gen_ai.latency.time_in_model_prefill`` / ``time_in_model_decode`` (float seconds), are carved out of the
+# span's self time after its queue time, each clamped to what is left, so that the request's stages still add
+# up to its end-to-end time. What remains of the engine span (arrival to the engine's queue, output handling)
+# stays in the span's own stage.
+_LLM_PHASES = """
+CREATE OR REPLACE TEMP TABLE _st_llm AS
+WITH raw AS (
+    SELECT t, sid,
+           -- TRY_CAST: a value that is not a number, or not a finite one that fits (inf, NaN, 1e300), is none
+           greatest(coalesce(TRY_CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_prefill"')
+                                               AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS prefill_raw,
+           greatest(coalesce(TRY_CAST(TRY_CAST(json_extract_string(attrs, '$."gen_ai.latency.time_in_model_decode"')
+                                               AS DOUBLE) * 1e9 AS BIGINT), 0), 0) AS decode_raw
+    FROM _st_spans WHERE contains(attrs, 'gen_ai.latency.time_in_model_')
+),
+fit AS (
+    SELECT x.t, x.root, x.sid, least(r.prefill_raw, x.self_ns - x.queue_ns) AS prefill_ns, r.decode_raw,
+           x.self_ns - x.queue_ns AS left_ns
+    FROM raw r JOIN _st_times x USING (t, sid)
+)
+SELECT t, root, sid, prefill_ns, least(decode_raw, left_ns - prefill_ns) AS decode_ns FROM fit
+"""
 _SPAN_TIMES_OUT = """
 CREATE OR REPLACE TABLE span_times AS SELECT * EXCLUDE (t, sid, root, model_call, nid) FROM _st_times
 """
@@ -235,9 +259,14 @@ CREATE OR REPLACE TABLE requests AS SELECT * EXCLUDE (t, root) FROM _st_requests
 _REQUEST_STAGES = """
 CREATE OR REPLACE TABLE request_stages AS
 WITH parts AS (
-    SELECT t, root, stage, self_ns - queue_ns AS ns FROM _st_times
+    SELECT x.t, x.root, x.stage, x.self_ns - x.queue_ns - coalesce(l.prefill_ns + l.decode_ns, 0) AS ns
+    FROM _st_times x LEFT JOIN _st_llm l USING (t, sid)
     UNION ALL
     SELECT t, root, 'queue', queue_ns FROM _st_times WHERE queue_ns > 0
+    UNION ALL
+    SELECT t, root, 'prefill', prefill_ns FROM _st_llm WHERE prefill_ns > 0
+    UNION ALL
+    SELECT t, root, 'decode', decode_ns FROM _st_llm WHERE decode_ns > 0
 ),
 per_stage AS (SELECT t, root, stage, sum(ns)::BIGINT AS ns FROM parts GROUP BY ALL)
 SELECT q.trace_id, q.root_id, q.route, p.stage, p.ns
@@ -287,7 +316,8 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
         con.execute(_KEYED)
         if con.execute("SELECT count(*) - count(DISTINCT (t, sid)) FROM _st_spans").fetchone()[0]:
             con.execute(_DEDUPLICATE)  # duplicates (counted as a problem at ingest): the longest is used
-        for sql in (_TREE, _EVENTS, _CHILDREN, names, span_times, _BY_POSITION, _STAGE_SOURCES, _SPAN_TIMES_OUT):
+        for sql in (_TREE, _EVENTS, _CHILDREN, names, span_times, _BY_POSITION, _LLM_PHASES, _STAGE_SOURCES,
+                    _SPAN_TIMES_OUT):
             con.execute(sql)
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'span_roots' "
                            "AND table_schema = 'main'").fetchone()
@@ -295,5 +325,6 @@ def build(store, rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
             con.execute("DROP TABLE span_roots")  # a store written by an older triage
         for sql in (_SPAN_ROOTS, _REQUESTS, _REQUESTS_OUT, _REQUEST_STAGES):
             con.execute(sql)
-        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_names", "_st_times", "_st_requests"):
+        for work in ("_st_spans", "_st_tree", "_st_events", "_st_children", "_st_names", "_st_times", "_st_llm",
+                     "_st_requests"):
             con.execute(f"DROP TABLE IF EXISTS {work}")

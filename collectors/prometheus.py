@@ -41,19 +41,43 @@ KNOWN: dict[str, str] = {
     # vLLM (new and old names)
     "vllm:num_requests_waiting": "sum by (model_name) ({m})", "vllm:num_requests_running": "sum by (model_name) ({m})",
     "vllm:kv_cache_usage_perc": "avg by (model_name) ({m})", "vllm:gpu_cache_usage_perc": "avg by (model_name) ({m})",
+    "vllm:num_requests_waiting_by_reason": "sum by (model_name, reason) ({m})",
+    "vllm:cache_config_info": "max by (block_size, num_gpu_blocks) ({m})",
+    **{m: "sum by (model_name) ({m})" for m in (
+        "vllm:num_preemptions_total", "vllm:num_preemptions", "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total",
+        "vllm:gpu_prefix_cache_queries", "vllm:gpu_prefix_cache_hits", "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total", "vllm:admission_rejections_total", "vllm:spec_decode_num_drafts_total",
+        "vllm:spec_decode_num_draft_tokens_total", "vllm:spec_decode_num_accepted_tokens_total")},
+    "vllm:request_success_total": "sum by (model_name, finished_reason) ({m})",
+    "vllm:gpu_prefix_cache_hit_rate": "avg by (model_name) ({m})",
     # TGI
-    "tgi_queue_size": "sum({m})", "tgi_batch_current_size": "sum({m})",
+    "tgi_queue_size": "sum({m})", "tgi_batch_current_size": "sum({m})", "tgi_batch_current_max_tokens": "sum({m})",
+    # SGLang
+    **{f"sglang:{m}": "sum by (model_name) ({m})" for m in ("num_running_reqs", "num_queue_reqs", "num_retracted_reqs")},
+    **{f"sglang:{m}": "avg by (model_name) ({m})" for m in ("token_usage", "cache_hit_rate", "spec_accept_rate")},
     # TorchServe
     "ts_queue_latency_microseconds": "sum by (model_name) ({m})",
     "ts_inference_latency_microseconds": "sum by (model_name) ({m})",
 }
-# latency histograms: a p95 series per model, computed by the server
+# latency histograms: a p95 series per model, computed by the server (p50 and p99 too for TOKEN_LATENCY)
 HISTOGRAMS: dict[str, str] = {
     "vllm:e2e_request_latency_seconds": "model_name", "vllm:time_to_first_token_seconds": "model_name",
     "vllm:request_queue_time_seconds": "model_name", "tgi_request_queue_duration": "",
+    "vllm:inter_token_latency_seconds": "model_name", "vllm:time_per_output_token_seconds": "model_name",
+    "vllm:request_prefill_time_seconds": "model_name", "vllm:request_decode_time_seconds": "model_name",
+    "sglang:time_to_first_token_seconds": "model_name", "sglang:inter_token_latency_seconds": "model_name",
+    "sglang:e2e_request_latency_seconds": "model_name",
+    "gen_ai_server_time_to_first_token_seconds": "gen_ai_request_model",
+    "gen_ai_server_time_per_output_token_seconds": "gen_ai_request_model",
+    "gen_ai_server_request_duration_seconds": "gen_ai_request_model",
+    "tgi_request_duration": "", "tgi_request_inference_duration": "", "tgi_request_mean_time_per_token_duration": "",
     "request_preprocess_seconds": "model_name", "request_predict_seconds": "model_name",
     "request_postprocess_seconds": "model_name",
 }
+
+# time to first token / between tokens: the LLM latency table reports their p50, p95 and p99
+TOKEN_LATENCY = frozenset(h for h in HISTOGRAMS if "first_token" in h or "inter_token" in h or "per_output_token" in h)
 
 
 class PrometheusError(RuntimeError):
@@ -237,7 +261,9 @@ class PrometheusSource:
         for h, by in HISTOGRAMS.items():
             if f"{h}_bucket" in present:
                 labels = f"le, {by}" if by else "le"
-                out.append((f"{h}:p95", f"histogram_quantile(0.95, sum by ({labels}) (rate({h}_bucket[1m])))"))
+                for q in (0.5, 0.95, 0.99) if h in TOKEN_LATENCY else (0.95,):
+                    out.append((f"{h}:p{round(q * 100)}",
+                                f"histogram_quantile({q}, sum by ({labels}) (rate({h}_bucket[1m])))"))
         return out
 
     def fetch(self, store, start: datetime, end: datetime, step_s: float) -> int:

@@ -3,7 +3,9 @@
 What: per time bucket, request rate vs mean per-request queue time (from trace stages, or from Triton's
 cumulative queue counters). Fires when queueing is a real part of the p95 tail and it grows with the
 request rate (rank correlation and high-load/low-load ratio), or grows over time at steady load;
-pending-request gauges (Triton, vLLM, TGI) that climb are the same signal from metrics.
+pending-request gauges (Triton, vLLM, TGI) that climb are the same signal from metrics. Without a trend, it
+also fires in its saturation form: the model server is busy most of the capture (the union of its compute
+intervals) and queueing is a real part of the tail, at a steady rate.
 Why: past the knee of the utilization curve, queueing delay grows without bound; p95 follows traffic.
 Fix: add capacity that follows load (autoscale on queue depth), admission control, batching.
 """
