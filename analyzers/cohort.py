@@ -25,7 +25,7 @@ def analyze_cohort(store, flt: Filter, paths=(), constraints_file: str | None = 
                  ("model_configs", ("path", "model", "text"), "SELECT path, model, text FROM model_configs", ()))
         with sub.writer() as con:
             for table, cols, sql, params in parts:
-                batch = src.execute(sql, list(params)).arrow()  # noqa: F841 (read by name below)
+                batch = src.sql(sql, params=list(params)).to_arrow_table()
                 con.register("_cohort_batch", batch)
                 con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM _cohort_batch")
                 con.unregister("_cohort_batch")

@@ -140,8 +140,9 @@ class RequestsScreen(Screen):
             f"row {at:,}/{self.total:,}  [dim](s/S sort, / filter, Enter trace)[/]")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if not self.rows or self.fetching:
-            return
+        table = self.query_one("#requests", DataTable)
+        if not self.rows or self.fetching or event.cursor_row != table.cursor_row:
+            return  # stale: posted while the window was being replaced
         row = event.cursor_row
         absolute = self.first + row
         near_end = row >= len(self.rows) - MARGIN and self.first + len(self.rows) < self.total
