@@ -108,10 +108,8 @@ def build(trace_id: str, spans: list[Span]) -> Trace:
             seen.add(s.span_id)
             for c in s.children:
                 c.depth = s.depth + 1
-                c.b = max(c.start_ns, s.b)
+                c.b = min(max(c.start_ns, s.b), s.e)   # a child wholly after its parent's end: empty, at the end
                 c.e = max(min(c.end_ns, s.e), c.b)
-                c.b = min(c.b, s.e)
-                c.e = max(c.e, c.b)
                 stack.append(c)
             s.self_ns = max(0, (s.e - s.b) - _union([(c.b, c.e) for c in s.children]))
     for s in by_id.values():  # a parent cycle: never reached from a root; shown as roots of their own

@@ -6,7 +6,7 @@ import pytest
 
 from analyzers import trace as tr
 from analyzers.trace import Span, build
-from conftest import ROOT, analysis_of
+from conftest import ROOT, SAMPLES, analysis_of
 
 TRITON = ROOT / "tests" / "fixtures" / "captures" / "triton-gateway-mixed"
 
@@ -51,6 +51,14 @@ def test_grandchildren_and_a_child_outliving_its_parent_is_clipped():
     assert sum(s.self_ns for s in t.spans.values()) == 100
 
 
+def test_a_child_wholly_after_its_parent_is_empty_at_the_parents_end():
+    # a call's server side that ran after the caller gave up (retry storms): never inflates the trace
+    t, path = crit([sp("r", None, 0, 100), sp("a", "r", 10, 50), sp("late", "a", 5000, 9000)])
+    late = t.spans["late"]
+    assert (late.b, late.e) == (50, 50) and late.self_ns == 0 and late.critical_ns == 0
+    assert (t.start_ns, t.end_ns) == (0, 100) and sum(s.self_ns for s in t.spans.values()) == 100
+
+
 def test_orphans_cycles_and_duplicates_do_not_break_the_tree():
     spans = [sp("r", None, 0, 10), sp("x", "missing", 3, 5), sp("p", "q", 0, 1), sp("q", "p", 0, 1),
              sp("r", None, 0, 12)]
@@ -75,6 +83,25 @@ def test_ten_thousand_spans_build_quickly_and_deep_trees_do_not_recurse():
 @pytest.fixture(scope="module")
 def triton():
     return analysis_of(str(TRITON))
+
+
+def test_retry_storm_traces_match_stage_attribution_span_for_span():
+    a = analysis_of(str(SAMPLES / "retry-storm"))
+    tids = [r[0] for r in a.store.query("SELECT trace_id FROM requests ORDER BY duration_ns DESC, trace_id LIMIT 20")]
+    for tid in tids:
+        t = tr.load(a.store, tid)
+        own = dict(a.store.query("SELECT span_id, self_ns FROM span_times WHERE trace_id = ?", [tid]))
+        assert {s.span_id: s.self_ns for s in t.spans.values() if s.span_id in own} == own
+        for r in t.roots:
+            total, e2e = tr.request_sum(t, r.span_id)
+            assert total == e2e and sum(e - b for sid, b, e in t.critical if _under(t, sid, r)) == e2e
+
+
+def _under(t, sid, root):
+    s = t.spans[sid]
+    while s.parent is not None:
+        s = s.parent
+    return s is root
 
 
 def test_triton_exemplar_exclusive_times_add_up_and_match_stage_attribution(triton):

@@ -69,7 +69,9 @@ class TraceScreen(Screen):
     def on_waterfall_selected(self, msg: Waterfall.Selected) -> None:
         s = msg.span
         lines = [f"[b]{esc(s.service)}: {esc(s.name)}[/]  [dim]span {s.span_id} · kind {s.kind}[/]",
-                 f"stage [b]{esc(s.stage or '-')}[/] · duration {(s.e - s.b) / 1e6:.3f} ms · exclusive "
+                 f"stage [b]{esc(s.stage or '-')}[/] · duration {(s.end_ns - s.start_ns) / 1e6:.3f} ms"
+                 + (f" ({(s.e - s.b) / 1e6:.3f} inside its parent)" if (s.e - s.b) != (s.end_ns - s.start_ns) else "")
+                 + " · exclusive "
                  f"{s.self_ns / 1e6:.3f} ms" + (f" (queue {s.queue_ns / 1e6:.3f} ms)" if s.queue_ns else "")
                  + (f" · critical path {s.critical_ns / 1e6:.3f} ms" if s.critical_ns else ""),
                  f"status {s.status_code}" + (f" {esc(s.status_message)}" if s.status_message else "")]
