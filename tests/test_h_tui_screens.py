@@ -210,3 +210,46 @@ async def test_help_lists_every_live_binding_and_the_readme_matches_it():
         # every binding of the app and its screens is in the list
         bound = {(b.key, b.description) for b in TriageApp.BINDINGS if b.description}
         assert all(any(what == d for _, _, what in keys()) for _, d in bound)
+
+
+def test_command_line_parsing():
+    import pytest
+
+    from tui.screens.command import parse_command
+
+    assert parse_command(":requests") == ("requests", "")
+    assert parse_command("req") == ("requests", "")
+    assert parse_command(":trace  abc ") == ("trace", "abc")
+    assert parse_command(":filter duration>1s status=error") == ("filter", "duration>1s status=error")
+    assert parse_command(":filter") == ("filter", "")
+    for bad, says in ((":", "type a command"), (":frobnicate", "unknown command"), (":f", "could be"),
+                      (":trace", "needs a trace id"), (":filter duration>soon", "duration>soon")):
+        with pytest.raises(ValueError, match=says):
+            parse_command(bad)
+
+
+async def test_command_line_opens_a_trace_and_sets_a_filter():
+    app = TriageApp(paths=[str(SAMPLES / "slow-tokenizer")], source_title="sample")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        tid = app.store.query("SELECT trace_id FROM requests ORDER BY duration_ns DESC, trace_id LIMIT 1")[0][0]
+        await pilot.press("colon")
+        app.screen.query_one(Input).value = "nonsense"
+        await pilot.press("enter")
+        assert "unknown command" in str(app.screen.query_one("#command-error", Static).render())
+        app.screen.query_one(Input).value = f"trace {tid}"
+        await pilot.press("enter")
+        await _settle(pilot)
+        assert isinstance(app.screen, TraceScreen) and app.screen.trace is not None
+        assert app.screen.trace.trace_id == tid
+        await pilot.press("escape", "colon")
+        app.screen.query_one(Input).value = ":filter status=error"
+        await pilot.press("enter")
+        await _settle(pilot)
+        assert isinstance(app.screen, RequestsScreen) and app.filter.text == "status=error"
+        assert app.screen.total == rq.count(app.store, rq.compile_filter("status=error"))
+        await pilot.press("colon")
+        app.screen.query_one(Input).value = ":trace 0000"
+        await pilot.press("enter")
+        await _settle(pilot)
+        assert "No spans of trace 0000" in str(app.screen.query_one("#trace-summary", Static).render())

@@ -30,6 +30,7 @@ class TriageApp(App):
         Binding("r", "show('requests')", "Requests"),
         Binding("slash", "filter", "Filter"),
         Binding("F", "cohort", "Rules on filtered cohort"),
+        Binding("colon", "command", "Command line"),
         Binding("escape", "back", "Back", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -292,19 +293,44 @@ class TriageApp(App):
     def open_trace(self, trace_id: str) -> None:
         self.push_screen(TraceScreen(trace_id))
 
-    def action_filter(self) -> None:
-        def done(flt) -> None:
-            if flt is None:
-                return
-            self.filter = flt
-            base = self.sub_title.split(" · filter: ")[0]
-            self.sub_title = f"{base} · filter: {flt.text}" if flt else base
-            if isinstance(self.screen, RequestsScreen):
-                self.requests.reload()
-            elif self._named(self.screen) != "requests":
-                self.action_show("requests")
+    def action_command(self) -> None:
+        from .screens.command import CommandScreen
 
-        self.push_screen(FilterScreen(self.filter.text), done)
+        def done(cmd) -> None:
+            if cmd is None:
+                return
+            name, arg = cmd
+            if name in ("overview", "findings", "budget", "requests"):
+                self.action_show(name)
+            elif name == "trace":
+                self.open_trace(arg)
+            elif name == "filter":
+                from analyzers.requests import compile_filter
+
+                self.set_filter(compile_filter(arg))
+            elif name == "cohort":
+                self.action_cohort()
+            elif name == "help":
+                self.action_help()
+            elif name == "quit":
+                self.exit()
+
+        self.push_screen(CommandScreen(), done)
+
+    def action_filter(self) -> None:
+        self.push_screen(FilterScreen(self.filter.text), self.set_filter)
+
+    def set_filter(self, flt) -> None:
+        """Scope the requests table to ``flt`` (None: the dialog was cancelled), shown in the header."""
+        if flt is None:
+            return
+        self.filter = flt
+        base = self.sub_title.split(" · filter: ")[0]
+        self.sub_title = f"{base} · filter: {flt.text}" if flt else base
+        if isinstance(self.screen, RequestsScreen):
+            self.requests.reload()
+        else:
+            self.action_show("requests")
 
     def action_cohort(self) -> None:
         """F: the rules again, on the requests the filter selects (or the whole capture when there is none)."""

@@ -16,6 +16,7 @@ def display(key: str) -> str:
 
 def _where():
     from .app import TriageApp
+    from .screens.command import CommandScreen
     from .screens.findings import FindingsScreen
     from .screens.filter import FilterScreen
     from .screens.help import HelpScreen
@@ -27,6 +28,7 @@ def _where():
 
     return (("everywhere", (TriageApp,)), ("overview", (OverviewScreen,)), ("findings", (FindingsScreen,)),
             ("requests", (RequestsScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
+            ("command line", (CommandScreen,)),
             ("fix preview", (PreviewScreen,)), ("fix result", (ResultScreen,)), ("help", (HelpScreen,)))
 
 
