@@ -19,7 +19,7 @@ from analyzers.requests import COLUMN_NAMES, Filter
 
 from ..format import esc
 
-PAGE = 200
+PAGE = 100
 MARGIN = 20   # rows from the window's edge at which the neighbouring window is fetched
 LABELS = {"start": "start s", "e2e_ms": "e2e ms", "pre": "pre", "queue": "queue", "infer": "infer", "post": "post",
           "net": "net", "req": "req", "other": "other", "calls": "calls", "input": "input", "trace_id": "trace"}
