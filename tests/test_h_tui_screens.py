@@ -253,3 +253,42 @@ async def test_command_line_opens_a_trace_and_sets_a_filter():
         await pilot.press("enter")
         await _settle(pilot)
         assert "No spans of trace 0000" in str(app.screen.query_one("#trace-summary", Static).render())
+
+
+async def test_a_ten_thousand_span_trace_renders_only_the_rows_on_screen(tmp_path):
+    import json
+
+    from analyzers.trace import Span, build, to_otlp
+
+    tid = "ab" * 16
+    t0 = 1_796_029_103_000_000_000
+    spans = [Span(tid, "%016x" % 1, None, "gw", "POST /big", 2, t0, t0 + 10_000_000)]
+    spans += [Span(tid, "%016x" % (i + 2), "%016x" % 1, "gw", f"step {i}", 1, t0 + i * 1000, t0 + i * 1000 + 900)
+              for i in range(9_999)]
+    cap = tmp_path / "big.json"
+    cap.write_text(json.dumps(to_otlp(build(tid, spans))))
+    drawn = []
+    orig = Waterfall.render_line
+
+    def counting(self, y):
+        drawn.append(y)
+        return orig(self, y)
+
+    Waterfall.render_line = counting
+    try:
+        app = TriageApp(paths=[str(cap)])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _settle(pilot)
+            app.open_trace(tid)
+            await _settle(pilot)
+            wf = app.screen.query_one(Waterfall)
+            assert len(wf.rows) == 10_000
+            drawn.clear()
+            await pilot.press("pagedown", "pagedown", "end")
+            await pilot.pause()
+            assert wf.cursor == 9_999 and wf.selected().name == "step 9998"
+            assert 0 < len(drawn) <= 4 * wf.size.height  # the rows on screen, not 10,000
+            await pilot.press("home", "space")           # fold the root: one row left
+            assert len(wf.rows) == 1
+    finally:
+        Waterfall.render_line = orig

@@ -70,14 +70,17 @@ def test_orphans_cycles_and_duplicates_do_not_break_the_tree():
 
 def test_ten_thousand_spans_build_quickly_and_deep_trees_do_not_recurse():
     spans = [sp("root", None, 0, 10_000_000)]
-    spans += [sp(f"c{i}", "root", i * 1000, i * 1000 + 900) for i in range(5000)]
-    spans += [sp(f"d{i}", "d" + str(i - 1) if i else "c0", 0, 900 - i // 10) for i in range(5000)]  # a chain
+    spans += [sp(f"c{i}", "root", i * 1000, i * 1000 + 900) for i in range(8000)]
+    spans += [sp(f"d{i}", "d" + str(i - 1) if i else "c0", 0, 900 - i // 10) for i in range(2000)]  # a chain
     t0 = time.perf_counter()
     t = build("t1", spans)
     took = time.perf_counter() - t0
-    assert len(t.order()) == 10_001 and max(s.depth for s in t.spans.values()) == 5001
+    assert len(t.order()) == 10_001 and max(s.depth for s in t.spans.values()) == 2001
     assert sum(e - b for _, b, e in t.critical) == 10_000_000
-    assert took < 5, took  # generous: about 0.1 s here; a quadratic walk would take minutes
+    assert all(t.spans[f"c{i}"].critical_ns == 900 for i in range(1, 8000))  # sequential siblings: all on it
+    assert t.spans["d1999"].critical_ns == 900 - 199  # the deepest span of c0's chain ends the walk there
+    # generous: about 0.1 s here; scanning every sibling at each step of the walk took ~30 s (8,000 siblings)
+    assert took < 5, took
 
 
 @pytest.fixture(scope="module")

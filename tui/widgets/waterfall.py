@@ -1,8 +1,9 @@
 """A trace waterfall that renders only the rows on screen (Textual's line API): 10k-span traces stay fast.
 
 Each row: fold marker, critical-path mark, indented span name, exclusive ms, and a bar on the trace's time
-axis coloured by the span's stage. The critical path is marked with ``●`` and drawn with ``█`` (other spans
-``▒``), so it reads without colour too (NO_COLOR).
+axis coloured by the span's stage (a queue carved out of a span's own time, as Triton's, in the queue
+colour). The critical path is marked with ``●`` and drawn with ``█`` (other spans ``▒``), so it reads
+without colour too (NO_COLOR).
 """
 from __future__ import annotations
 
@@ -126,11 +127,17 @@ class Waterfall(ScrollView, can_focus=True):
         e = max(b + 1, int(round((s.e - self.trace.start_ns) * bar_w / span_ns)))
         e = min(e, bar_w)
         b = min(b, bar_w - 1)
-        colour = STAGE_COLOURS.get(s.stage, "white")
+        colour = Style(color=STAGE_COLOURS.get(s.stage, "white"))
         ch = "█" if s.critical_ns else "▒"
+        bar = [(b, e, colour)]
+        if s.queue_ns:  # the queue carved out of this span's own time (Triton: QUEUE_START → COMPUTE_START)
+            q0 = max(s.b, next((ts for n, ts, _ in s.events if n == "QUEUE_START"), s.b))
+            qb = min(e, max(b, int((q0 - self.trace.start_ns) * bar_w / span_ns)))
+            qe = min(e, max(qb + 1, int(round((q0 + s.queue_ns - self.trace.start_ns) * bar_w / span_ns))))
+            bar = [(b, qb, colour), (qb, qe, Style(color=STAGE_COLOURS["queue"])), (qe, e, colour)]
         segs = [Segment(label, base + sel + Style(bold=bool(s.critical_ns))),
                 Segment(selfms, base + sel),
-                Segment(" " * b, base),
-                Segment(ch * (e - b), base + Style(color=colour)),
-                Segment(" " * (bar_w - e), base)]
+                Segment(" " * b, base)]
+        segs += [Segment(ch * (y - x), base + st) for x, y, st in bar if y > x]
+        segs.append(Segment(" " * (bar_w - e), base))
         return Strip(segs).crop_extend(0, width, base)
