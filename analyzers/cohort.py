@@ -17,7 +17,8 @@ def analyze_cohort(store, flt: Filter, paths=(), constraints_file: str | None = 
     traces = f"SELECT DISTINCT trace_id FROM request_rows r WHERE {flt.where}"
     src = store.cursor()
     try:
-        parts = (("spans", SPAN_COLUMNS, f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({traces})", flt.params),
+        parts = (("spans", SPAN_COLUMNS,
+                  f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({traces})", flt.params),
                  ("span_events", EVENT_COLUMNS,
                   f"SELECT {', '.join(EVENT_COLUMNS)} FROM span_events WHERE trace_id IN ({traces})", flt.params),
                  ("samples", ("ts_ms", "metric", "labels", "value", "source"),

@@ -216,7 +216,8 @@ SELECT q.trace_id, q.root_id, q.service, q.route, q.start_ns, q.end_ns, q.durati
        q.model, q.instance, {", ".join(f"coalesce(p.{c}, 0) AS {c}" for c, _ in STAGE_COLUMNS)},
        coalesce(k.calls, 0) AS calls
 FROM requests q
-LEFT JOIN (SELECT trace_id, root_id, {", ".join(f"sum(ns) FILTER (WHERE stage = '{s}') AS {c}" for c, s in STAGE_COLUMNS)}
+LEFT JOIN (SELECT trace_id, root_id,
+                  {", ".join(f"sum(ns) FILTER (WHERE stage = '{s}') AS {c}" for c, s in STAGE_COLUMNS)}
            FROM request_stages GROUP BY ALL) p USING (trace_id, root_id)
 LEFT JOIN (SELECT trace_id, root_id, count(*) AS calls FROM span_times WHERE kind IN (3, 4) GROUP BY ALL) k
   USING (trace_id, root_id)

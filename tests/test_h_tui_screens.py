@@ -106,7 +106,8 @@ async def test_requests_table_sorts_pages_and_opens_traces():
         assert pre == sorted(pre, reverse=True)
         await pilot.press("S")
         await _settle(pilot)
-        assert [r["pre"] for r in screen.rows] == sorted(r["pre"] for r in rq.page(app.store, None, "pre", False, 0, PAGE))
+        ascending = rq.page(app.store, None, "pre", False, 0, PAGE)
+        assert [r["pre"] for r in screen.rows] == sorted(r["pre"] for r in ascending)
         picked = screen.selected()["trace_id"]
         await pilot.press("enter")
         await _settle(pilot)

@@ -120,7 +120,8 @@ def test_triton_exemplar_exclusive_times_add_up_and_match_stage_attribution(trit
         own = dict(store.query("SELECT span_id, self_ns FROM span_times WHERE trace_id = ?", [tid]))
         assert {s.span_id: s.self_ns for s in t.spans.values()} == own
         names = {s.name: s for s in t.spans.values()}
-        assert names["compute"].stage == "inference" and any(n == "COMPUTE_START" for n, _, _ in names["compute"].events)
+        assert names["compute"].stage == "inference"
+        assert any(n == "COMPUTE_START" for n, _, _ in names["compute"].events)
         assert any(n == "QUEUE_START" for n, _, _ in names["clf"].events) and names["clf"].queue_ns > 0
         chain, s = [], names["compute"]
         while s is not None:
@@ -143,6 +144,7 @@ def test_otlp_export_reads_back_as_the_same_trace(triton, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
     back = analyze([str(p1)])
     t2 = tr.load(back.store, tid)
-    key = lambda s: (s.span_id, s.parent_span_id, s.service, s.name, s.kind, s.start_ns, s.end_ns, s.status_code,  # noqa: E731
-                     s.attributes, s.resource, s.events, s.stage, s.self_ns, s.queue_ns)
+    def key(s):
+        return (s.span_id, s.parent_span_id, s.service, s.name, s.kind, s.start_ns, s.end_ns, s.status_code,
+                s.attributes, s.resource, s.events, s.stage, s.self_ns, s.queue_ns)
     assert sorted(map(key, t.spans.values())) == sorted(map(key, t2.spans.values()))

@@ -130,9 +130,10 @@ class FindingsScreen(Screen):
         if not 0 <= row < len(vis):
             return
         f = vis[row]
-        lines = ([f"[black on cyan] {esc(self.cohort)} [/]"] if self.cohort else []) + [
-                 f"{badge(f['severity'])} [b]{esc(f['title'])}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
+        lines = [f"{badge(f['severity'])} [b]{esc(f['title'])}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
                  "", esc(f["summary"]), ""]
+        if self.cohort:
+            lines.insert(0, f"[black on cyan] {esc(self.cohort)} [/]")
         if f["scope"]:
             lines.append("[b]Scope[/] " + ", ".join(f"{esc(k)}: {fmt_value(v)}" for k, v in f["scope"].items()))
         ev = dict(f["evidence"])

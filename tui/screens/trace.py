@@ -56,7 +56,8 @@ class TraceScreen(Screen):
     def _show(self, tr) -> None:
         self.trace = tr
         if tr is None:
-            self.query_one("#trace-summary", Static).update(f"[red]No spans of trace {esc(self.trace_id)} in this window[/]")
+            self.query_one("#trace-summary", Static).update(
+                f"[red]No spans of trace {esc(self.trace_id)} in this window[/]")
             return
         ms = (tr.end_ns - tr.start_ns) / 1e6
         key = " ".join(f"[{c}]█[/]{s}" for s, c in STAGE_COLOURS.items() if s)
