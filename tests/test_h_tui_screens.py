@@ -159,7 +159,12 @@ async def test_copy_and_export(tmp_path, monkeypatch):
     async with app.run_test(size=(80, 24)) as pilot:
         await _settle(pilot)
         await pilot.press("f", "y")
-        assert copied[-1].startswith("[warning] preprocessing-share:") or "preprocessing-share" in copied[-1]
+        assert copied[-1].startswith(f"[{app.screen.selected()['severity']}] preprocessing-share: ")
+        await pilot.press("e")
+        import csv
+
+        found = list(csv.DictReader((tmp_path / "findings.csv").open()))
+        assert [r["rule"] for r in found] == [f["rule"] for f in app.screen.findings]
         await pilot.press("r")
         await _settle(pilot)
         first = app.screen.selected()["trace_id"]
@@ -293,3 +298,27 @@ async def test_a_ten_thousand_span_trace_renders_only_the_rows_on_screen(tmp_pat
             assert len(wf.rows) == 1
     finally:
         Waterfall.render_line = orig
+
+
+async def test_live_mode_requests_and_traces_read_the_live_store():
+    from analyzers.constraints import Constraints
+    from analyzers.live import LiveSession
+    from conftest import async_wait_until
+    from test_live import _emit_queued_requests
+
+    live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0).start()
+    try:
+        app = TriageApp(paths=[], live=live, refresh_s=0.3, source_title="live")
+        async with app.run_test(size=(80, 24)) as pilot:
+            _emit_queued_requests(live.otlp_endpoint, n=12)
+            summary = app.overview.query_one("#summary", Static)
+            await async_wait_until(pilot, lambda: "12 requests" in str(summary.render()), 20, "12 requests on the overview")
+            await pilot.press("r")
+            await async_wait_until(pilot, lambda: app.requests.total == 12, 20, "12 rows in the requests table")
+            await pilot.press("enter")
+            await async_wait_until(pilot, lambda: isinstance(app.screen, TraceScreen) and app.screen.trace is not None,
+                                   20, "the trace of the first request")  # from the live session's store
+            assert app.screen.trace.trace_id == app.requests.rows[0]["trace_id"]
+            await pilot.press("q")
+    finally:
+        live.stop()

@@ -20,6 +20,7 @@ class FindingsScreen(Screen):
         Binding("enter", "open_exemplar", "Open exemplar trace"),
         Binding("t", "next_exemplar", "Next exemplar"),
         Binding("y", "copy", "Copy finding summary"),
+        Binding("e", "export", "Export CSV"),
         Binding("pagedown", "scroll_detail(1)", "Scroll details", show=False),
         Binding("pageup", "scroll_detail(-1)", "Scroll details", show=False),
     ]
@@ -124,6 +125,22 @@ class FindingsScreen(Screen):
         text = f"[{f['severity']}] {f['rule']}: {f['summary']}" + (f" (exemplar traces: {', '.join(ex)})" if ex else "")
         self.app.copy_to_clipboard(text)
         self.notify("Copied the finding's summary", timeout=3)
+
+    def action_export(self) -> None:
+        import csv
+        import io
+
+        from ..export import write_new
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["severity", "rule", "title", "summary", "confidence", "exemplar_trace_ids", "fixes"])
+        for f in self._visible():
+            w.writerow([f["severity"], f["rule"], f["title"], f["summary"], f["confidence"],
+                        " ".join(f["evidence"].get("exemplar_trace_ids") or []),
+                        "; ".join(r["title"] for r in f["remediations"])])
+        path = write_new("findings", ".csv", buf.getvalue())
+        self.notify(f"Wrote {len(self._visible())} findings to {path}", timeout=6)
 
     def _detail(self, row: int) -> None:
         vis = self._visible()

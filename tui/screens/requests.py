@@ -68,7 +68,8 @@ class RequestsScreen(Screen):
         self.reload()
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted and self.generation and getattr(self, "_filter_seen", None) is not self.filter:
+        live = self.app.live is not None  # live: the window moved since the table was last shown
+        if self.is_mounted and self.generation and (live or getattr(self, "_filter_seen", None) is not self.filter):
             self.reload()
 
     @property
@@ -89,8 +90,9 @@ class RequestsScreen(Screen):
         try:
             if store is None:
                 raise RuntimeError("no capture loaded yet")
-            if not store.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'request_rows'"):
-                rq.materialize(store)
+            if self.app.live is not None or not store.scalar(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'request_rows'"):
+                rq.materialize(store)  # live: the window moved since the last look
             total = rq.count(store, self.filter)
             rows = rq.page(store, self.filter, self.sort, self.descending, offset, PAGE)
             origin = store.scalar("SELECT min(start_ns) FROM request_rows")

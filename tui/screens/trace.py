@@ -42,7 +42,7 @@ class TraceScreen(Screen):
     def load(self) -> None:
         from analyzers.trace import load
 
-        store = self.app.store
+        store = self.app.current_store()
         try:
             tr = load(store, self.trace_id) if store is not None else None
         except Exception as exc:  # shown, not raised: the app stays up
