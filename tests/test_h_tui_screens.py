@@ -192,7 +192,7 @@ async def test_copy_and_export(tmp_path, monkeypatch):
 
 def _readme_keys():
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("### Keys"):].split("\n## ")[0]
+    table = re.split(r"\n#", text[text.index("### Keys"):])[0]  # up to the next heading
     rows = []
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
