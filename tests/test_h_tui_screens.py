@@ -322,3 +322,20 @@ async def test_live_mode_requests_and_traces_read_the_live_store():
             await pilot.press("q")
     finally:
         live.stop()
+
+
+async def test_mouse_selects_and_folds_in_the_waterfall():
+    app = TriageApp(paths=[str(SAMPLES / "slow-tokenizer")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        await pilot.press("r", "enter")
+        await _settle(pilot)
+        wf = app.screen.query_one(Waterfall)
+        n = len(wf.rows)
+        assert n > 2
+        await pilot.click(Waterfall, offset=(10, 2))
+        assert wf.cursor == 2 + int(wf.scroll_offset.y)
+        await pilot.click(Waterfall, offset=(0, 0))  # the root's fold marker
+        assert len(wf.rows) == 1
+        await pilot.click(Waterfall, offset=(0, 0))
+        assert len(wf.rows) == n

@@ -89,6 +89,16 @@ class Waterfall(ScrollView, can_focus=True):
             self.cursor = max(0, min(len(self.rows) - 1, self.cursor + step))
             self._announce()
 
+    def on_click(self, event) -> None:
+        """Mouse: a click selects the row under it; a click on the fold marker folds or unfolds."""
+        row = int(self.scroll_offset.y) + event.y
+        if 0 <= row < len(self.rows):
+            self.cursor = row
+            self._announce()
+            s = self.rows[row]
+            if event.x == 2 * min(s.depth, 12) and s.children:
+                self.action_fold()
+
     def action_first(self) -> None:
         self.action_move(-len(self.rows))
 
