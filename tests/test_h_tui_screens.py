@@ -339,3 +339,26 @@ async def test_mouse_selects_and_folds_in_the_waterfall():
         assert len(wf.rows) == 1
         await pilot.click(Waterfall, offset=(0, 0))
         assert len(wf.rows) == n
+
+
+async def test_empty_capture_requests_and_trace_keep_the_ui_up(tmp_path):
+    (tmp_path / "junk.bin").write_bytes(b"\x00\x01garbage")
+    app = TriageApp(paths=[str(tmp_path)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        await pilot.press("r")
+        await _settle(pilot)
+        assert "0 requests" in str(app.screen.query_one("#requests-summary", Static).render())
+        await pilot.press("enter", "y", "s", "S")
+        await _settle(pilot)
+        assert isinstance(app.screen, RequestsScreen)
+        await pilot.press("F")
+        await _settle(pilot)
+        await pilot.press("colon")
+        app.screen.query_one(Input).value = "trace 00ff"
+        await pilot.press("enter")
+        await _settle(pilot)
+        assert "No spans of trace 00ff" in str(app.screen.query_one("#trace-summary", Static).render())
+        await pilot.press("x", "space", "e", "escape")
+        assert isinstance(app.screen, RequestsScreen)
+        assert app.return_code is None
