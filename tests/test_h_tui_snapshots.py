@@ -2,12 +2,23 @@
 trace at 120x40), on a bundled sample and the real Triton capture. Deterministic: every worker is waited for,
 notifications (toasts) are cleared, and nothing shown depends on a clock. Update on purpose with
 ``pytest tests/test_h_tui_snapshots.py --snapshot-update`` and review the SVGs."""
+from pathlib import Path
+
+import pytest
 from textual.widgets import Input
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT
 from tui.app import TriageApp
 
-TRITON = ROOT / "tests" / "fixtures" / "captures" / "triton-gateway-mixed"
+# relative to the checkout (the tests run from ROOT): a finding's evidence names its input files, and a
+# snapshot must not depend on where the project was cloned
+TRITON = Path("tests") / "fixtures" / "captures" / "triton-gateway-mixed"
+SAMPLES = Path("sample_traces")
+
+
+@pytest.fixture(autouse=True)
+def _from_the_checkout(monkeypatch):
+    monkeypatch.chdir(ROOT)
 
 
 def _steps(*keys, typed: str | None = None):
