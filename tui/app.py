@@ -11,10 +11,13 @@ from collectors.store import describe
 
 from .messages import AnalysisFailed, AnalysisReady, IngestProgress
 from .screens.budget import BudgetScreen
+from .screens.filter import FilterScreen
 from .screens.findings import FindingsScreen
 from .screens.help import HelpScreen
 from .screens.remediate import PreviewScreen, ResultScreen
 from .screens.overview import OverviewScreen
+from .screens.requests import RequestsScreen
+from .screens.trace import TraceScreen
 
 
 class TriageApp(App):
@@ -24,6 +27,11 @@ class TriageApp(App):
         Binding("o", "show('overview')", "Overview"),
         Binding("f", "show('findings')", "Findings"),
         Binding("b", "show('budget')", "Budget"),
+        Binding("r", "show('requests')", "Requests"),
+        Binding("slash", "filter", "Filter"),
+        Binding("F", "cohort", "Rules on filtered cohort"),
+        Binding("colon", "command", "Command line"),
+        Binding("escape", "back", "Back", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("p", "pause", "Pause/resume", show=False),
@@ -50,6 +58,12 @@ class TriageApp(App):
         self.overview = OverviewScreen()
         self.findings = FindingsScreen()
         self.budget = BudgetScreen()
+        self.requests = RequestsScreen()
+        self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
+        from analyzers.requests import Filter
+
+        self.filter = Filter("")       # scopes the requests table; F runs the rules on its cohort
+        self.cohort: str | None = None  # the filter whose cohort the overview/findings/budget show, if any
 
     def run(self, *args, **kwargs):
         """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (tui/lifecycle.py)."""
@@ -87,6 +101,7 @@ class TriageApp(App):
         self.install_screen(self.overview, "overview")
         self.install_screen(self.findings, "findings")
         self.install_screen(self.budget, "budget")
+        self.install_screen(self.requests, "requests")
         self.push_screen("overview")
         if self.live is None:
             self.analyze()
@@ -148,6 +163,9 @@ class TriageApp(App):
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
             self.guardrails = dict(a.constraints.guardrails)
+            from analyzers.requests import materialize
+
+            materialize(a.store)  # the requests table's rows, paged and sorted by the requests screen
             self.store = a.store  # the ledger's DuckDB table goes here too
         except Exception as exc:  # shown in the UI; the app stays up
             self.post_message(AnalysisFailed(describe(exc)))
@@ -249,9 +267,98 @@ class TriageApp(App):
         self.notify(f"Rolled back {ledger_id}: {undone}", timeout=5)
 
     def action_show(self, name: str) -> None:
-        while isinstance(self.screen, (HelpScreen, PreviewScreen, ResultScreen)):
+        while len(self.screen_stack) > 1 and not self._named(self.screen):
             self.pop_screen()
+        current = self._named(self.screen)
+        if current and current != name:
+            self.history.append(current)
         self.switch_screen(name)
+
+    def _named(self, screen) -> str | None:
+        return next((n for n, s in (("overview", self.overview), ("findings", self.findings),
+                                    ("budget", self.budget), ("requests", self.requests)) if s is screen), None)
+
+    def action_back(self) -> None:
+        """Esc: close the screen on top (a trace, a dialog), else the previous named screen."""
+        if not self._named(self.screen) and len(self.screen_stack) > 1:
+            self.pop_screen()
+        elif self.history:
+            self.switch_screen(self.history.pop())
+
+    go_back = action_back
+
+    def current_store(self):
+        return self.store if self.store is not None else (self.live.store if self.live is not None else None)
+
+    def open_trace(self, trace_id: str) -> None:
+        self.push_screen(TraceScreen(trace_id))
+
+    def action_command(self) -> None:
+        from .screens.command import CommandScreen
+
+        def done(cmd) -> None:
+            if cmd is None:
+                return
+            name, arg = cmd
+            if name in ("overview", "findings", "budget", "requests"):
+                self.action_show(name)
+            elif name == "trace":
+                self.open_trace(arg)
+            elif name == "filter":
+                from analyzers.requests import compile_filter
+
+                self.set_filter(compile_filter(arg))
+            elif name == "cohort":
+                self.action_cohort()
+            elif name == "help":
+                self.action_help()
+            elif name == "quit":
+                self.exit()
+
+        self.push_screen(CommandScreen(), done)
+
+    def action_filter(self) -> None:
+        self.push_screen(FilterScreen(self.filter.text), self.set_filter)
+
+    def set_filter(self, flt) -> None:
+        """Scope the requests table to ``flt`` (None: the dialog was cancelled), shown in the header."""
+        if flt is None:
+            return
+        self.filter = flt
+        base = self.sub_title.split(" · filter: ")[0]
+        self.sub_title = f"{base} · filter: {flt.text}" if flt else base
+        if isinstance(self.screen, RequestsScreen):
+            self.requests.reload()
+        else:
+            self.action_show("requests")
+
+    def action_cohort(self) -> None:
+        """F: the rules again, on the requests the filter selects (or the whole capture when there is none)."""
+        if self.current_store() is None or self.live is not None:
+            self.notify("F needs a loaded capture (not live mode)", timeout=4)
+            return
+        self.notify(f"Running the rules on the cohort {self.filter.text or '(all requests)'}…", timeout=3)
+        self.analyze_cohort(self.filter)
+
+    @work(thread=True, exclusive=True, group="cohort")
+    def analyze_cohort(self, flt) -> None:
+        from analyzers.cohort import analyze_cohort
+
+        try:
+            report = analyze_cohort(self.current_store(), flt, self.paths, self.constraints_file)
+        except Exception as exc:
+            self.post_message(AnalysisFailed(describe(exc)))
+            return
+        self.call_from_thread(self._show_cohort, report, flt)
+
+    def _show_cohort(self, report: dict, flt) -> None:
+        self.cohort = flt.text or None
+        label = f"COHORT {flt.text}" if flt else None
+        self.overview.show(report, {}, None, None, cohort=label)
+        self.findings.show(report, cohort=label)
+        self.budget.show(report)
+        n = sum(f["severity"] != "info" for f in report["findings"])
+        self.notify(f"{label or 'All requests'}: {report['inputs']['spans']:,} spans, {n} finding(s)", timeout=4)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

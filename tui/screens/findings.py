@@ -17,6 +17,10 @@ class FindingsScreen(Screen):
         Binding("i", "toggle_info", "Show/hide info"),
         Binding("a", "apply_fix", "Apply model fix"),
         Binding("u", "undo_fix", "Roll back"),
+        Binding("enter", "open_exemplar", "Open exemplar trace"),
+        Binding("t", "next_exemplar", "Next exemplar"),
+        Binding("y", "copy", "Copy finding summary"),
+        Binding("e", "export", "Export CSV"),
         Binding("pagedown", "scroll_detail(1)", "Scroll details", show=False),
         Binding("pageup", "scroll_detail(-1)", "Scroll details", show=False),
     ]
@@ -25,6 +29,8 @@ class FindingsScreen(Screen):
         super().__init__()
         self.findings: list[dict] = []
         self.show_info = True
+        self.cohort: str | None = None
+        self.exemplar = 0  # which exemplar trace of the selected finding Enter opens
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -38,9 +44,12 @@ class FindingsScreen(Screen):
         if self.findings:
             self._fill()
 
-    def show(self, report: dict) -> None:
-        """Take the report's findings; rendered now if the screen is mounted, else on mount."""
+    def show(self, report: dict, cohort: str | None = None) -> None:
+        """Take the report's findings; rendered now if the screen is mounted, else on mount. ``cohort``: the
+        label when the report is of a filtered cohort (F)."""
         self.findings = report["findings"]
+        self.cohort = cohort
+        self.exemplar = 0
         if self.is_mounted:
             self._fill()
 
@@ -86,7 +95,52 @@ class FindingsScreen(Screen):
         self._fill()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.exemplar = 0
         self._detail(event.cursor_row)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_exemplar()  # Enter on the table (the DataTable takes the key before the screen)
+
+    def _exemplars(self) -> list[str]:
+        f = self.selected()
+        return list((f or {}).get("evidence", {}).get("exemplar_trace_ids") or [])
+
+    def action_open_exemplar(self) -> None:
+        ex = self._exemplars()
+        if not ex:
+            self.notify("The selected finding has no exemplar traces", timeout=3)
+            return
+        self.app.open_trace(ex[self.exemplar % len(ex)])
+
+    def action_next_exemplar(self) -> None:
+        if self._exemplars():
+            self.exemplar = (self.exemplar + 1) % len(self._exemplars())
+            self._detail(self.query_one("#findings", DataTable).cursor_row)
+
+    def action_copy(self) -> None:
+        f = self.selected()
+        if f is None:
+            return
+        ex = self._exemplars()
+        text = f"[{f['severity']}] {f['rule']}: {f['summary']}" + (f" (exemplar traces: {', '.join(ex)})" if ex else "")
+        self.app.copy_to_clipboard(text)
+        self.notify("Copied the finding's summary", timeout=3)
+
+    def action_export(self) -> None:
+        import csv
+        import io
+
+        from ..export import write_new
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["severity", "rule", "title", "summary", "confidence", "exemplar_trace_ids", "fixes"])
+        for f in self._visible():
+            w.writerow([f["severity"], f["rule"], f["title"], f["summary"], f["confidence"],
+                        " ".join(f["evidence"].get("exemplar_trace_ids") or []),
+                        "; ".join(r["title"] for r in f["remediations"])])
+        path = write_new("findings", ".csv", buf.getvalue())
+        self.notify(f"Wrote {len(self._visible())} findings to {path}", timeout=6)
 
     def _detail(self, row: int) -> None:
         vis = self._visible()
@@ -95,6 +149,8 @@ class FindingsScreen(Screen):
         f = vis[row]
         lines = [f"{badge(f['severity'])} [b]{esc(f['title'])}[/]  [dim]{f['rule']} · confidence {f['confidence']:.0%}[/]",
                  "", esc(f["summary"]), ""]
+        if self.cohort:
+            lines.insert(0, f"[black on cyan] {esc(self.cohort)} [/]")
         if f["scope"]:
             lines.append("[b]Scope[/] " + ", ".join(f"{esc(k)}: {fmt_value(v)}" for k, v in f["scope"].items()))
         ev = dict(f["evidence"])
@@ -106,8 +162,8 @@ class FindingsScreen(Screen):
             lines.append("[b]Evidence[/]")
             lines += [f"  {esc(k)}: {fmt_value(v)}" for k, v in ev.items()]
         if exemplars:
-            lines.append("[b]Exemplar traces[/]")
-            lines += [f"  {t}" for t in exemplars]
+            lines.append("[b]Exemplar traces[/] [dim](Enter: open the marked one, t: next)[/]")
+            lines += [f"  {'▶' if i == self.exemplar % len(exemplars) else ' '} {t}" for i, t in enumerate(exemplars)]
         if f["remediations"]:
             lines += ["", "[b]Candidate fixes[/] (score = weighted impact / feasibility / risk)"]
             for fix in f["remediations"]:

@@ -24,6 +24,7 @@ class OverviewScreen(Screen):
         self.preliminary: float | None = None
         self.live: dict | None = None
         self.route_index = 0
+        self.cohort: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -50,10 +51,12 @@ class OverviewScreen(Screen):
     def set_error(self, error: str) -> None:
         self.query_one("#load-status", Static).update(f"[red]Could not load: {esc(error)}[/]")
 
-    def show(self, report: dict, series: dict, preliminary: float | None = None, live: dict | None = None) -> None:
+    def show(self, report: dict, series: dict, preliminary: float | None = None, live: dict | None = None,
+             cohort: str | None = None) -> None:
         """Render a report; ``preliminary`` is the fraction ingested when this is an early look; ``live``
         the live session's status (window, refresh time, Prometheus state, scrub position)."""
         self.report, self.series, self.preliminary, self.live = report, series, preliminary, live
+        self.cohort = cohort  # the filter expression when this report is of a filtered cohort (F)
         self.query_one("#loading").display = preliminary is not None
         for wid in ("#summary", "#top-finding", "#plot", "#stages"):
             self.query_one(wid).display = True
@@ -85,6 +88,8 @@ class OverviewScreen(Screen):
         route = self.routes[self.route_index]
         lat = rep["latency"][route]
         more = f"  [dim]route {self.route_index + 1}/{len(self.routes)} ([ ])[/]" if len(self.routes) > 1 else ""
+        if self.cohort:
+            more += f"  [black on cyan] {esc(self.cohort)} [/]"
         if self.preliminary is not None:
             more += f"  [black on yellow] preliminary: {self.preliminary:.0%} ingested [/]"
         if self.live is not None:
