@@ -95,7 +95,10 @@ def test_itl_from_spans_matches_the_server_histogram(run, analysis):
 
 def test_histogram_fallback_agrees_with_the_spans(run, analysis):
     """triage's figures from the scraped histograms alone (what it shows when vLLM is not traced) bracket the
-    span figures: a histogram quantile is interpolated inside the bucket that holds the exact one."""
+    span figures: a histogram quantile is interpolated inside the bucket that holds its rank's request; the
+    exact percentile interpolates between two neighbouring requests, which may sit in adjacent buckets (seen:
+    span p95 37.3 ms, the two requests around its rank on either side of the 40 ms bound), so the bracket is
+    the exact figure's bucket widened by one on each side."""
     from analyzers.llm import token_latency_from_metrics
 
     m = token_latency_from_metrics(run["store"])["tiny-llama"]
@@ -107,7 +110,7 @@ def test_histogram_fallback_agrees_with_the_spans(run, analysis):
     for q in (50, 95):
         exact, approx = lat[f"ttft_p{q}_ms"] / 1e3, m[f"ttft_p{q}_ms"] / 1e3
         i = int(np.searchsorted(bounds, exact))
-        lo, hi = (bounds[i - 1] if i else 0.0), bounds[min(i, len(bounds) - 1)]
+        lo, hi = (bounds[i - 2] if i >= 2 else 0.0), bounds[min(i + 1, len(bounds) - 1)]
         assert lo - 1e-9 <= approx <= hi + 1e-9, (q, exact, approx, lo, hi)
 
 
