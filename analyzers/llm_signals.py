@@ -101,3 +101,27 @@ def at(sched: dict, key: str, t_s: float) -> float:
 
 def kv_at(sched: dict, t_s: float) -> float:
     return at(sched, "kv", t_s)
+
+
+def cache_config(store) -> dict | None:
+    """``num_gpu_blocks`` and ``block_size`` from ``vllm:cache_config_info``'s labels (the last sample), or None."""
+    found = metrics.series(store, metrics.LLM_GAUGES["cache_config"])
+    for s in reversed(found):
+        try:
+            blocks, size = int(s.labels["num_gpu_blocks"]), int(s.labels["block_size"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if blocks > 0 and size > 0:
+            return {"num_gpu_blocks": blocks, "block_size": size}
+    return None
+
+
+def median_prompt_tokens(store, reqs: list[dict]) -> tuple[float | None, str | None]:
+    """The median prompt length in tokens: from the engine spans, else the engine's prompt-token histogram."""
+    pts = [r["prompt_tokens"] for r in reqs if r["prompt_tokens"] is not None]
+    if pts:
+        return float(np.median(pts)), "spans"
+    for model, h in metrics.histogram_quantiles(store, metrics.LLM_HISTOGRAMS["prompt_tokens"], qs=(0.5,)).items():
+        if h["q"].get(0.5) is not None:
+            return float(h["q"][0.5]), h["metric"]
+    return None, None

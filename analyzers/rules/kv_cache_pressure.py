@@ -1,7 +1,7 @@
 """kv-cache-pressure: the LLM engine's KV cache is full, so requests wait for KV blocks or get preempted.
 
 What: KV-cache usage (vLLM ``vllm:kv_cache_usage_perc``, older ``vllm:gpu_cache_usage_perc``; SGLang
-``sglang:token_usage``) at or above ``used_fraction`` at p95 over the scrapes, together with preemptions
+``sglang:token_usage``) at or above ``used_fraction`` at p95 over the busy scrapes (earlier for a small pool: once the median prompt's blocks no longer fit), together with preemptions
 (``vllm:num_preemptions``) or requests waiting (``vllm:num_requests_waiting``) while the cache is that full,
 and a material engine queue in the tail (``gen_ai.latency.time_in_queue`` of the LLM route's tail cohort).
 Why: vLLM stores every running sequence's keys and values in fixed-size KV blocks (``block_size`` tokens) from
@@ -29,28 +29,51 @@ TITLE = "LLM KV cache full: requests wait for KV blocks"
 FIXES = ["kv-cache-memory", "lower-max-num-seqs", "autoscale"]
 
 
+def full_from(store, th: dict, reqs: list[dict]) -> tuple[float, str]:
+    """The KV usage from which the pool is full for admission, and why: ``used_fraction``, or less when the
+    engine's pool is small (``vllm:cache_config_info``): full is when the median prompt's blocks no longer fit
+    (1 - ceil(median prompt / block_size) / num_gpu_blocks)."""
+    cfg = sig.cache_config(store)
+    med, source = sig.median_prompt_tokens(store, reqs)
+    if not cfg or not med:
+        return th["used_fraction"], f"{th['used_fraction']:.0%} ([{ID}] used_fraction)"
+    need = int(np.ceil(med / cfg["block_size"]))
+    fit = 1.0 - need / cfg["num_gpu_blocks"]
+    if fit >= th["used_fraction"]:
+        return th["used_fraction"], f"{th['used_fraction']:.0%} ([{ID}] used_fraction)"
+    return fit, (f"{fit:.0%}: the median prompt ({med:.0f} tokens, {source}) needs {need} of the "
+                 f"{cfg['num_gpu_blocks']} KV blocks of {cfg['block_size']} tokens")
+
+
 def detect(ctx: Context, th: dict) -> list[Finding]:
     store = ctx.store
     sched = sig.scheduler(store)
     kv_ok = sched["kv"][np.isfinite(sched["kv"])] if sched else np.array([])
     if not len(kv_ok):
         return [not_evaluated(ID, TITLE, "no finite KV-cache usage samples")]
-    kv_p95 = float(np.percentile(kv_ok, 95))
-    if kv_p95 < th["used_fraction"]:
+    reqs = sig.engine_requests(store)
+    full, full_why = full_from(store, th, reqs)
+    # the scrapes where the engine had work (idle scrapes say nothing about its cache under load)
+    busy = np.isfinite(sched["kv"]) & ~((np.nan_to_num(sched["running"]) == 0) & (np.nan_to_num(sched["waiting"]) == 0))
+    if not busy.any():
         return []
-    high = np.isfinite(sched["kv"]) & (sched["kv"] >= th["used_fraction"])
+    kv_busy = sched["kv"][busy]
+    kv_p95 = float(np.percentile(kv_busy, 95))
+    if kv_p95 < full:
+        return []
+    high = busy & (sched["kv"] >= full)
     waiting_high = sched["waiting"][high & np.isfinite(sched["waiting"])]
     max_waiting = float(waiting_high.max()) if len(waiting_high) else 0.0
     preempted = sig.preemptions(store)
     if (preempted or 0.0) < th["min_preemptions"] and max_waiting < th["min_waiting"]:
         return []
-    ev = {"kv_metric": sched["kv_metric"], "kv_usage_p95": round(kv_p95, 4), "kv_usage_max": round(float(kv_ok.max()), 4),
-          "scrapes": int(len(kv_ok)), "scrapes_kv_high_share": round(float(high.sum()) / len(kv_ok), 3),
-          "max_waiting_while_kv_high": max_waiting, "preemptions": preempted, "saving_basis": "ttft"}
-    why = (f"KV cache {kv_p95:.0%} used at p95 of {len(kv_ok)} scrapes"
+    ev = {"kv_metric": sched["kv_metric"], "kv_usage_p95_busy": round(kv_p95, 4),
+          "kv_usage_max": round(float(kv_ok.max()), 4), "kv_full_from": round(full, 4), "kv_full_why": full_why,
+          "busy_scrapes": int(busy.sum()), "busy_scrapes_kv_full_share": round(float(high.sum()) / int(busy.sum()), 3),
+          "max_waiting_while_kv_full": max_waiting, "preemptions": preempted, "saving_basis": "ttft"}
+    why = (f"KV cache {kv_p95:.0%} used at p95 of {int(busy.sum())} busy scrapes (full from {full_why})"
            + (f", {preempted:.0f} preemption(s)" if preempted else "")
-           + (f", up to {max_waiting:.0f} request(s) waiting while it was ≥ {th['used_fraction']:.0%}" if max_waiting else ""))
-    reqs = sig.engine_requests(store)
+           + (f", up to {max_waiting:.0f} request(s) waiting while it was full" if max_waiting else ""))
     routes = sorted({r["route"] for r in reqs})
     out = []
     breakdown = stage_breakdown(store)
@@ -63,7 +86,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         # what stays after the fix: the queue of this route's requests that arrived while the cache had room
         # and nothing was waiting (once a backlog exists, arrivals queue behind it whatever the cache holds)
         calm = [r["queue"] for r in reqs if r["route"] == route and r["queue"] is not None
-                and sig.kv_at(sched, r["start_s"]) < th["used_fraction"]
+                and sig.kv_at(sched, r["start_s"]) < full
                 and sig.at(sched, "waiting", r["start_s"]) == 0]
         kept_ms = float(np.median(calm)) * 1e3 if calm else 0.0
         out.append(Finding(
@@ -86,7 +109,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                 rule=ID, severity="warning", title=TITLE,
                 summary=f"{model}: {why}; engine queue p95 {qp95 * 1e3:.0f} ms ({h['metric']}).",
                 evidence={**ev, "source": h["metric"], "queue_p95_ms": round(qp95 * 1e3, 3)},
-                confidence=min(1.0, len(kv_ok) / 20) * 0.7, remediations=scored(FIXES, ctx.constraints.scorecard),
+                confidence=min(1.0, len(kv_ok) / 20), remediations=scored(FIXES, ctx.constraints.scorecard),
                 impact_ms=qp95 * 1e3))
     return out
 
@@ -94,10 +117,11 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
 RULE = Rule(
     id=ID, title=TITLE, category="capacity",
     thresholds={
-        "used_fraction": Threshold(0.90, "fraction", "KV blocks in use (p95 over the scrapes) from which the pool is "
-                                   "full: the next prompt's blocks (a 512-token prompt is 4 blocks of 128, "
-                                   "a tenth of a 40-block pool) and the running sequences' next decode blocks "
-                                   "no longer fit, so the scheduler queues or preempts"),
+        "used_fraction": Threshold(0.90, "fraction", "KV blocks in use (p95 over the busy scrapes) from which the "
+                                   "pool is full: the next prompt's blocks and the running sequences' next decode "
+                                   "blocks no longer fit, so the scheduler queues or preempts. A small pool "
+                                   "(vllm:cache_config_info) is full earlier: once the median prompt's blocks "
+                                   "(ceil(tokens / block_size)) exceed what is free"),
         "min_preemptions": Threshold(1, "requests", "preemptions in the window: one means a running sequence "
                                      "found no free block for its next token and was evicted"),
         "min_waiting": Threshold(1, "requests", "requests waiting while the cache is that full: the scheduler "
