@@ -74,23 +74,53 @@ def engine_requests(store) -> list[dict]:
                    {_ATTR.format('latency.time_to_first_token')} AS ttft,
                    {_ATTR.format('latency.time_in_queue')} AS queue,
                    {_ATTR.format('latency.time_in_model_prefill')} AS prefill,
+                   {_ATTR.format('latency.time_in_model_decode')} AS decode,
                    coalesce({_ATTR.format('usage.prompt_tokens')}, {_ATTR.format('usage.input_tokens')}) AS pt,
                    coalesce({_ATTR.format('usage.completion_tokens')}, {_ATTR.format('usage.output_tokens')}) AS ot,
                    {_ATTR.format('request.max_tokens')} AS mt
             FROM spans s JOIN span_roots r ON r.trace_id = s.trace_id AND r.span_id = s.span_id
             WHERE contains(s.attributes, 'gen_ai.latency.time_to_first_token')),
         eng AS (SELECT trace_id, root_id, start_ns, {_FIN.format('ttft')} AS ttft, {_FIN.format('queue')} AS queue,
-                       {_FIN.format('prefill')} AS prefill, {_FIN.format('pt')} AS pt, {_FIN.format('ot')} AS ot,
+                       {_FIN.format('prefill')} AS prefill, {_FIN.format('decode')} AS decode, {_FIN.format('pt')} AS pt, {_FIN.format('ot')} AS ot,
                        {_FIN.format('mt')} AS mt FROM raw),
         first AS (SELECT * FROM eng WHERE ttft IS NOT NULL
                   QUALIFY row_number() OVER (PARTITION BY trace_id, root_id ORDER BY start_ns, ttft) = 1),
         fin AS (SELECT trace_id, min(lower(json_extract_string(attributes, '$."gen_ai.response.finish_reasons"'))) AS f
                 FROM spans WHERE contains(attributes, 'gen_ai.response.finish_reasons') GROUP BY trace_id)
-        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f
+        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f, f.decode
         FROM requests q JOIN first f ON f.trace_id = q.trace_id AND f.root_id = q.root_id
         LEFT JOIN fin ON fin.trace_id = q.trace_id ORDER BY f.start_ns""")
     return [{"route": r[0], "start_s": r[1] / 1e9, "ttft": r[2], "queue": r[3], "prefill": r[4],
-             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8]} for r in rows]
+             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8], "decode": r[9]}
+            for r in rows]
+
+
+def occupancy(reqs: list[dict]) -> list[tuple[float, int, int]] | None:
+    """From the engine spans, exactly: the (duration s, running, waiting) pieces of the window, where a request
+    waits from its arrival for ``time_in_queue`` and then runs for its prefill and decode. None when no request
+    has all three. (The engine's gauges are snapshots from its last step's output: between two requests of a
+    capped engine they read 0 running with requests waiting, so a scrape cannot tell a plateau reliably.)"""
+    ev = []
+    for r in reqs:
+        if None in (r["queue"], r["prefill"], r["decode"]):
+            continue
+        a = r["start_s"]
+        b = a + r["queue"]
+        c = b + r["prefill"] + r["decode"]
+        ev += [(a, "w", 1), (b, "w", -1), (b, "r", 1), (c, "r", -1)]
+    if not ev:
+        return None
+    ev.sort(key=lambda e: (e[0], e[2]))  # ends before starts at the same instant
+    out, run, wait, t_prev = [], 0, 0, ev[0][0]
+    for t, kind, d in ev:
+        if t > t_prev:
+            out.append((t - t_prev, run, wait))
+            t_prev = t
+        if kind == "r":
+            run += d
+        else:
+            wait += d
+    return out
 
 
 def at(sched: dict, key: str, t_s: float) -> float:
