@@ -155,3 +155,18 @@ def median_prompt_tokens(store, reqs: list[dict]) -> tuple[float | None, str | N
         if h["q"].get(0.5) is not None:
             return float(h["q"][0.5]), h["metric"]
     return None, None
+
+
+def kv_full_from(store, fraction: float, name: str, reqs: list[dict]) -> tuple[float, str]:
+    """The KV usage from which the pool is full for admission, and why: ``fraction``, or less when the engine's
+    pool is small (``vllm:cache_config_info``): full once the median prompt's blocks no longer fit
+    (1 - ceil(median prompt / block_size) / num_gpu_blocks)."""
+    cfg = cache_config(store)
+    med, source = median_prompt_tokens(store, reqs)
+    if cfg and med:
+        need = int(np.ceil(med / cfg["block_size"]))
+        fit = 1.0 - need / cfg["num_gpu_blocks"]
+        if fit < fraction:
+            return fit, (f"{fit:.0%}: the median prompt ({med:.0f} tokens, {source}) needs {need} of the "
+                         f"{cfg['num_gpu_blocks']} KV blocks of {cfg['block_size']} tokens")
+    return fraction, f"{fraction:.0%} ({name})"

@@ -219,3 +219,9 @@ def test_ttft_and_itl_slos_are_typed(tmp_path):
     (tmp_path / "triage.toml").write_text("[slo]\nttft_p95_ms = 500\nitl_p95_ms = 50\n")
     c = find([tmp_path], str(tmp_path / "triage.toml"), {})
     assert c.slo["ttft_p95_ms"] == 500 and c.slo["itl_p95_ms"] == 50
+
+
+def test_concurrency_cap_negative_when_sequences_were_preempted(tmp_path):
+    """A preemption means the cache ran out: raising the cap would make that worse, so the cap is not named,
+    however low the usage read at the scrapes."""
+    assert _found(serial_engine(tmp_path, kv=0.1, preempt=True), "concurrency-cap") == []

@@ -1,8 +1,9 @@
 """concurrency-cap: the LLM engine's scheduler cap on running sequences binds, not its memory.
 
 What: running requests pinned at their cap for most of the busy time, with requests waiting at the same time,
-while the KV cache (``vllm:kv_cache_usage_perc``) still has free blocks, and a material engine queue in the
-LLM route's tail. Running and waiting come from the engine spans when present (each request waits
+while the KV cache (``vllm:kv_cache_usage_perc``) still has free blocks (below ``kv_free_below``, or, for a small
+pool, below the point where the median prompt's blocks no longer fit) and no sequence was preempted, and a
+material engine queue in the LLM route's tail. Running and waiting come from the engine spans when present (each request waits
 ``time_in_queue`` from its arrival, then runs its prefill and decode: exact), else from the gauges
 ``vllm:num_requests_running``/``_waiting`` (SGLang, TGI alike) per scrape. The gauges are the last engine
 step's snapshot, so between two requests of a capped engine they read 0 running with requests waiting: the
@@ -77,8 +78,12 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if not sel.any():
         return []
     kv_p95 = float(np.percentile(kv[sel], 95))
-    if kv_p95 >= th["kv_free_below"]:
+    free_below, free_why = sig.kv_full_from(store, th["kv_free_below"], f"[{ID}] kv_free_below", reqs)
+    if kv_p95 >= free_below:
         return []  # memory, not the cap, may be what holds them (kv-cache-pressure)
+    preempted = sig.preemptions(store)
+    if (preempted or 0.0) >= 1:
+        return []  # the cache did run out (a sequence was evicted): more sequences would make that worse
     breakdown = stage_breakdown(store)
     out = []
     for route in sorted({r["route"] for r in reqs}):
@@ -100,6 +105,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "occupancy_source": source, "pinned_share": round(pinned_share, 3),
                       "waiting_while_pinned_share": round(blocked_share, 3),
                       "max_waiting": p["max_waiting"], "kv_usage_p95_while_waiting": round(kv_p95, 4),
+                      "kv_free_below": round(free_below, 4), "kv_free_why": free_why, "preemptions": preempted,
                       "queue_p95_share": q["p95_share"], "queue_p95_ms": q["p95_ms"],
                       "queue_ms_while_none_waiting": round(kept_ms, 3), "saving_basis": "ttft",
                       "exemplar_trace_ids": tail_exemplars(store, "queue", route)},

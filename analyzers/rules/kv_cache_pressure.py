@@ -29,22 +29,6 @@ TITLE = "LLM KV cache full: requests wait for KV blocks"
 FIXES = ["kv-cache-memory", "lower-max-num-seqs", "autoscale"]
 
 
-def full_from(store, th: dict, reqs: list[dict]) -> tuple[float, str]:
-    """The KV usage from which the pool is full for admission, and why: ``used_fraction``, or less when the
-    engine's pool is small (``vllm:cache_config_info``): full is when the median prompt's blocks no longer fit
-    (1 - ceil(median prompt / block_size) / num_gpu_blocks)."""
-    cfg = sig.cache_config(store)
-    med, source = sig.median_prompt_tokens(store, reqs)
-    if not cfg or not med:
-        return th["used_fraction"], f"{th['used_fraction']:.0%} ([{ID}] used_fraction)"
-    need = int(np.ceil(med / cfg["block_size"]))
-    fit = 1.0 - need / cfg["num_gpu_blocks"]
-    if fit >= th["used_fraction"]:
-        return th["used_fraction"], f"{th['used_fraction']:.0%} ([{ID}] used_fraction)"
-    return fit, (f"{fit:.0%}: the median prompt ({med:.0f} tokens, {source}) needs {need} of the "
-                 f"{cfg['num_gpu_blocks']} KV blocks of {cfg['block_size']} tokens")
-
-
 def detect(ctx: Context, th: dict) -> list[Finding]:
     store = ctx.store
     sched = sig.scheduler(store)
@@ -52,7 +36,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if not len(kv_ok):
         return [not_evaluated(ID, TITLE, "no finite KV-cache usage samples")]
     reqs = sig.engine_requests(store)
-    full, full_why = full_from(store, th, reqs)
+    full, full_why = sig.kv_full_from(store, th["used_fraction"], f"[{ID}] used_fraction", reqs)
     # the scrapes where the engine had work (idle scrapes say nothing about its cache under load)
     busy = np.isfinite(sched["kv"]) & ~((np.nan_to_num(sched["running"]) == 0) & (np.nan_to_num(sched["waiting"]) == 0))
     if not busy.any():
