@@ -31,6 +31,8 @@ def write_capture(path, reqs, scrapes):
                  _attr("gen_ai.latency.time_in_model_decode", r["decode"]),
                  _attr("gen_ai.latency.time_to_first_token", r["ttft"]), _attr("gen_ai.latency.e2e", e2e),
                  _attr("gen_ai.usage.prompt_tokens", r["prompt"]), _attr("gen_ai.usage.completion_tokens", r["out"])]
+        if "max" in r:
+            attrs.append(_attr("gen_ai.request.max_tokens", r["max"]))
         spans.append({"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": "llm_request", "kind": 2,
                       "startTimeUnixNano": str(int((T0 + r["t"]) * 1e9)),
                       "endTimeUnixNano": str(int((T0 + r["t"] + e2e) * 1e9)), "attributes": attrs})
@@ -225,3 +227,39 @@ def test_concurrency_cap_negative_when_sequences_were_preempted(tmp_path):
     """A preemption means the cache ran out: raising the cap would make that worse, so the cap is not named,
     however low the usage read at the scrapes."""
     assert _found(serial_engine(tmp_path, kv=0.1, preempt=True), "concurrency-cap") == []
+
+
+
+# --- length-capped -------------------------------------------------------------------------------------
+
+def test_length_capped_on_vllm_gateway_mixed_counts_the_raw_finish_reasons():
+    """The capture's load used ignore_eos: every answer ran to max_tokens. Expectation from the OTLP bodies."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    length = total = 0
+    for f in sorted((need(VLLM_CAPTURE) / "otlp").iterdir()):
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(f.read_bytes())
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    for a in sp.attributes:
+                        if a.key == "gen_ai.response.finish_reasons":
+                            total += 1
+                            length += "length" in [v.string_value for v in a.value.array_value.values]
+    (f,) = [x for x in analysis_of(str(VLLM_CAPTURE)).findings if x.rule == "length-capped"]
+    assert (f.evidence["length_finished"], f.evidence["requests_with_reason"]) == (length, total)
+    assert f.severity == "info"  # about the answers, not a latency cause: kv-cache-pressure still leads
+
+
+def test_length_capped_negative_when_answers_stop_on_their_own(tmp_path):
+    reqs = [{"t": i * 0.3, "queue": 0.0, "prefill": 0.01, "decode": 0.1, "ttft": 0.011, "prompt": 100,
+             "out": 20 + i % 7, "max": 64} for i in range(40)]
+    assert _found(write_capture(tmp_path, reqs, []), "length-capped") == []
+
+
+def test_length_capped_positive_from_token_counts(tmp_path):
+    reqs = [{"t": i * 0.3, "queue": 0.0, "prefill": 0.01, "decode": 0.1, "ttft": 0.011, "prompt": 100,
+             "out": 64 if i % 2 else 30, "max": 64} for i in range(40)]
+    (f,) = _found(write_capture(tmp_path, reqs, []), "length-capped")
+    assert f.evidence["length_finished"] == 20 and f.evidence["share"] == 0.5

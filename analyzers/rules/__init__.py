@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..rule import Rule
 from . import (batching_window, budget_overrun, cold_start, concurrency_cap, cost_per_inference, gpu_underutilized,
-               io_share, kv_cache_pressure, long_prompt_blocking, memory_pressure, preprocessing_share,
+               io_share, kv_cache_pressure, length_capped, long_prompt_blocking, memory_pressure, preprocessing_share,
                queueing_growth, retry_spiral, slo_burn, tail_segment, throttling)
 
 RULES: tuple[Rule, ...] = (
@@ -12,6 +12,7 @@ RULES: tuple[Rule, ...] = (
     kv_cache_pressure.RULE,
     concurrency_cap.RULE,
     long_prompt_blocking.RULE,
+    length_capped.RULE,
     queueing_growth.RULE,
     retry_spiral.RULE,
     batching_window.RULE,
