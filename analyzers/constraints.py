@@ -75,7 +75,9 @@ NONNEGATIVE = Spec(0)
 
 SCHEMA: dict[str, dict[str, Spec]] = {
     "slo": {"p50_ms": LATENCY, "p95_ms": LATENCY, "p99_ms": LATENCY, "error_rate": RATE, "window": TEXT,
-            "owner": TEXT},
+            "owner": TEXT,
+            # LLM routes: p95 of time to first token and of inter-token latency (analyzers/llm.py)
+            "ttft_p95_ms": LATENCY, "itl_p95_ms": LATENCY},
     "budget": {"total_ms": LATENCY, "headroom_ms": STAGE_MS, "owner": TEXT, **{f"{s}_ms": STAGE_MS for s in STAGES}},
     "cost": {"cap_per_1000_calls": POSITIVE, "accelerator_price_per_hour": NONNEGATIVE, "accelerators": POSITIVE,
              "currency": TEXT, "owner": TEXT},

@@ -65,6 +65,17 @@ CATALOG: dict[str, Fix] = {f.id: f for f in (
         "Allow retries only while they are a small fraction of traffic, so overload is not amplified."),
     Fix("backoff-jitter", "Exponential backoff with jitter on retries", 3, 5, 1,
         "Spread retries out so they do not arrive in synchronized waves."),
+    Fix("kv-cache-memory", "Give the LLM engine's KV cache more room", 4, 4, 2,
+        "Raise --gpu-memory-utilization, lower --max-model-len, use --kv-cache-dtype fp8, or add "
+        "tensor-parallel GPUs: more KV blocks admit more sequences without preemption."),
+    Fix("lower-max-num-seqs", "Lower --max-num-seqs so admitted sequences keep their KV blocks", 3, 5, 2,
+        "Fewer concurrent sequences per engine: fewer preemptions and recomputation; scale out for throughput."),
+    Fix("raise-max-num-seqs", "Raise --max-num-seqs (the scheduler's cap on running sequences)", 4, 5, 2,
+        "While KV blocks are free, let the scheduler run more sequences per step; watch KV usage and ITL."),
+    Fix("chunk-long-prefills", "Chunk long prefills (--long-prefill-token-threshold, --max-num-batched-tokens)", 4, 4, 2,
+        "Cap the tokens one prompt may prefill per step so short prompts and decodes interleave with it."),
+    Fix("raise-max-tokens", "Raise max_tokens (or stop relying on the length cap)", 3, 4, 2,
+        "Requests cut off at max_tokens return truncated answers; clients often retry or continue them."),
     Fix("deadline-propagation", "Propagate deadlines; align client timeouts with server latency", 3, 3, 2,
         "Do not retry work the server is still doing; cancel on deadline."),
 )}

@@ -35,15 +35,31 @@ def scope_p95(store, scope: dict) -> tuple[str | None, float | None]:
     return route, (lat[route]["p95_ms"] if route else None)
 
 
-def severity_of(saving_ms: float, share: float | None, p95_ms: float | None, constraints) -> tuple[str, str]:
-    """(severity, why) of a saving of ``saving_ms`` on a p95 of ``p95_ms``."""
+def ttft_basis(store, constraints, f: Finding, route: str | None) -> float | None:
+    """The TTFT p95 (ms) of ``route`` when the finding's saving is time before the first token
+    (``evidence.saving_basis == "ttft"``: an engine queue, a head-of-line wait) and the SLO names TTFT
+    (``[slo] ttft_p95_ms``) rather than end-to-end (``[slo] p95_ms``); else None (end-to-end p95)."""
+    if f.evidence.get("saving_basis") != "ttft" or not constraints.slo.get("ttft_p95_ms") \
+            or constraints.slo.get("p95_ms") or route is None:
+        return None
+    from .llm import with_token_latency
+
+    return with_token_latency(store, route_latency(store)).get(route, {}).get("ttft_p95_ms") or None
+
+
+def severity_of(saving_ms: float, share: float | None, p95_ms: float | None, constraints,
+                slo_key: str = "p95_ms") -> tuple[str, str]:
+    """(severity, why) of a saving of ``saving_ms`` on a p95 of ``p95_ms``, against the SLO ``[slo] slo_key``
+    (``ttft_p95_ms`` when ``p95_ms`` is the route's TTFT p95)."""
     sv = constraints.severity
     if share is None or saving_ms < sv["min_saving_ms"]:
         return "info", f"present, immaterial: the saving ({saving_ms:.1f} ms) is below {sv['min_saving_ms']:g} ms"
-    for limit, what in ((constraints.slo.get("p95_ms"), "the p95 SLO"), (constraints.budget.get("total_ms"), "the latency budget")):
+    name = "the p95 SLO" if slo_key == "p95_ms" else "the TTFT p95 SLO"
+    budget = constraints.budget.get("total_ms") if slo_key == "p95_ms" else None
+    for limit, what in ((constraints.slo.get(slo_key), name), (budget, "the latency budget")):
         if limit and p95_ms > limit >= p95_ms - saving_ms:
             return "critical", f"the saving alone brings p95 ({p95_ms:.1f} ms) back within {what} ({limit:g} ms)"
-    slo = constraints.slo.get("p95_ms")
+    slo = constraints.slo.get(slo_key)
     if slo and p95_ms is not None and p95_ms <= slo:
         if p95_ms < sv["slo_headroom"] * slo or share < sv["warning_share"]:
             return "info", (f"present, immaterial: p95 ({p95_ms:.1f} ms) meets the p95 SLO ({slo:g} ms) with "
@@ -64,6 +80,11 @@ def assess(findings: list[Finding], store, constraints, rules_by_id: dict) -> No
         if not f.evaluated or f.severity == "error":
             continue
         route, p95 = scope_p95(store, f.scope)
+        ttft = ttft_basis(store, constraints, f, route)
+        slo_key = "ttft_p95_ms" if ttft else "p95_ms"
+        if ttft:
+            p95 = ttft
+            f.evidence["saving_measured_on"] = "ttft_p95_ms"
         saving = max(float(f.impact_ms or 0.0), 0.0)
         if p95:  # no fix takes more off p95 than p95 itself
             saving = min(saving, p95)
@@ -77,8 +98,9 @@ def assess(findings: list[Finding], store, constraints, rules_by_id: dict) -> No
         rule = rules_by_id.get(f.rule)
         if rule is None or getattr(rule, "severity_from", "saving") != "saving":
             continue
-        f.severity, why = severity_of(saving, share, p95, constraints)
+        f.severity, why = severity_of(saving, share, p95, constraints, slo_key)
         f.evidence["severity_reason"] = why
-        f.summary = f"{f.summary.rstrip()} {SAVING_SENTENCE.format(ms=saving, share=share or 0.0, p95=p95 or 0.0)}"
+        sentence = SAVING_SENTENCE.format(ms=saving, share=share or 0.0, p95=p95 or 0.0)
+        f.summary = f"{f.summary.rstrip()} {sentence.replace('off p95', 'off TTFT p95') if ttft else sentence}"
         if f.severity == "info":
             f.title = f"{f.title} (present, immaterial)"

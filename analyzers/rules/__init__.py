@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from ..rule import Rule
-from . import (batching_window, budget_overrun, cold_start, cost_per_inference, gpu_underutilized, io_share,
-               memory_pressure, preprocessing_share, queueing_growth, retry_spiral, slo_burn, tail_segment,
-               throttling)
+from . import (batching_window, budget_overrun, cold_start, concurrency_cap, cost_per_inference, gpu_underutilized,
+               io_share, kv_cache_pressure, length_capped, long_prompt_blocking, memory_pressure, preprocessing_share,
+               queueing_growth, retry_spiral, slo_burn, tail_segment, throttling)
 
 RULES: tuple[Rule, ...] = (
     preprocessing_share.RULE,
     gpu_underutilized.RULE,
+    kv_cache_pressure.RULE,
+    concurrency_cap.RULE,
+    long_prompt_blocking.RULE,
+    length_capped.RULE,
     queueing_growth.RULE,
     retry_spiral.RULE,
     batching_window.RULE,
