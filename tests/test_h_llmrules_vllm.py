@@ -68,8 +68,11 @@ def test_max_num_seqs_1_puts_concurrency_cap_first(cap):
     running, waiting = _max(run, "vllm:num_requests_running{"), _max(run, "vllm:num_requests_waiting{")
     kv_max = _max(run, "vllm:kv_cache_usage_perc")
     print(f"max running {running:.0f}, max waiting {waiting:.0f}, max KV {kv_max:.3f}")
-    assert running == 1 and waiting >= 1 and kv_max < 0.8
+    # the scenario, from the server's own gauges: requests waited, never more than one ran, the cache had room.
+    # (The running gauge is sampled between engine steps: a scrape can miss every running request, as one
+    # clean-clone run did with max running 0 and max waiting 2, so it bounds the cap and does not name it.)
+    assert running <= 1 and waiting >= 1 and kv_max < 0.8
     fired = _firing(analysis)
     assert fired and fired[0]["rule"] == "concurrency-cap", [(f["rule"], f["severity"]) for f in fired]
-    assert fired[0]["evidence"]["cap_running"] == running
+    assert fired[0]["evidence"]["cap_running"] == 1  # the server was started with --max-num-seqs 1
     assert "kv-cache-pressure" not in {f["rule"] for f in fired}
