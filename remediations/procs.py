@@ -120,3 +120,28 @@ def _group_alive(proc) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+class Server:
+    """What the servers triage starts share (Triton, vLLM): ``stop()`` ends the process group, closes the log,
+    removes the private folder; a context manager that starts and stops. Subclasses set ``proc``, ``workdir``,
+    ``_log`` and may clean more in ``_after_stop``."""
+    STOP_S = 30.0
+
+    def _after_stop(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        terminate(self.proc, self.STOP_S)
+        self._after_stop()
+        if getattr(self, "_log", None):
+            self._log.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -85,7 +85,7 @@ def _binary() -> Path:
 
 
 @dataclass
-class Triton:
+class Triton(procs.Server):
     repository: Path
     model: str = "clf"
     otlp_url: str | None = None          # host:port/v1/traces of an OTLP/HTTP receiver for Triton's own traces
@@ -153,21 +153,9 @@ class Triton:
     def _shm_prefix(self) -> str:
         return f"triage_{os.getpid()}_{self.http_port}_"
 
-    def stop(self) -> None:
-        procs.terminate(self.proc, 30)
+    def _after_stop(self) -> None:
         for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):  # only there when it had to be killed
             leftover.unlink(missing_ok=True)
-        if getattr(self, "_log", None):
-            self._log.close()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def write_model_repository(out: Path, onnx_model: Path, max_queue_delay_us: int, max_batch_size: int = 16,

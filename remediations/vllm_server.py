@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -42,7 +41,7 @@ def available() -> str | None:
 
 
 @dataclass
-class VLLM:
+class VLLM(procs.Server):
     otlp_url: str | None = None            # http://host:port/v1/traces of an OTLP/HTTP receiver, or None
     max_num_seqs: int | None = None        # the scheduler's cap on running requests (vLLM's default when None)
     num_gpu_blocks: int | None = None      # --num-gpu-blocks-override: a small KV cache on purpose (>= 8)
@@ -98,19 +97,6 @@ class VLLM:
         self.ready_s = time.monotonic() - t0
         return self
 
-    def stop(self) -> None:
-        procs.terminate(self.proc, 30)
-        if getattr(self, "_log", None):
-            self._log.close()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def stream_completion(url: str, prompt: str, max_tokens: int, traceparent: str | None = None,
