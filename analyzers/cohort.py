@@ -3,12 +3,12 @@ traces' spans and events and every metric sample into a fresh in-memory store, t
 exactly as a whole capture is. The report says which cohort it is (``report["cohort"]``)."""
 from __future__ import annotations
 
-from collectors.ingest import IngestResult
-from collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
+from triage.collectors.ingest import IngestResult
+from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
 
 from . import engine, report
 from .requests import Filter
-from .session import load_constraints
+from triage.sessions.offline import load_constraints
 
 
 def analyze_cohort(store, flt: Filter, paths=(), constraints_file: str | None = None) -> dict:

@@ -23,7 +23,7 @@ import functools
 import weakref
 from dataclasses import dataclass
 
-from collectors.store import span_key, trace_key
+from triage.collectors.store import span_key, trace_key
 
 STAGES = ("request", "preprocess", "queue", "prefill", "decode", "inference", "postprocess", "network", "other")
 

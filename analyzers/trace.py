@@ -208,7 +208,7 @@ def request_sum(trace: Trace, root_id: str) -> tuple[int, int]:
 def to_otlp(trace: Trace) -> dict:
     """The trace as an OTLP/JSON ``ExportTraceServiceRequest`` (one resourceSpans per resource), with the
     spans' original (unclipped) times: what triage itself reads back."""
-    from collectors.export import key_values
+    from triage.collectors.export import key_values
 
     groups: dict[str, tuple[dict, list]] = {}
     for s in sorted(trace.spans.values(), key=lambda s: (s.start_ns, s.span_id)):

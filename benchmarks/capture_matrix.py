@@ -194,11 +194,11 @@ class Stack:
         self.started: list = []
 
     def start(self) -> "Stack":
-        from collectors.receiver import Receiver
-        from collectors.store import Store
-        from remediations.demo_gateway import Gateway
-        from remediations.demo_model import write_repo
-        from remediations.triton_server import Triton, write_model_repository
+        from triage.collectors.receiver import Receiver
+        from triage.collectors.store import Store
+        from triage.lab.gateway import Gateway
+        from triage.lab.model import write_repo
+        from triage.lab.triton_server import Triton, write_model_repository
 
         work = self.work
         self.store = Store()
@@ -232,9 +232,9 @@ class Stack:
 
 
 def record(stack: Stack, s: Scenario, out: Path, load_s: float) -> dict:
-    from collectors.export import write_traces
-    from collectors.receiver import wait_until
-    from remediations import loadgen
+    from triage.collectors.export import write_traces
+    from triage.collectors.receiver import wait_until
+    from triage.lab import loadgen
 
     t_begin = time.monotonic()
     stack.configure(s)
@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown scenario(s): {', '.join(sorted(unknown))}; --list shows them", file=sys.stderr)
             return 2
         chosen = [s for s in all_ if s.name in args.only]
-    from remediations.procs import exit_on_signals
-    from remediations.triton_server import available
+    from triage.lab.procs import exit_on_signals
+    from triage.lab.triton_server import available
 
     why = available()
     if why:

@@ -36,8 +36,8 @@ def _rss_mb() -> float:
 
 
 def measure_triage(path: str) -> dict:
-    from collectors.ingest import ingest_paths
-    from collectors.store import Store
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
 
     store = Store()
     t = time.perf_counter()
@@ -47,16 +47,16 @@ def measure_triage(path: str) -> dict:
 
 def measure_triage_msgspec(path: str) -> dict:
     """triage's ingest with the Arrow path switched off: msgspec in worker processes (the previous design)."""
-    from collectors import otlp_arrow
+    from triage.collectors import otlp_arrow
 
     otlp_arrow.available = lambda: False
     return measure_triage(path)
 
 
 def measure_analysis(path: str) -> dict:
-    from analyzers import engine
-    from analyzers.session import analyze
-    from collectors import checks
+    from triage.analyzers import engine
+    from triage.sessions.offline import analyze
+    from triage.collectors import checks
 
     early = {}
     phases = {"checks": 0.0, "stages": 0.0, "rules": 0.0}
@@ -89,7 +89,7 @@ def measure_analysis(path: str) -> dict:
 def measure_stdlib(path: str) -> dict:
     """What a careful engineer writes without triage: stdlib json, a loop, numpy columns, bulk insert
     (Store.insert_columns turns the lists into numpy columns)."""
-    from collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
+    from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
 
     store = Store()
     t = time.perf_counter()

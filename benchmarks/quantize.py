@@ -22,8 +22,8 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from remediations.demo_model import write_repo
-    from remediations.quantize import plan, run
+    from triage.lab.model import write_repo
+    from triage.remediations.quantize import plan, run
 
     os.environ.setdefault("TRIAGE_HOME", tempfile.mkdtemp(prefix="triage-bench-home-"))
     rows = {}

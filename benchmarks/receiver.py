@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 def serve(settle_s: float | None) -> int:
     """Child: a receiver on an ephemeral port (staging, with a promoter thread, when ``settle_s`` is given);
     prints the port, then the store count when stdin closes."""
-    from collectors.receiver import Receiver
-    from collectors.store import Store
+    from triage.collectors.receiver import Receiver
+    from triage.collectors.store import Store
 
     store = Store()
     done = threading.Event()

@@ -51,8 +51,8 @@ def write_files(folder: Path, n: int) -> int:
 
 
 def timed_ingest(path: Path) -> tuple[float, int, int]:
-    from collectors.ingest import ingest_paths
-    from collectors.store import Store
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
 
     store = Store()
     t = time.perf_counter()

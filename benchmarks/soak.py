@@ -35,8 +35,8 @@ JS = {"Content-Type": "application/json"}
 def serve(idle_timeout_s: float | None, read_timeout_s: float | None) -> int:
     """Child: a receiver with default limits on an ephemeral port; prints the port, then (when stdin closes)
     the stored span ids, its stats and peak RSS."""
-    from collectors.receiver import Receiver
-    from collectors.store import Store
+    from triage.collectors.receiver import Receiver
+    from triage.collectors.store import Store
 
     store = Store()
     kw = {k: v for k, v in (("idle_timeout_s", idle_timeout_s), ("read_timeout_s", read_timeout_s)) if v}

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import sys, time
-from tui.app import TriageApp
-from tui.messages import AnalysisReady
+from triage.tui.app import TriageApp
+from triage.tui.messages import AnalysisReady
 
 def mark(line):  # Textual owns stdout and stderr while it runs
     with open(sys.argv[2], "a") as fh:
@@ -66,8 +66,8 @@ def table_fill_ms(rows: list[dict]) -> float:
     from textual.app import App
     from textual.widgets import DataTable
 
-    from analyzers.requests import COLUMN_NAMES
-    from tui.screens.requests import RequestsScreen
+    from triage.analyzers.requests import COLUMN_NAMES
+    from triage.tui.screens.requests import RequestsScreen
 
     cells = RequestsScreen._cells
     shim = type("S", (), {"origin": rows[0]["start_ns"]})()
@@ -99,8 +99,8 @@ def big_trace(tmp: Path, repeat: int) -> None:
     critical path)."""
     import json
 
-    from analyzers import trace as tr
-    from analyzers.session import analyze
+    from triage.analyzers import trace as tr
+    from triage.sessions.offline import analyze
 
     tid, t0 = "ab" * 16, 1_796_029_103_000_000_000
     spans = [tr.Span(tid, "%016x" % 1, None, "gw", "POST /big", 2, t0, t0 + 10_000_000)]
@@ -131,10 +131,10 @@ def main() -> int:
     print(f"analysed frame (process start → overview of the sample): median "
           f"{statistics.median(p[1] for p in paints):.2f} s ({', '.join(f'{p[1]:.2f}' for p in paints)})")
 
-    from analyzers import requests as rq
-    from analyzers.session import analyze
+    from triage.analyzers import requests as rq
+    from triage.sessions.offline import analyze
     from benchmarks.capture import write_capture
-    from tui.screens.requests import PAGE
+    from triage.tui.screens.requests import PAGE
 
     with tempfile.TemporaryDirectory() as tmp:
         cap = Path(tmp) / "cap.jsonl"

@@ -144,7 +144,7 @@ def load_calibration(path: Path, spec: list[Input], batch: int = 8, limit: int =
 def sizes_from_capture(store, max_sizes: int = 6) -> list[int]:
     """The captured input-size mix (from size attributes such as gen_ai.usage.input_tokens); verification
     uses it on the model's dynamic non-batch axis, where it has one."""
-    from .loadgen import mix_from_store
+    from triage.lab.loadgen import mix_from_store
 
     return [size for size, _ in mix_from_store(store, max_sizes)]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import requests
 
 from . import ledger
-from . import procs
-from .procs import free_port, wait_ready
+from triage.lab import procs
+from triage.lab.procs import free_port, wait_ready
 
 HANDLER = '''import json, os
 import numpy as np

@@ -86,7 +86,7 @@ def _private_environment(tmp_path_factory, monkeypatch):
 @lru_cache(maxsize=None)
 def analysis_of(path: str):
     """One analysis per input path for the whole test session (they are read-only)."""
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     return analyze([path])
 
@@ -104,7 +104,7 @@ def rules_of(report: dict, severities=("critical", "warning")) -> list[str]:
 def demo_repo_master(tmp_path_factory):
     """The demo model repository (trained and exported once per session); copy it before changing it."""
     pytest.importorskip("torch", reason="torch is in the test extra (pip install torch==2.13.0)")
-    from remediations.demo_model import write_repo
+    from triage.lab.model import write_repo
 
     root = tmp_path_factory.mktemp("demo")
     write_repo(root)
@@ -113,6 +113,6 @@ def demo_repo_master(tmp_path_factory):
 
 def model_files(repo: Path) -> dict[str, str]:
     """Digest of the model files of a repository (the ledger beside them is a record, not a model)."""
-    from remediations import atomic, ledger
+    from triage.remediations import atomic, ledger
 
     return {k: v for k, v in atomic.tree_digest(repo / "clf").items() if not k.endswith(ledger.LEDGER_NAME)}

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import wait_until
-from remediations import vllm_server
+from triage.lab import vllm_server
 
 WORDS = "the model serves tokens latency queue prefill decode cache request batch prompt answer".split()
 
@@ -54,8 +54,8 @@ def run_load(work, load: list[tuple[str, int]], concurrency: int, **server_args)
     ``concurrency`` closed-loop clients while scraping /metrics every 0.5 s, wait for every request's span;
     stop everything. Returns the store, the scrapes before/after, each scrape (``scrapes``, text with the
     scrape time on every sample), the metrics file written from them, the client results, ``ready_s``."""
-    from collectors.receiver import Receiver
-    from collectors.store import Store
+    from triage.collectors.receiver import Receiver
+    from triage.collectors.store import Store
 
     store = Store()
     scrapes: list[str] = []
@@ -97,9 +97,9 @@ def run_load(work, load: list[tuple[str, int]], concurrency: int, **server_args)
 
 def analyse(run: dict) -> dict:
     """triage's report on what ``run_load`` gathered (its spans, and its scrapes as a metrics file)."""
-    from analyzers import engine, report
-    from analyzers.session import load_constraints
-    from collectors.ingest import ingest_paths
+    from triage.analyzers import engine, report
+    from triage.sessions.offline import load_constraints
+    from triage.collectors.ingest import ingest_paths
 
     store = run["store"]
     ingested = ingest_paths(store, [run["metrics_file"]])

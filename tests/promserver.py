@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from remediations.procs import free_port  # noqa: F401  (the tests import it from here)
-from remediations.prometheus_server import PrometheusServer
+from triage.lab.procs import free_port  # noqa: F401  (the tests import it from here)
+from triage.lab.prometheus_server import PrometheusServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

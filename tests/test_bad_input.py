@@ -6,10 +6,10 @@ import shutil
 import orjson
 import pytest
 
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 from conftest import CAPTURE, SHARED
-from tui.cli import main
+from triage.cli.main import main
 
 SPAN = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "s", "kind": 2,
         "startTimeUnixNano": "1544712660000000000", "endTimeUnixNano": "1544712661000000000"}

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from analyzers.session import analyze
+from triage.sessions.offline import analyze
 from conftest import CAPTURE, SAMPLES, SHARED, analysis_of
 
 

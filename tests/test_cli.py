@@ -6,12 +6,12 @@ import sys
 import pytest
 
 from conftest import CAPTURE, ROOT, SAMPLES
-from sample_traces.incidents import INCIDENTS
-from tui.cli import main
+from triage.sample_traces.incidents import INCIDENTS
+from triage.cli.main import main
 
 
 def run_cli(*args):
-    out = subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "triage", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
     return out.returncode, out.stdout, out.stderr
 
 
@@ -92,7 +92,7 @@ def test_version_and_help():
 
 def test_preliminary_analysis_arrives_before_the_end(tmp_path):
     """A large capture gets one early look at what is ingested so far, with the fraction read."""
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     seen = []
     final = analyze([CAPTURE], preliminary=lambda a, frac: seen.append(
@@ -107,7 +107,7 @@ def test_preliminary_analysis_arrives_before_the_end(tmp_path):
 def test_rollback_undoes_a_batching_change_too(tmp_path, monkeypatch, capsys):
     """`triage rollback` undoes whatever the ledger entry recorded: a batching change restores the config
     byte for byte (it used to fail with a KeyError, as if every entry were an installed model)."""
-    from remediations import batching
+    from triage.remediations import batching
 
     monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
     mdir = tmp_path / "clf"

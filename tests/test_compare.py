@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from analyzers.compare import bootstrap_diff, compare, durations_ms
-from analyzers.constraints import Constraints
-from analyzers.session import analyze
-from sample_traces.generate import generate
-from sample_traces.incidents import INCIDENTS
-from tui.cli import main
+from triage.analyzers.compare import bootstrap_diff, compare, durations_ms
+from triage.analyzers.constraints import Constraints
+from triage.sessions.offline import analyze
+from triage.sample_traces.generate import generate
+from triage.sample_traces.incidents import INCIDENTS
+from triage.cli.main import main
 
 STEADY = dataclasses.replace(INCIDENTS["slow-tokenizer"][0], name="steady5m", duration_s=300, rate=lambda t: 10.0,
                              input_sizes=((32, 50), (64, 50)), tokenize_ms_per_token=0.02)

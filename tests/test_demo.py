@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, wait_until
-from remediations.triton_server import available
+from triage.lab.triton_server import available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real Triton here: {available()}")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real Triton
 def _demo(tmp_path, incident, seconds):
     import os
 
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "demo", "--incident", incident, "--auto-remediate",
+    out = subprocess.run([sys.executable, "-m", "triage", "demo", "--incident", incident, "--auto-remediate",
                           "--load-seconds", str(seconds)], cwd=ROOT, capture_output=True, text=True, timeout=400,
                          env={**os.environ, "TRIAGE_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -56,7 +56,7 @@ def test_slow_tokenizer_demo_finds_preprocessing(tmp_path):
 
 def test_batching_proposal_arithmetic_and_exact_rollback(tmp_path, monkeypatch):
     """Without a server: the proposal's arithmetic, the diff, and a byte-identical rollback."""
-    from remediations import batching
+    from triage.remediations import batching
 
     monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
     mdir = tmp_path / "clf"
@@ -95,10 +95,10 @@ def test_interactive_demo_stack_feeds_the_live_session():
     scraping Triton; all of it stops on exit."""
     import os
 
-    from analyzers.constraints import Constraints
-    from analyzers.live import LiveSession
-    from remediations.demo import stack
-    from remediations.prometheus_server import binary
+    from triage.analyzers.constraints import Constraints
+    from triage.sessions.live import LiveSession
+    from triage.lab.demo import stack
+    from triage.lab.prometheus_server import binary
 
     session = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=300).start()
     try:
@@ -129,7 +129,7 @@ def test_interactive_demo_stack_feeds_the_live_session():
 
 def test_loadgen_replays_the_captured_mix_and_stays_on_loopback():
     from conftest import SAMPLES, analysis_of
-    from remediations import loadgen
+    from triage.lab import loadgen
 
     mix = loadgen.mix_from_store(analysis_of(str(SAMPLES / "slow-tokenizer")).store)
     assert {s for s, _ in mix} == {32, 64, 128, 512, 2048}

@@ -8,8 +8,8 @@ import struct
 import pytest
 import zstandard
 
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 from conftest import CAPTURE, SHARED
 
 TRACES = SHARED / "traces"
@@ -90,7 +90,7 @@ def test_zipkin_clock_skew_is_reported_and_clipped():
     store, res = ingest(path)
     assert res.spans == 4
     assert any("clock skew" in p["message"] for p in res.problems.items)
-    from analyzers import stages
+    from triage.analyzers import stages
 
     stages.build(store)
     assert store.scalar("SELECT min(self_ns) FROM span_times") >= 0

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from analyzers.compare import compare_findings
-from analyzers.finding import Finding
-from sample_traces.generate import T0, generate
-from sample_traces.incidents import INCIDENTS
-from sample_traces.simulate import MS, run
-from tui.cli import main
+from triage.analyzers.compare import compare_findings
+from triage.analyzers.finding import Finding
+from triage.sample_traces.generate import T0, generate
+from triage.sample_traces.incidents import INCIDENTS
+from triage.sample_traces.simulate import MS, run
+from triage.cli.main import main
 
 ROUTE = "gateway POST /v1/classify"
 BASE = dataclasses.replace(INCIDENTS["healthy"][0], name="base", duration_s=120, rate=lambda t: 12.0,
@@ -170,7 +170,7 @@ def test_story_findings_come_from_each_capture(story, capsys):
 def test_order_statistic_bootstrap_agrees_with_resampling():
     """The stages' bootstrap (order statistics, no resamples materialised) gives the intervals of the plain
     resampling bootstrap: bounds within a fifth of the interval's width, on skewed data with many zeros too."""
-    from analyzers.compare import bootstrap_diff, bootstrap_diff_fast
+    from triage.analyzers.compare import bootstrap_diff, bootstrap_diff_fast
 
     rng = np.random.default_rng(11)
     cases = [(rng.lognormal(2, 0.6, n), rng.lognormal(2.1, 0.6, n)) for n in (40, 800, 4000)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.session import analyze
+from triage.sessions.offline import analyze
 
 MATRIX = Path(__file__).parent / "fixtures" / "matrix"
 MATERIAL = ("error", "critical", "warning")

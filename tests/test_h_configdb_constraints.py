@@ -2,11 +2,11 @@
 (in its own section), exits 2 and never shows a traceback (issue 11 and 12)."""
 import pytest
 
-from analyzers import constraints
-from analyzers.constraints import ConstraintsError, load
-from analyzers.rules import default_thresholds
+from triage.analyzers import constraints
+from triage.analyzers.constraints import ConstraintsError, load
+from triage.analyzers.rules import default_thresholds
 from conftest import SAMPLES
-from tui.cli import main
+from triage.cli.main import main
 
 
 def _report(tmp_path, capsys, text: str | bytes):

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 
-from analyzers.constraints import Constraints
+from triage.analyzers.constraints import Constraints
 from conftest import ROOT, SAMPLES
-from tui.cli import main
+from triage.cli.main import main
 
 
 def _report_db(db, capsys, *paths):
@@ -81,7 +81,7 @@ def _post_spans(endpoint: str, n: int, t0_ns: int) -> int:
 
 
 def _db_counts(db):
-    from collectors.store import Store
+    from triage.collectors.store import Store
 
     s = Store(db)
     try:
@@ -94,7 +94,7 @@ def _db_counts(db):
 def test_live_with_db_keeps_what_it_received(tmp_path):
     """`triage --db X live --for ...`: the spans received are in X afterwards, and a report of X shows them."""
     db = tmp_path / "live.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--db", str(db), "live", "--for", "8s", "--settle", "0s",
+    proc = subprocess.Popen([sys.executable, "-m", "triage", "--db", str(db), "live", "--for", "8s", "--settle", "0s",
                              "--otlp-listen", "127.0.0.1:0", "--format", "json"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -122,7 +122,7 @@ def test_live_with_db_keeps_what_it_received(tmp_path):
 
 
 def test_live_db_gets_each_span_once_when_spans_leave_the_window(tmp_path):
-    from analyzers.live import LiveSession
+    from triage.sessions.live import LiveSession
 
     db = tmp_path / "live.duckdb"
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=60, settle_s=0, db=str(db)).start()

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from analyzers.rule import Rule
+from triage.analyzers.rule import Rule
 from conftest import SAMPLES
-from tui.cli import main
+from triage.cli.main import main
 
 
 @pytest.fixture
@@ -48,9 +48,9 @@ def test_markdown_shows_the_broken_rule_first(broken_slo_burn, capsys):
 
 
 def test_error_is_ranked_and_styled_above_critical():
-    from analyzers.finding import Finding
-    from analyzers.report import exit_code, worst_severity
-    from tui.format import SEVERITY_STYLE, badge
+    from triage.analyzers.finding import Finding
+    from triage.analyzers.report import exit_code, worst_severity
+    from triage.tui.format import SEVERITY_STYLE, badge
 
     err = Finding("r1", "error", "t", "s", evaluated=False)
     crit = Finding("r2", "critical", "t", "s", impact_ms=1e9)

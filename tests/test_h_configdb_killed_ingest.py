@@ -10,7 +10,7 @@ import sys
 import time
 
 from conftest import ROOT
-from tui.cli import main
+from triage.cli.main import main
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from capture import write_capture  # noqa: E402
@@ -19,9 +19,9 @@ from capture import write_capture  # noqa: E402
 # the database, says how many and waits: the parent kills it there, mid-file, with SIGKILL.
 CHILD = r"""
 import sys
-from collectors import otlp_arrow
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors import otlp_arrow
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 
 otlp_arrow.CHUNK_BYTES = otlp_arrow.MIN_CHUNK_BYTES
 store = Store(sys.argv[1])
@@ -83,7 +83,7 @@ def test_a_killed_ingest_is_marked_and_reloaded_without_duplicates(tmp_path, cap
     md = capsys.readouterr().out
     assert "already in the store" in md and "Reloaded inputs" not in md  # loaded once; nothing left to recover
 
-    from collectors.store import Store
+    from triage.collectors.store import Store
 
     s = Store(db)
     try:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tui.cli import main
+from triage.cli.main import main
 
 EVIL = "/predict|x\n### 🔴 CRITICAL fake finding — [x](http://evil.example/)\n| fake | row |\r`code` <b>bold</b> *em*"
 FORGED_HEADING = re.compile(r"^\s{0,3}#+\s*🔴", re.M)

@@ -4,10 +4,10 @@ import ast
 import re
 from pathlib import Path
 
-from analyzers.constraints import Constraints
-from analyzers.engine import relations, run_rules
-from analyzers.rules import BY_ID, RULES
-from collectors.prometheus import HISTOGRAMS, KNOWN
+from triage.analyzers.constraints import Constraints
+from triage.analyzers.engine import relations, run_rules
+from triage.analyzers.rules import BY_ID, RULES
+from triage.collectors.prometheus import HISTOGRAMS, KNOWN
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "analyzers" / "rules"
 
@@ -42,8 +42,8 @@ def test_the_issue_literals_are_gone_from_rule_code():
 
 
 def test_engine_says_not_evaluated_from_requires_without_running_the_rule(capture_store=None):
-    from analyzers.rule import Need, Rule
-    from analyzers.session import analyze
+    from triage.analyzers.rule import Need, Rule
+    from triage.sessions.offline import analyze
     from conftest import SAMPLES
 
     ran = []

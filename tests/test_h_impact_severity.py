@@ -12,12 +12,12 @@ import textwrap
 
 import pytest
 
-from analyzers.constraints import Constraints, ConstraintsError, load
-from analyzers.engine import relate
-from analyzers.finding import Finding
-from analyzers.session import analyze
-from sample_traces.generate import generate
-from sample_traces.incidents import SCENARIOS
+from triage.analyzers.constraints import Constraints, ConstraintsError, load
+from triage.analyzers.engine import relate
+from triage.analyzers.finding import Finding
+from triage.sessions.offline import analyze
+from triage.sample_traces.generate import generate
+from triage.sample_traces.incidents import SCENARIOS
 
 
 def _report(tmp_path, name, **changes):
@@ -96,8 +96,8 @@ def test_cause_ranks_above_symptom_only_when_it_explains_it():
 
 def test_slo_that_the_saving_brings_back_is_critical(tmp_path):
     """A 10% saving is a warning, unless it alone brings a missed p95 SLO back."""
-    from analyzers.constraints import Constraints
-    from analyzers.impact import severity_of
+    from triage.analyzers.constraints import Constraints
+    from triage.analyzers.impact import severity_of
 
     c = Constraints()
     assert severity_of(12.0, 0.12, 100.0, c)[0] == "warning"

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from analyzers.constraints import Constraints, ConstraintsError, load
-from analyzers.session import analyze
-from sample_traces.generate import generate
-from sample_traces.incidents import INCIDENTS
+from triage.analyzers.constraints import Constraints, ConstraintsError, load
+from triage.sessions.offline import analyze
+from triage.sample_traces.generate import generate
+from triage.sample_traces.incidents import INCIDENTS
 
 
 def _report(tmp_path, seed=11, constraints=None, **changes):
@@ -28,7 +28,7 @@ def test_unnamed_work_before_the_model_call_is_preprocessing(tmp_path):
 
 
 def test_an_override_wins_and_is_reported_as_such(tmp_path):
-    from analyzers.stages import StageRule
+    from triage.analyzers.stages import StageRule
 
     c = Constraints(stage_rules=(StageRule("build_prompt", "network"),))
     rep = _report(tmp_path, constraints=c, preprocess_span_name="build_prompt")

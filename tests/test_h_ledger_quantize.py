@@ -10,9 +10,9 @@ pytest.importorskip("torch", reason="torch is in the test extra (pip install tor
 pytest.importorskip("onnxruntime")
 
 from h_ledger_models import write_models  # noqa: E402
-from remediations import ledger  # noqa: E402
-from remediations.quantize import RemediationError, plan, run  # noqa: E402
-from tui.cli import main  # noqa: E402
+from triage.remediations import ledger  # noqa: E402
+from triage.remediations.quantize import RemediationError, plan, run  # noqa: E402
+from triage.cli.main import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_cnn_with_a_fixed_image_size_keeps_it(models):
 
 
 def test_text_model_varies_batch_and_length_and_the_capture_mix_maps_onto_the_length(demo_repo_master, models):
-    from remediations.onnx_modes import input_spec, random_feeds, verification_axes
+    from triage.remediations.onnx_modes import input_spec, random_feeds, verification_axes
 
     p = plan(str(demo_repo_master / "clf"), "dynamic")
     assert p.shapes == [[1, 8], [4, 32], [16, 128], [3, 57], [1, 1]]

@@ -14,8 +14,8 @@ pytest.importorskip("torch", reason="torch is in the test extra (pip install tor
 pytest.importorskip("onnxruntime")
 
 from h_ledger_models import write_models  # noqa: E402
-from remediations import atomic, ledger  # noqa: E402
-from tui.cli import main  # noqa: E402
+from triage.remediations import atomic, ledger  # noqa: E402
+from triage.cli.main import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from remediations import ledger
-from tui.cli import main
+from triage.remediations import ledger
+from triage.cli.main import main
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def management():
 
 
 def _apply(url, beside):
-    from remediations.torchserve import Management, TorchServeBatching
+    from triage.remediations.torchserve import Management, TorchServeBatching
 
     target = TorchServeBatching(Management(url), "clf", "clf.mar")
     proposal = {"before": {"batch_size": 8, "max_batch_delay_ms": 50, "workers": 1},

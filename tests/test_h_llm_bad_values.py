@@ -21,7 +21,7 @@ def _span(i: int, v: dict) -> dict:
 
 
 def test_unusable_latency_attributes_count_as_absent(tmp_path):
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     spans = [_span(i, v) for i, v in enumerate(BAD)]
     ok = _span(len(BAD), {"doubleValue": 0.01})  # queue, prefill, decode, TTFT: 10 ms each

@@ -124,7 +124,7 @@ def test_ttft_tail_decomposition(vcap, raw):
     assert b["prefill"]["p50_ms"] == pytest.approx(np.median(p) * 1e3, abs=1e-3)
     assert b["frontend"]["p50_ms"] == pytest.approx(np.median(front) * 1e3, abs=1e-3)
     assert b["queue"]["share"] > 0.9  # under KV pressure the TTFT tail is the engine's queue
-    md = __import__("analyzers.report", fromlist=["to_markdown"]).to_markdown(vcap.report())
+    md = __import__("triage.analyzers.report", fromlist=["to_markdown"]).to_markdown(vcap.report())
     assert "### Time to first token and between tokens" in md and "TTFT tail (13 requests" in md
 
 
@@ -133,7 +133,7 @@ def test_histograms_give_ttft_and_itl_when_the_engine_is_not_traced(tmp_path, ra
     TTFT/ITL come from vLLM's histograms of the model its spans name."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     (tmp_path / "otlp").mkdir()
     for f in (VLLM_CAPTURE / "otlp").iterdir():
@@ -162,8 +162,8 @@ def test_histograms_give_ttft_and_itl_when_the_engine_is_not_traced(tmp_path, ra
 
 def test_old_vllm_names_give_the_same_figures(tmp_path):
     """vLLM before V1's renames: time_per_output_token_seconds (now inter_token_latency_seconds)."""
-    from analyzers.llm import token_latency_from_metrics
-    from analyzers.session import analyze
+    from triage.analyzers.llm import token_latency_from_metrics
+    from triage.sessions.offline import analyze
 
     text = _metrics_text()
     (tmp_path / "old.prom").write_text(text.replace("vllm:inter_token_latency_seconds",
@@ -178,9 +178,9 @@ def test_old_vllm_names_give_the_same_figures(tmp_path):
 def test_a_single_scrape_counts_from_the_server_start():
     """A one-off /metrics scrape of an older vLLM (the DataDog integration's fixture): quantiles of every
     observation since the server started, under the old ITL name."""
-    from analyzers.llm import token_latency_from_metrics
-    from analyzers.metrics import LLM_GAUGES
-    from analyzers.session import analyze
+    from triage.analyzers.llm import token_latency_from_metrics
+    from triage.analyzers.metrics import LLM_GAUGES
+    from triage.sessions.offline import analyze
 
     path = need(VLLM_CAPTURE.parent.parent / "metrics" / "real_scrapes" / "vllm_datadog_fixture_excerpt.prom")
     a = analyze([path])
@@ -197,7 +197,7 @@ def test_histogram_figures_stay_off_routes_that_do_not_name_the_model(tmp_path):
     """A route whose spans name no model, next to vLLM's metrics, gets no TTFT/ITL from them."""
     import json
 
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     shutil.copy(VLLM_CAPTURE / "metrics.prom.gz", tmp_path / "vllm.prom.gz")
     t0 = 1796135000 * 10**9

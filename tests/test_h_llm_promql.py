@@ -33,10 +33,10 @@ def prom(tmp_path_factory):
 
 
 def test_llm_series_and_token_latency_quantiles_through_promql(prom):
-    from analyzers.llm import token_latency_from_metrics
-    from analyzers.metrics import LLM_COUNTERS, LLM_GAUGES, series
-    from collectors.prometheus import PrometheusSource
-    from collectors.store import Store
+    from triage.analyzers.llm import token_latency_from_metrics
+    from triage.analyzers.metrics import LLM_COUNTERS, LLM_GAUGES, series
+    from triage.collectors.prometheus import PrometheusSource
+    from triage.collectors.store import Store
 
     server, t0, t1 = prom
     src = PrometheusSource(server.url)

@@ -99,7 +99,7 @@ def test_histogram_fallback_agrees_with_the_spans(run, analysis):
     exact percentile interpolates between two neighbouring requests, which may sit in adjacent buckets (seen:
     span p95 37.3 ms, the two requests around its rank on either side of the 40 ms bound), so the bracket is
     the exact figure's bucket widened by one on each side."""
-    from analyzers.llm import token_latency_from_metrics
+    from triage.analyzers.llm import token_latency_from_metrics
 
     m = token_latency_from_metrics(run["store"])["tiny-llama"]
     assert m["ttft_source"] == "metrics vllm:time_to_first_token_seconds"

@@ -68,13 +68,13 @@ def serial_engine(path, kv: float, preempt: bool = False, n: int = 40, gap: floa
 
 
 def _firing(path):
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     return [f for f in analyze([path]).findings if f.severity in ("critical", "warning")]
 
 
 def _found(path, rule):
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     return [f for f in analyze([path]).findings if f.rule == rule]
 
@@ -195,9 +195,9 @@ def test_long_prompt_blocking_silent_on_vllm_gateway_mixed():
 # --- the TTFT SLO basis --------------------------------------------------------------------------------
 
 def test_ttft_slo_measures_the_saving_on_ttft_p95(tmp_path):
-    from analyzers.constraints import find
-    from analyzers.rules import default_thresholds
-    from analyzers.session import analyze
+    from triage.analyzers.constraints import find
+    from triage.analyzers.rules import default_thresholds
+    from triage.sessions.offline import analyze
 
     path = serial_engine(tmp_path, kv=0.1)
     (tmp_path / "triage.toml").write_text("[slo]\nttft_p95_ms = 100\n")
@@ -213,7 +213,7 @@ def test_ttft_slo_measures_the_saving_on_ttft_p95(tmp_path):
 
 
 def test_ttft_and_itl_slos_are_typed(tmp_path):
-    from analyzers.constraints import ConstraintsError, find
+    from triage.analyzers.constraints import ConstraintsError, find
 
     (tmp_path / "triage.toml").write_text("[slo]\nttft_p95_ms = -1\n")
     with pytest.raises(ConstraintsError, match="ttft_p95_ms"):

@@ -14,10 +14,10 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from analyzers.constraints import Constraints
-from analyzers.live import LiveSession
-from collectors.receiver import ListenError, Receiver, exposure, parse_listen, token_from_env
-from collectors.store import Store
+from triage.analyzers.constraints import Constraints
+from triage.sessions.live import LiveSession
+from triage.collectors.receiver import ListenError, Receiver, exposure, parse_listen, token_from_env
+from triage.collectors.store import Store
 from conftest import ROOT
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -379,7 +379,7 @@ def test_a_busy_port_names_itself_and_the_option_that_moves_it():
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}",
+        out = subprocess.run([sys.executable, "-m", "triage", "live", "--otlp-listen", f"127.0.0.1:{port}",
                               "--for", "1s"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert f"127.0.0.1:{port}" in out.stderr and "already in use" in out.stderr and "--otlp-listen" in out.stderr
@@ -409,7 +409,7 @@ def test_a_reachable_receiver_needs_tls_and_a_token_or_says_it_is_insecure():
     assert exposure("10.1.2.3", tls=True, token="t", insecure=False) is None
     assert "anyone who can reach" in exposure("0.0.0.0", tls=False, token=None, insecure=True)
     assert exposure("127.0.0.1", tls=False, token=None, insecure=False) is None
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", "0.0.0.0:0", "--for", "1s"],
+    out = subprocess.run([sys.executable, "-m", "triage", "live", "--otlp-listen", "0.0.0.0:0", "--for", "1s"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_OTLP")})
     assert out.returncode == 2 and "--otlp-insecure" in out.stderr and "Traceback" not in out.stderr
@@ -468,7 +468,7 @@ def test_live_for_analyses_spans_from_a_clock_20_minutes_behind():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([sys.executable, "-m", "triage", "live", "--otlp-listen", f"127.0.0.1:{port}",
                              "--settle", "0", "--for", "4s", "--format", "json"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     endpoint = f"http://127.0.0.1:{port}/v1/traces"

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from collectors import prometheus
-from collectors.prometheus import Credentials, PrometheusError, PrometheusSource
+from triage.collectors import prometheus
+from triage.collectors.prometheus import Credentials, PrometheusError, PrometheusSource
 from conftest import ROOT
 from promserver import Target
 
@@ -37,7 +37,7 @@ def triage(*args, env=None, timeout=60):
 
     full = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_PROMETHEUS_")}
     full.update(env or {}, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, env=full,
+    return subprocess.run([sys.executable, "-m", "triage", *args], capture_output=True, text=True, env=full,
                           cwd=ROOT, timeout=timeout)
 
 

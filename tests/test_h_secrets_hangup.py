@@ -76,7 +76,7 @@ def on_pty(tmp_path):
         """``theirs``: names other programs leave in TMPDIR (caches of torch and Triton), not folders of ours."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm-256color", TMPDIR=str(tmp),
                    TRIAGE_TEST_READY_S=str(ready_s))
-        r = subprocess.run([sys.executable, "-c", PARENT, how, marker, sys.executable, "-m", "tui.cli", *args],
+        r = subprocess.run([sys.executable, "-c", PARENT, how, marker, sys.executable, "-m", "triage", *args],
                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=ready_s + 90)
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -156,7 +156,7 @@ def test_demo_stops_triton_within_the_limit_when_its_terminal_is_closed(on_pty):
     """The interactive demo (a real Triton, the gateway, the load generator, the receiver): Triton's own
     graceful stop takes ~3 s, so on a hang-up it gets a short grace and is then killed, and the shared memory
     its Python backend leaves behind when killed is removed (it carries a prefix of ours)."""
-    from remediations.triton_server import available
+    from triage.lab.triton_server import available
 
     why = available()
     if why:

@@ -50,7 +50,7 @@ def test_a_server_gets_its_own_session_and_dies_with_a_killed_triage():
 
 
 def test_terminate_stops_the_whole_process_group():
-    from remediations import procs
+    from triage.lab import procs
 
     p = procs.popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
     child = int(p.stdout.readline())
@@ -62,7 +62,7 @@ def test_terminate_stops_the_whole_process_group():
 
 def test_prometheus_server_has_its_own_session_and_stop_removes_its_folder():
     need_prometheus()
-    from remediations.prometheus_server import PrometheusServer
+    from triage.lab.prometheus_server import PrometheusServer
 
     prom = PrometheusServer()
     try:
@@ -76,7 +76,7 @@ def test_prometheus_server_has_its_own_session_and_stop_removes_its_folder():
 
 def test_prometheus_server_leaves_a_given_folder_to_its_owner(tmp_path):
     need_prometheus()
-    from remediations.prometheus_server import PrometheusServer
+    from triage.lab.prometheus_server import PrometheusServer
 
     prom = PrometheusServer(workdir=tmp_path / "prom")
     prom.stop()
@@ -84,7 +84,7 @@ def test_prometheus_server_leaves_a_given_folder_to_its_owner(tmp_path):
 
 
 def test_a_server_that_fails_to_start_is_reported_with_its_log_and_cleaned_up(tmp_path):
-    from remediations import procs
+    from triage.lab import procs
 
     log = tmp_path / "srv.log"
     with open(log, "wb") as out:

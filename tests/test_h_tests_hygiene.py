@@ -61,8 +61,8 @@ def test_the_bundled_vllm_capture_reads_as_recorded():
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from collectors.ingest import ingest_paths
-    from collectors.store import Store
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
 
     lines = gzip.decompress((VLLM_CAPTURE / "metrics.prom.gz").read_bytes()).decode().splitlines()
     samples = sum(1 for line in lines if line and not line.startswith("#"))

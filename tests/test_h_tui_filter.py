@@ -2,8 +2,8 @@
 rows it selects checked against plain Python over the same requests."""
 import pytest
 
-from analyzers import requests as rq
-from analyzers.requests import FilterError, compile_filter, parse
+from triage.analyzers import requests as rq
+from triage.analyzers.requests import FilterError, compile_filter, parse
 from conftest import SAMPLES, analysis_of
 
 

@@ -4,15 +4,15 @@ import re
 
 from textual.widgets import DataTable, Input, Static
 
-from analyzers import requests as rq
+from triage.analyzers import requests as rq
 from conftest import ROOT, SAMPLES
-from tui.app import TriageApp
-from tui.screens.filter import FilterScreen
-from tui.screens.findings import FindingsScreen
-from tui.screens.help import HelpScreen
-from tui.screens.requests import PAGE, RequestsScreen
-from tui.screens.trace import TraceScreen
-from tui.widgets.waterfall import Waterfall
+from triage.tui.app import TriageApp
+from triage.tui.screens.filter import FilterScreen
+from triage.tui.screens.findings import FindingsScreen
+from triage.tui.screens.help import HelpScreen
+from triage.tui.screens.requests import PAGE, RequestsScreen
+from triage.tui.screens.trace import TraceScreen
+from triage.tui.widgets.waterfall import Waterfall
 
 TRITON = ROOT / "tests" / "fixtures" / "captures" / "triton-gateway-mixed"
 
@@ -183,7 +183,7 @@ async def test_copy_and_export(tmp_path, monkeypatch):
         await pilot.press("e")
         exported = tmp_path / f"trace-{first}.json"
         assert exported.exists()
-        from analyzers.session import analyze
+        from triage.sessions.offline import analyze
 
         back = analyze([str(exported)])
         assert back.store.scalar("SELECT count(*) FROM spans") == app.store.scalar(
@@ -202,7 +202,7 @@ def _readme_keys():
 
 
 async def test_help_lists_every_live_binding_and_the_readme_matches_it():
-    from tui.keys import keys
+    from triage.tui.keys import keys
 
     assert _readme_keys() == keys()
     app = TriageApp(paths=[str(SAMPLES / "healthy")])
@@ -221,7 +221,7 @@ async def test_help_lists_every_live_binding_and_the_readme_matches_it():
 def test_command_line_parsing():
     import pytest
 
-    from tui.screens.command import parse_command
+    from triage.tui.screens.command import parse_command
 
     assert parse_command(":requests") == ("requests", "")
     assert parse_command("req") == ("requests", "")
@@ -264,7 +264,7 @@ async def test_command_line_opens_a_trace_and_sets_a_filter():
 async def test_a_ten_thousand_span_trace_renders_only_the_rows_on_screen(tmp_path):
     import json
 
-    from analyzers.trace import Span, build, to_otlp
+    from triage.analyzers.trace import Span, build, to_otlp
 
     tid = "ab" * 16
     t0 = 1_796_029_103_000_000_000
@@ -301,8 +301,8 @@ async def test_a_ten_thousand_span_trace_renders_only_the_rows_on_screen(tmp_pat
 
 
 async def test_live_mode_requests_and_traces_read_the_live_store():
-    from analyzers.constraints import Constraints
-    from analyzers.live import LiveSession
+    from triage.analyzers.constraints import Constraints
+    from triage.sessions.live import LiveSession
     from conftest import async_wait_until
     from test_live import _emit_queued_requests
 

@@ -8,7 +8,7 @@ import pytest
 from textual.widgets import Input
 
 from conftest import ROOT
-from tui.app import TriageApp
+from triage.tui.app import TriageApp
 
 # relative to the checkout (the tests run from ROOT): a finding's evidence names its input files, and a
 # snapshot must not depend on where the project was cloned

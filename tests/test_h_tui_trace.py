@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from analyzers import trace as tr
-from analyzers.trace import Span, build
+from triage.analyzers import trace as tr
+from triage.analyzers.trace import Span, build
 from conftest import ROOT, SAMPLES, analysis_of
 
 TRITON = ROOT / "tests" / "fixtures" / "captures" / "triton-gateway-mixed"
@@ -132,8 +132,8 @@ def test_triton_exemplar_exclusive_times_add_up_and_match_stage_attribution(trit
 
 
 def test_otlp_export_reads_back_as_the_same_trace(triton, tmp_path):
-    from analyzers.session import analyze
-    from tui.export import write_new
+    from triage.sessions.offline import analyze
+    from triage.tui.export import write_new
 
     tid = triton.store.query("SELECT trace_id FROM requests ORDER BY duration_ns DESC LIMIT 1")[0][0]
     t = tr.load(triton.store, tid)

@@ -32,8 +32,8 @@ def watchdog():
             os._exit(3)
         time.sleep(0.02)
 threading.Thread(target=watchdog, daemon=True).start()
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 t = time.monotonic()
 r = ingest_paths(Store(), sys.argv[3:])
 print(json.dumps({"spans": r.spans, "skipped": r.skipped, "problems": r.problems.items,
@@ -84,9 +84,9 @@ def test_decompression_bomb_is_detected_from_its_head(tmp_path, make, name):
 
 def test_bomb_with_a_telemetry_head_stops_at_the_budget(tmp_path, monkeypatch):
     """A compressed file that inflates past the per-file budget is read up to it, and says so."""
-    from collectors import streams
-    from collectors.ingest import ingest_paths
-    from collectors.store import Store
+    from triage.collectors import streams
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
 
     import zstandard
 
@@ -108,7 +108,7 @@ def test_one_decompression_step_is_bounded():
 
     import zstandard
 
-    from collectors import streams
+    from triage.collectors import streams
 
     data = zstandard.ZstdCompressor(level=1).compress(bytes(256 << 20))
     d = streams.Decompressed(io.BytesIO(data), "zstd")
@@ -145,7 +145,7 @@ def test_protobuf_salvage_stops_at_an_invalid_tag():
     """Field number 0 never occurs in protobuf: the walk stops there instead of crawling through zeros."""
     import time
 
-    from collectors.proto_salvage import salvage_request
+    from triage.collectors.proto_salvage import salvage_request
 
     t = time.monotonic()
     assert salvage_request(b"\n" + bytes(64 << 20)) is None

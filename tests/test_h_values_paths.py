@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collectors.ingest import ingest_paths
-from collectors.store import Store
-from tui.cli import main
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
+from triage.cli.main import main
 
 TID = "5b8efff798038103d269b633813fc60c"
 
@@ -79,7 +79,7 @@ def test_symlink_into_unreadable_folder(tmp_path, capsys, monkeypatch):
 def test_capture_folder_that_is_a_symlink_to_root(tmp_path, capsys, monkeypatch):
     """The walk does not enter /proc (nor /sys, /dev), never loops, and stops at its bound (made small here
     so that the test reads a few hundred files of / rather than all of them)."""
-    from collectors import walk as walk_mod
+    from triage.collectors import walk as walk_mod
 
     link = tmp_path / "capture"
     link.symlink_to("/")
@@ -117,7 +117,7 @@ def test_symlink_loops_fifos_and_dangling_links(tmp_path):
 
 
 def test_file_that_vanishes_between_walk_and_read(tmp_path, monkeypatch):
-    from collectors import ingest
+    from triage.collectors import ingest
 
     cap = tmp_path / "cap"
     cap.mkdir()

@@ -7,10 +7,10 @@ import json
 import orjson
 import pytest
 
-from collectors import receiver
-from collectors.ingest import ingest_paths
-from collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
-from tui.cli import main
+from triage.collectors import receiver
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
+from triage.cli.main import main
 
 TID = "5b8efff798038103d269b633813fc60c"
 START, END = 1544712660000000000, 1544712661000000000
@@ -169,7 +169,7 @@ def test_receiver_payloads_fit_the_store(body, ctype):
 def test_arrow_and_msgspec_paths_agree_on_out_of_range_values(tmp_path):
     """A chunk big enough for Arrow, with out-of-range promoted numbers in it: the Arrow path hands it to
     the exact path, so rows and problems equal the msgspec path's."""
-    from collectors import otlp_arrow, otlp_fast
+    from triage.collectors import otlp_arrow, otlp_fast
 
     if not otlp_arrow.available():
         pytest.skip("pyarrow missing")
@@ -196,7 +196,7 @@ def test_arrow_and_msgspec_paths_agree_on_out_of_range_values(tmp_path):
 def test_file_large_enough_for_arrow_reports_each_out_of_range_value(tmp_path):
     """A file past the small-file batch and big enough for Arrow: the chunks holding bad values go to the exact
     path; every bad value is one problem, every good span loads."""
-    from collectors.small_files import SMALL_FILE_BYTES
+    from triage.collectors.small_files import SMALL_FILE_BYTES
 
     def extra(i):
         if i % 500 == 0:

@@ -6,8 +6,8 @@ import gzip
 import orjson
 
 from benchmarks.small_files import one_span_requests
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 
 N = 3000
 

@@ -48,7 +48,7 @@ def test_core_never_imports_textual_tui_or_heavy_libraries():
     core = LAYERS[:3]
     imported, loaded = _import_all(core)
     assert sorted(imported) == sorted(m for pkg in core for m in _modules_on_disk(pkg))  # every module, really
-    assert "remediations.quantize" in imported and "analyzers.rules.retry_spiral" in imported
+    assert "triage.remediations.quantize" in imported and "triage.analyzers.rules.retry_spiral" in imported
     assert loaded & set(UI + HEAVY) == set()
 
 
@@ -107,7 +107,7 @@ def test_the_static_check_sees_function_local_imports(tmp_path):
     """The checker itself: a function-local import is found and marked as such."""
     p = tmp_path / "m.py"
     p.write_text("import os\n\ndef f():\n    from tui.app import TriageApp\n    import torch\n")
-    assert list(_imports(p)) == [(1, "os", False), (4, "tui.app", True), (5, "torch", True)]
+    assert list(_imports(p)) == [(1, "os", False), (4, "triage.tui.app", True), (5, "torch", True)]
 
 
 def test_help_imports_neither_torch_nor_onnxruntime():

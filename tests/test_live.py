@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from analyzers.constraints import Constraints
-from analyzers.live import LiveSession
-from collectors.prometheus import Credentials, PrometheusError, PrometheusSource
-from collectors.store import Store
+from triage.analyzers.constraints import Constraints
+from triage.sessions.live import LiveSession
+from triage.collectors.prometheus import Credentials, PrometheusError, PrometheusSource
+from triage.collectors.store import Store
 from conftest import ROOT, SAMPLES, wait_until
 from promserver import PROMTOOL, Prometheus, Target, free_port, need_prometheus
 
@@ -117,7 +117,7 @@ class Child:
     def __init__(self, args, out_path):
         self.out_path = out_path
         with open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=ROOT, stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-m", "triage", *args], cwd=ROOT, stdout=out,
                                          stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
@@ -198,7 +198,7 @@ def test_backfilled_capture_gives_the_same_metric_finding(tmp_path):
     """The gpu-idle sample's metrics, backfilled into a real Prometheus with promtool, then queried back:
     the rule sees the same GPU utilization as from the file."""
     need_prometheus()
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     om = tmp_path / "metrics.om"
     lines = []
@@ -220,10 +220,10 @@ def test_backfilled_capture_gives_the_same_metric_finding(tmp_path):
         start = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
         PrometheusSource(prom.url).fetch(store, start, start + timedelta(seconds=80), step_s=2)
         traces_only = [p for p in (SAMPLES / "gpu-idle" / "otlp").iterdir()]
-        from collectors.ingest import ingest_paths
+        from triage.collectors.ingest import ingest_paths
 
         ingest_paths(store, traces_only)
-        from analyzers import engine
+        from triage.analyzers import engine
 
         engine.prepare(store, Constraints())
         live = {f.rule: f for f in engine.run_rules(store, Constraints())}
@@ -358,13 +358,13 @@ def test_a_bounded_run_reports_the_traces_begun_in_it():
 def test_settle_must_fit_the_window():
     with pytest.raises(ValueError, match="under half the 60s window"):
         LiveSession(Constraints(), listen=None, window_s=60, settle_s=30).start()
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", "off", "--window", "1m",
+    out = subprocess.run([sys.executable, "-m", "triage", "live", "--otlp-listen", "off", "--window", "1m",
                           "--settle", "40s", "--for", "1s"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "settle time 40s must be under half the 60s window" in out.stderr
 
 
 def test_a_bounded_run_that_received_nothing_exits_2():
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "live", "--otlp-listen", "127.0.0.1:0",
+    out = subprocess.run([sys.executable, "-m", "triage", "live", "--otlp-listen", "127.0.0.1:0",
                           "--settle", "0", "--for", "1s", "--format", "json"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
@@ -450,8 +450,8 @@ def test_tls_verification_is_on_by_default(tmp_path, target):
 
 
 def test_live_capture_replay_gives_the_same_findings(tmp_path, idle_gpu_prometheus):
-    from collectors.export import write_metrics, write_traces
-    from analyzers.session import analyze
+    from triage.collectors.export import write_metrics, write_traces
+    from triage.sessions.offline import analyze
 
     s = LiveSession(Constraints(), listen=("127.0.0.1", 0), prometheus_url=idle_gpu_prometheus.url,
                     window_s=600, settle_s=0).start()
@@ -484,11 +484,11 @@ def test_capture_command_writes_a_replayable_folder(tmp_path, child):
     rc, _ = proc.wait()
     assert rc == 0, proc.err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "traces.otlp.jsonl", "triage.toml"]
-    rep = subprocess.run([sys.executable, "-m", "tui.cli", "report", str(out), "--format", "json"], cwd=ROOT,
+    rep = subprocess.run([sys.executable, "-m", "triage", "report", str(out), "--format", "json"], cwd=ROOT,
                          capture_output=True, text=True)
     data = json.loads(rep.stdout)
     assert data["inputs"]["spans"] == sent and data["latency"]["gateway POST /v1/embed"]["requests"] == 25
     # refuses to overwrite
-    again = subprocess.run([sys.executable, "-m", "tui.cli", "capture", "--out", str(out), "--for", "1s",
+    again = subprocess.run([sys.executable, "-m", "triage", "capture", "--out", str(out), "--for", "1s",
                             "--otlp-listen", "off"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from collectors import otlp_arrow, otlp_fast
-from collectors.ingest import ingest_paths
-from collectors.store import Store
+from triage.collectors import otlp_arrow, otlp_fast
+from triage.collectors.ingest import ingest_paths
+from triage.collectors.store import Store
 from conftest import CAPTURE, ROOT, examples
 
 assert otlp_arrow.available(), "pyarrow is a dependency of triage (pyproject.toml): these tests never skip"
@@ -100,7 +100,7 @@ def _sdk_lines(make) -> bytes:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from sample_traces.generate import _hex_ids
+    from triage.sample_traces.generate import _hex_ids
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "gw", "service.instance.id": "gw-1"}))

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from collectors.parallel import Pool
+from triage.collectors.parallel import Pool
 from conftest import ROOT
 
 PRELUDE = """
@@ -36,7 +36,7 @@ def _fresh(body: str, tmp_path: Path) -> str:
 
 def test_pool_runs_in_other_processes_when_stderr_has_no_descriptor(tmp_path):
     got = _fresh("""
-        from collectors.parallel import Pool
+        from triage.collectors.parallel import Pool
         if __name__ == "__main__":
             real, sys.stderr = sys.stderr, CapturedStderr()
             with Pool(2) as pool:
@@ -54,8 +54,8 @@ def test_large_file_for_the_worker_path_loads_under_a_captured_stderr(tmp_path):
     path = tmp_path / "enum-kinds.jsonl"
     path.write_bytes(line.replace(b'"kind":2', b'"kind":"SPAN_KIND_SERVER"') * 6)
     got = _fresh(f"""
-        from collectors.ingest import ingest_paths
-        from collectors.store import Store
+        from triage.collectors.ingest import ingest_paths
+        from triage.collectors.store import Store
         if __name__ == "__main__":
             expected = ingest_paths(Store(), [{str(path)!r}], workers=1)
             real, sys.stderr = sys.stderr, CapturedStderr()

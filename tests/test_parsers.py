@@ -2,8 +2,8 @@
 
 import orjson
 
-from collectors.ingest import IngestResult, ingest_file, ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import IngestResult, ingest_file, ingest_paths
+from triage.collectors.store import Store
 from conftest import SHARED
 
 SPAN = {"traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174", "name": "tokenize",
@@ -97,7 +97,7 @@ def test_shared_otlp_json_fixtures_counted_independently(tmp_path):
 
 
 def test_anyvalue_types_decoded():
-    from collectors.otlp_json import any_value
+    from triage.collectors.otlp_json import any_value
 
     assert any_value({"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": True}]}}) == [1, True]
     assert any_value({"kvlistValue": {"values": [{"key": "k", "value": {"doubleValue": 1.5}}]}}) == {"k": 1.5}

@@ -7,9 +7,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectors.ingest import IngestResult, ingest_file
-from collectors.parallel import Pool
-from collectors.store import Store
+from triage.collectors.ingest import IngestResult, ingest_file
+from triage.collectors.parallel import Pool
+from triage.collectors.store import Store
 from conftest import CAPTURE, SHARED, examples
 
 # derandomised in the suite, many random examples with HYPOTHESIS_PROFILE=fuzz (tests/conftest.py)

@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("torch", reason="torch is in the test extra (pip install torch==2.13.0)")
 pytest.importorskip("onnxruntime")
 
-from remediations import atomic, ledger  # noqa: E402
-from remediations.quantize import RemediationError, plan, rollback, run  # noqa: E402
+from triage.remediations import atomic, ledger  # noqa: E402
+from triage.remediations.quantize import RemediationError, plan, rollback, run  # noqa: E402
 from conftest import model_files  # noqa: E402
-from tui.cli import main  # noqa: E402
+from triage.cli.main import main  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_rollback_restores_byte_identical_files(repo, capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert model_files(repo) != before
     assert main(["--db", str(db), "rollback", out["ledger_id"]]) == 0
-    from collectors.store import Store
+    from triage.collectors.store import Store
 
     assert [r[0] for r in Store(db).query("SELECT action FROM remediations ORDER BY ts")] == [
         "quantize", "rollback"]
@@ -63,7 +63,7 @@ def test_guardrail_failure_is_reported_and_not_applied(repo):
 
 
 def test_export_that_bakes_a_shape_is_caught(repo):
-    p = plan("remediations.demo_model:baked_classifier", "dynamic")
+    p = plan("triage.lab.model:baked_classifier", "dynamic")
     r = run(p, apply=False)
     assert not r["applied"] and r["reason"] == "the export baked a shape"
     failing = [f["shape"] for f in r["verification"]["shape_failures"]]

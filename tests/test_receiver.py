@@ -10,8 +10,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from collectors.receiver import Receiver
-from collectors.store import Store
+from triage.collectors.receiver import Receiver
+from triage.collectors.store import Store
 from conftest import wait_until
 
 
@@ -151,7 +151,7 @@ def test_a_failed_write_stores_nothing_and_asks_for_a_retry(monkeypatch):
     leave duplicate spans behind."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from collectors import receiver as receiver_mod
+    from triage.collectors import receiver as receiver_mod
 
     real = receiver_mod.insert_frame
 

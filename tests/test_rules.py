@@ -3,9 +3,9 @@ Positives are the bundled incidents (generated with the OpenTelemetry SDK); nega
 Triton capture and the other incidents, whose causes differ."""
 import pytest
 
-from analyzers.constraints import Constraints
-from analyzers import engine
-from analyzers.rules import BY_ID, RULES
+from triage.analyzers.constraints import Constraints
+from triage.analyzers import engine
+from triage.analyzers.rules import BY_ID, RULES
 from conftest import CAPTURE, SAMPLES, SHARED, analysis_of, rules_of
 
 
@@ -54,7 +54,7 @@ def test_threshold_override_from_constraints():
 
 
 def _ctx(a, constraints):
-    from analyzers.rule import Context
+    from triage.analyzers.rule import Context
     return Context(a.store, constraints, (None, None))
 
 
@@ -130,7 +130,7 @@ def test_retry_spiral_not_evaluated_without_client_spans():
 
 
 def test_a_broken_rule_does_not_hide_the_others():
-    from analyzers.rule import Rule
+    from triage.analyzers.rule import Rule
 
     def boom(ctx, th):
         raise RuntimeError("boom")
@@ -144,10 +144,10 @@ def test_a_broken_rule_does_not_hide_the_others():
 @pytest.mark.parametrize("name,fires", [("overload", True), ("gpu-idle", False)])
 def test_queueing_growth_from_triton_metrics_alone(name, fires):
     """Without traces, Triton's cumulative queue counters carry the signal; steady load must not fire."""
-    from analyzers import stages
-    from analyzers.rule import Context
-    from collectors.ingest import ingest_paths
-    from collectors.store import Store
+    from triage.analyzers import stages
+    from triage.analyzers.rule import Context
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
 
     store = Store()
     ingest_paths(store, [SAMPLES / name / "metrics.prom"])
@@ -159,8 +159,8 @@ def test_queueing_growth_from_triton_metrics_alone(name, fires):
 
 
 def test_example_constraints_file_is_valid():
-    from analyzers.constraints import load
-    from analyzers.rules import default_thresholds
+    from triage.analyzers.constraints import load
+    from triage.analyzers.rules import default_thresholds
     from conftest import ROOT
 
     c = load(ROOT / "triage.example.toml", default_thresholds())
@@ -180,7 +180,7 @@ def test_the_same_capture_gives_the_same_report():
     exemplar traces and top-N lists do not change from run to run."""
     import json
 
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     reports = {json.dumps(analyze([SAMPLES / "retry-storm"]).report(), sort_keys=True, default=str) for _ in range(4)}
     assert len(reports) == 1

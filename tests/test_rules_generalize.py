@@ -4,11 +4,11 @@ import dataclasses
 
 import pytest
 
-from analyzers.session import analyze
+from triage.sessions.offline import analyze
 from conftest import rules_of
-from sample_traces.generate import generate
-from sample_traces.incidents import INCIDENTS
-from sample_traces.simulate import Incident
+from triage.sample_traces.generate import generate
+from triage.sample_traces.incidents import INCIDENTS
+from triage.sample_traces.simulate import Incident
 
 
 def _run(tmp_path, inc: Incident, seed: int) -> dict:

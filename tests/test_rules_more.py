@@ -5,11 +5,11 @@ import dataclasses
 import orjson
 import pytest
 
-from analyzers.constraints import Constraints
-from analyzers.session import analyze
+from triage.analyzers.constraints import Constraints
+from triage.sessions.offline import analyze
 from conftest import CAPTURE, SAMPLES, analysis_of
-from sample_traces.generate import generate
-from sample_traces.incidents import INCIDENTS
+from triage.sample_traces.generate import generate
+from triage.sample_traces.incidents import INCIDENTS
 
 HEALTHY = INCIDENTS["healthy"][0]
 
@@ -64,7 +64,7 @@ def test_tail_segment_negative(sample):
 
 def test_budget_overrun_positive_negative_and_not_evaluated(healthy):
     a = analysis_of(str(SAMPLES / "healthy"))
-    from analyzers import engine
+    from triage.analyzers import engine
 
     tight = Constraints(budget={"inference_ms": 5, "preprocess_ms": 50, "total_ms": 200})
     out = [f for f in engine.run_rules(a.store, tight) if f.rule == "budget-overrun" and f.severity != "info"]
@@ -76,7 +76,7 @@ def test_budget_overrun_positive_negative_and_not_evaluated(healthy):
 
 
 def test_budget_table_in_report(tmp_path):
-    from analyzers.report import to_markdown
+    from triage.analyzers.report import to_markdown
 
     rep = run(tmp_path, constraints=Constraints(budget={"inference_ms": 5, "total_ms": 200}))
     row = rep["budget"]["gateway POST /v1/classify"]
@@ -88,7 +88,7 @@ def test_budget_table_in_report(tmp_path):
 
 def test_slo_burn_positive():
     a = analysis_of(str(SAMPLES / "retry-storm"))
-    from analyzers import engine
+    from triage.analyzers import engine
 
     out = [f for f in engine.run_rules(a.store, Constraints(slo={"error_rate": 0.01}))
            if f.rule == "slo-burn" and f.severity != "info"]
@@ -97,7 +97,7 @@ def test_slo_burn_positive():
 
 def test_slo_burn_negative_and_not_evaluated(healthy):
     a = analysis_of(str(SAMPLES / "healthy"))
-    from analyzers import engine
+    from triage.analyzers import engine
 
     out = [f for f in engine.run_rules(a.store, Constraints(slo={"error_rate": 0.01, "p95_ms": 100}))
            if f.rule == "slo-burn" and f.severity != "info"]
@@ -159,7 +159,7 @@ def test_throttling_negative(sample):
 
 def test_cost_per_inference_positive_negative_and_not_evaluated(healthy):
     a = analysis_of(str(SAMPLES / "healthy"))
-    from analyzers import engine
+    from triage.analyzers import engine
 
     def cost(cap):
         c = Constraints(cost={"accelerator_price_per_hour": 2.0, "accelerators": 1, "cap_per_1000_calls": cap})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.store import Store, memory_limit_bytes
+from triage.collectors.store import Store, memory_limit_bytes
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def capture(tmp_path_factory):
 
 
 def test_a_capped_store_spills_and_analyses_the_same(capture, monkeypatch):
-    from analyzers.session import analyze
+    from triage.sessions.offline import analyze
 
     reference = analyze([capture])
     expected = json.dumps(reference.report(), sort_keys=True, default=str)
@@ -49,7 +49,7 @@ def test_the_memory_limit_is_checked():
 
 def test_a_bad_memory_limit_is_a_clear_cli_error(monkeypatch, capsys):
     from conftest import SAMPLES
-    from tui.cli import main
+    from triage.cli.main import main
 
     monkeypatch.setenv("TRIAGE_MEMORY_LIMIT", "lots")
     assert main(["report", str(SAMPLES / "healthy")]) == 2
@@ -61,7 +61,7 @@ def test_a_bad_memory_limit_is_a_clear_cli_error(monkeypatch, capsys):
 def test_running_out_of_the_limit_says_what_to_change(monkeypatch):
     import duckdb
 
-    from collectors.store import out_of_memory
+    from triage.collectors.store import out_of_memory
 
     monkeypatch.setenv("TRIAGE_MEMORY_LIMIT", "3GB")
     con = duckdb.connect()

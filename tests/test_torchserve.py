@@ -1,14 +1,14 @@
 """TorchServe behind the same batching interface, against a real TorchServe started here on loopback."""
 import pytest
 
-from remediations.torchserve import available
+from triage.remediations.torchserve import available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real TorchServe here: {available()}")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, demo_repo_master):
-    from remediations.torchserve import TorchServe
+    from triage.remediations.torchserve import TorchServe
 
     root = tmp_path_factory.mktemp("ts")
     model = demo_repo_master / "clf" / "1" / "model.onnx"  # only read by the archiver
@@ -26,11 +26,12 @@ def served(tmp_path_factory, demo_repo_master):
 
 
 def test_torchserve_batching_window_proposal_apply_remeasure_rollback(served, monkeypatch):
-    from analyzers.compare import compare
-    from analyzers.constraints import Constraints
-    from remediations import ledger, loadgen
-    from remediations.batching import Measured
-    from remediations.torchserve import TorchServeBatching
+    from triage.analyzers.compare import compare
+    from triage.analyzers.constraints import Constraints
+    from triage.remediations import ledger
+    from triage.lab import loadgen
+    from triage.remediations.batching import Measured
+    from triage.remediations.torchserve import TorchServeBatching
 
     ts, mar, root = served
     monkeypatch.setenv("TRIAGE_HOME", str(root / "home"))

@@ -3,10 +3,10 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from conftest import SAMPLES, async_wait_until, model_files
-from tui.app import TriageApp
-from tui.screens.findings import FindingsScreen
-from tui.screens.help import HelpScreen
-from tui.screens.overview import OverviewScreen
+from triage.tui.app import TriageApp
+from triage.tui.screens.findings import FindingsScreen
+from triage.tui.screens.help import HelpScreen
+from triage.tui.screens.overview import OverviewScreen
 
 
 async def _loaded(pilot):
@@ -69,7 +69,7 @@ async def test_unreadable_input_keeps_the_ui_up(tmp_path):
         assert "No requests found" in str(app.screen.query_one("#summary", Static).render())
         await pilot.press("f")
         table = app.screen.query_one("#findings", DataTable)
-        from analyzers.rules import RULES
+        from triage.analyzers.rules import RULES
 
         assert table.row_count == len(RULES)  # every rule says "not evaluated", at info level
         await pilot.press("i")  # hide info-level findings
@@ -117,8 +117,8 @@ class CountedRefreshes(TriageApp):
 
 
 async def test_live_mode_refreshes_pauses_and_scrubs():
-    from analyzers.constraints import Constraints
-    from analyzers.live import LiveSession
+    from triage.analyzers.constraints import Constraints
+    from triage.sessions.live import LiveSession
     from test_live import _emit_queued_requests
 
     live = LiveSession(Constraints(), listen=("127.0.0.1", 0), window_s=600, settle_s=0).start()
@@ -152,7 +152,7 @@ async def test_live_mode_refreshes_pauses_and_scrubs():
 async def test_budget_and_scorecard_screen(tmp_path):
     import shutil
 
-    from tui.screens.budget import BudgetScreen
+    from triage.tui.screens.budget import BudgetScreen
 
     cap = tmp_path / "cap"
     shutil.copytree(SAMPLES / "slow-tokenizer", cap)
@@ -175,7 +175,7 @@ async def test_one_key_model_fix_preview_apply_and_rollback(tmp_path, demo_repo_
     u rolls back; the model repository ends byte-identical."""
     import shutil
 
-    from tui.screens.remediate import PreviewScreen, ResultScreen
+    from triage.tui.screens.remediate import PreviewScreen, ResultScreen
 
     repo = tmp_path / "repo"
     shutil.copytree(demo_repo_master, repo)

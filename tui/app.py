@@ -7,7 +7,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from collectors.store import describe
+from triage.collectors.store import describe
 
 from .messages import AnalysisFailed, AnalysisReady, IngestProgress
 from .screens.budget import BudgetScreen
@@ -60,14 +60,14 @@ class TriageApp(App):
         self.budget = BudgetScreen()
         self.requests = RequestsScreen()
         self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
-        from analyzers.requests import Filter
+        from triage.analyzers.requests import Filter
 
         self.filter = Filter("")       # scopes the requests table; F runs the rules on its cohort
         self.cohort: str | None = None  # the filter whose cohort the overview/findings/budget show, if any
 
     def run(self, *args, **kwargs):
         """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (tui/lifecycle.py)."""
-        from . import lifecycle
+        from triage import lifecycle
 
         with lifecycle.stopper(self.exit_soon):
             return super().run(*args, **kwargs)
@@ -111,7 +111,7 @@ class TriageApp(App):
     # -- live mode: one refresh at a time; the next is armed only when this one is done -------------
     @work(thread=True, exclusive=True, group="live")
     def live_refresh(self) -> None:
-        from analyzers.latency import timeseries
+        from triage.analyzers.latency import timeseries
 
         try:
             snap = self.live.refresh()
@@ -150,8 +150,8 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="analysis")
     def analyze(self) -> None:
-        from analyzers.latency import timeseries
-        from analyzers.session import analyze
+        from triage.analyzers.latency import timeseries
+        from triage.sessions.offline import analyze
 
         def early(a, fraction: float) -> None:
             rep = a.report()
@@ -163,7 +163,7 @@ class TriageApp(App):
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
             self.guardrails = dict(a.constraints.guardrails)
-            from analyzers.requests import materialize
+            from triage.analyzers.requests import materialize
 
             materialize(a.store)  # the requests table's rows, paged and sorted by the requests screen
             self.store = a.store  # the ledger's DuckDB table goes here too
@@ -208,7 +208,7 @@ class TriageApp(App):
         return models[0] if len(models) == 1 else None
 
     def preview_quantize(self, finding: dict) -> None:
-        from remediations.quantize import RemediationError, plan
+        from triage.remediations.quantize import RemediationError, plan
 
         model_dir = self._model_dir(finding)
         if model_dir is None:
@@ -230,7 +230,7 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="remediation")
     def run_quantize(self, p) -> None:
-        from remediations.quantize import run
+        from triage.remediations.quantize import run
 
         try:
             result = run(p, store=self.store, progress=lambda m: self.call_from_thread(self.notify, m, timeout=2))
@@ -252,8 +252,8 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="remediation")
     def run_rollback(self, ledger_id: str) -> None:
-        from remediations.quantize import RemediationError
-        from remediations.undo import rollback
+        from triage.remediations.quantize import RemediationError
+        from triage.remediations.undo import rollback
 
         try:
             out = rollback(ledger_id, store=self.store)
@@ -305,7 +305,7 @@ class TriageApp(App):
             elif name == "trace":
                 self.open_trace(arg)
             elif name == "filter":
-                from analyzers.requests import compile_filter
+                from triage.analyzers.requests import compile_filter
 
                 self.set_filter(compile_filter(arg))
             elif name == "cohort":
@@ -342,7 +342,7 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="cohort")
     def analyze_cohort(self, flt) -> None:
-        from analyzers.cohort import analyze_cohort
+        from triage.analyzers.cohort import analyze_cohort
 
         try:
             report = analyze_cohort(self.current_store(), flt, self.paths, self.constraints_file)

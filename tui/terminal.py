@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from textual.drivers.linux_driver import LinuxDriver
 
-from . import lifecycle
+from triage import lifecycle
 
 
 class _TerminalFile:

@@ -28,7 +28,7 @@ def parse_command(line: str) -> tuple[str, str]:
     if cmd == "trace" and not arg:
         raise ValueError(":trace needs a trace id")
     if cmd == "filter" and arg:
-        from analyzers.requests import FilterError, compile_filter
+        from triage.analyzers.requests import FilterError, compile_filter
 
         try:
             compile_filter(arg)

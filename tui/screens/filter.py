@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from analyzers.requests import Filter, FilterError, compile_filter
+from triage.analyzers.requests import Filter, FilterError, compile_filter
 
 from ..format import esc
 

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from analyzers.requests import COLUMN_NAMES, Filter
+from triage.analyzers.requests import COLUMN_NAMES, Filter
 
 from ..format import esc
 
@@ -84,7 +84,7 @@ class RequestsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="requests")
     def fetch(self, generation: int, offset: int, cursor: int) -> None:
-        from analyzers import requests as rq
+        from triage.analyzers import requests as rq
 
         store = self.app.current_store()
         try:
@@ -97,7 +97,7 @@ class RequestsScreen(Screen):
             rows = rq.page(store, self.filter, self.sort, self.descending, offset, PAGE)
             origin = store.scalar("SELECT min(start_ns) FROM request_rows")
         except Exception as exc:
-            from collectors.store import describe
+            from triage.collectors.store import describe
 
             self.post_message(Page(generation, offset, 0, [], None, 0, describe(exc)))
             return
@@ -203,7 +203,7 @@ class RequestsScreen(Screen):
         import csv
         import io
 
-        from analyzers import requests as rq
+        from triage.analyzers import requests as rq
 
         from ..export import write_new
 

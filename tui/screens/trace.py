@@ -40,7 +40,7 @@ class TraceScreen(Screen):
 
     @work(thread=True, exclusive=True, group="trace")
     def load(self) -> None:
-        from analyzers.trace import load
+        from triage.analyzers.trace import load
 
         store = self.app.current_store()
         try:
@@ -103,7 +103,7 @@ class TraceScreen(Screen):
     def action_export(self) -> None:
         if self.trace is None:
             return
-        from analyzers.trace import to_otlp
+        from triage.analyzers.trace import to_otlp
 
         from ..export import write_new
 

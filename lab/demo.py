@@ -28,8 +28,8 @@ INCIDENTS = {
 
 def _triton_counters(metrics_url: str) -> dict[str, float]:
     """Triton's cumulative request, execution and compute-time counters (the first series of each)."""
-    from collectors.problems import Problems
-    from collectors.prom_text import parse
+    from triage.collectors.problems import Problems
+    from triage.collectors.prom_text import parse
 
     _, names, _, values = parse(requests.get(metrics_url, timeout=5).text, metrics_url, Problems(), 0)
     out = {n: None for n in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us")}
@@ -42,7 +42,7 @@ def _triton_counters(metrics_url: str) -> dict[str, float]:
 def _serve_model(tmp: Path, spec: dict, store, say) -> Path:
     """Train and export the demo model into a Triton repository (tmp/repository) configured for the
     incident, and tell the store its config.pbtxt (the batching rules read it). Returns the model folder."""
-    from .demo_model import write_repo
+    from .model import write_repo
     from .triton_server import write_model_repository
 
     say("training and exporting the demo model")
@@ -65,15 +65,16 @@ def run(incident: str = "batch-window", keep: bool = False, load_s: float = 20.0
 
 
 def _run(incident, keep, load_s, constraints, progress, info) -> dict:
-    from analyzers import engine
-    from analyzers.compare import compare
-    from analyzers.constraints import Constraints
-    from collectors.receiver import Receiver
-    from collectors.store import Store
+    from triage.analyzers import engine
+    from triage.analyzers.compare import compare
+    from triage.analyzers.constraints import Constraints
+    from triage.collectors.receiver import Receiver
+    from triage.collectors.store import Store
 
-    from . import batching, loadgen
-    from .demo_gateway import Gateway
-    from .ledger import LEDGER_NAME
+    from triage.remediations import batching
+    from . import loadgen
+    from .gateway import Gateway
+    from triage.remediations.ledger import LEDGER_NAME
     from .triton_server import Triton
 
     say = progress or (lambda m: None)
@@ -141,7 +142,7 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
 
 def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
     """Triton exports its spans in batches: wait until the requests it served are in the store."""
-    from collectors.receiver import wait_until
+    from triage.collectors.receiver import wait_until
 
     def arrived() -> bool:
         triton = store.scalar("SELECT count(*) FROM spans WHERE name = 'InferRequest'") or 0
@@ -156,7 +157,7 @@ def stack(incident: str, session, load_s: float = 600.0, progress=None):
     """Everything the interactive demo runs, around a live session (analyzers.live.LiveSession) whose receiver
     gets the traces: Triton, a Prometheus scraping it (when installed), the gateway, and background load."""
     from . import loadgen
-    from .demo_gateway import Gateway
+    from .gateway import Gateway
     from .prometheus_server import PrometheusServer, binary
     from .triton_server import Triton
 

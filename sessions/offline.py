@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from collectors.ingest import IngestResult, Progress, ingest_paths
-from collectors.store import Store
+from triage.collectors.ingest import IngestResult, Progress, ingest_paths
+from triage.collectors.store import Store
 
-from . import constraints as constraints_mod
-from . import engine, report
-from .finding import Finding
-from .rules import default_thresholds
+from triage.analyzers import constraints as constraints_mod
+from triage.analyzers import engine, report
+from triage.analyzers.finding import Finding
+from triage.analyzers.rules import default_thresholds
 
 
 @dataclass

@@ -15,7 +15,7 @@ registered, or it cannot act, SystemExit(128 + signal) is raised in the main thr
 blocks run; later signals do not interrupt that cleanup. An app still running GRACE_S after its stopper was
 asked gets SystemExit raised in the main thread anyway; a process still there HARD_S later ends with
 ``os._exit`` (the servers we started get SIGTERM from the kernel then: they were started with a parent-death
-signal, see remediations.procs). A stopped command ends its process.
+signal, see triage.lab.procs). A stopped command ends its process.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from remediations import procs
+#: Set once the running command was asked to stop; whoever stops servers reads it to cut their grace short.
+hurry_servers = threading.Event()
+
 
 TERMINAL_CLOSED = "terminal closed"
 
@@ -53,7 +55,7 @@ class _State:
                 return False
             self.reason, self.code = reason, code
             stoppers = list(self.stoppers)
-        procs.hurry()  # the servers we started get a short grace, not their full graceful stop
+        hurry_servers.set()  # the servers we started (triage.lab.procs) get a short grace, not their full graceful stop
         self.handled = any(_safely(s, code) for s in stoppers)
         threading.Thread(target=self._backstop, name="triage-stop-backstop", daemon=True).start()
         if not self.handled and threading.get_ident() != self.main_ident:
@@ -146,7 +148,7 @@ def guard():
         yield _State()  # signals can only be handled in the main thread; nothing to install
         return
     st = _state = _State()
-    procs.hurry(False)  # a new command (in-process callers run several): servers stop gracefully again
+    hurry_servers.clear()  # a new command (in-process callers run several): servers stop gracefully again
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         current = signal.getsignal(sig)

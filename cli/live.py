@@ -4,19 +4,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import _listen, emit, parse_duration
+from .main import _listen, emit, parse_duration
 
 
 def _shown(url: str | None) -> str | None:
-    from collectors.prometheus import redact_url
+    from triage.collectors.prometheus import redact_url
 
     return url and redact_url(url)
 
 
 def _live_session(args, window_s: float | None = None, db: str | None = None):
-    from analyzers.live import LiveSession
-    from analyzers.session import load_constraints
-    from collectors.receiver import token_from_env
+    from triage.sessions.live import LiveSession
+    from triage.sessions.offline import load_constraints
+    from triage.collectors.receiver import token_from_env
 
     cons = load_constraints([], args.constraints)
     listen = _listen(args.otlp_listen)
@@ -41,8 +41,8 @@ def _finish(session, cmd: str):
 def cmd_live(args) -> int:
     import time
 
-    from analyzers.report import exit_code, to_markdown
-    from tui.app import TriageApp
+    from triage.analyzers.report import exit_code, to_markdown
+    from triage.tui.app import TriageApp
 
     session = _live_session(args, db=args.db)
     if args.db:
@@ -83,7 +83,7 @@ def cmd_capture(args) -> int:
     import shutil
     import time
 
-    from collectors.export import write_metrics, write_traces
+    from triage.collectors.export import write_metrics, write_traces
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -113,18 +113,18 @@ def cmd_capture(args) -> int:
 
 def cmd_demo(args) -> int:
 
-    from remediations.demo import run
-    from remediations.triton_server import available
+    from triage.lab.demo import run
+    from triage.lab.triton_server import available
 
     why = available()
     if why:
         print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
         return 2
     if not args.auto_remediate:
-        from analyzers.live import LiveSession
-        from analyzers.session import load_constraints
-        from remediations.demo import stack
-        from tui.app import TriageApp
+        from triage.sessions.live import LiveSession
+        from triage.sessions.offline import load_constraints
+        from triage.lab.demo import stack
+        from triage.tui.app import TriageApp
 
         session = LiveSession(load_constraints([], None), listen=("127.0.0.1", 0), window_s=300).start()
         try:
@@ -141,7 +141,7 @@ def cmd_demo(args) -> int:
 
 
 def _demo_md(r: dict) -> str:
-    from analyzers.markdown import md
+    from triage.analyzers.markdown import md
 
     lines = [f"## triage demo — {r['incident']}", ""]
     for f in r["findings"][:3]:

@@ -22,14 +22,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from collectors.ingest import IngestResult
-from collectors.prometheus import PrometheusError, PrometheusSource
-from collectors.receiver import Receiver
-from collectors.store import Store
+from triage.collectors.ingest import IngestResult
+from triage.collectors.prometheus import PrometheusError, PrometheusSource
+from triage.collectors.receiver import Receiver
+from triage.collectors.store import Store
 
-from . import engine
-from . import report as report_mod
-from .constraints import Constraints
+from triage.analyzers import engine
+from triage.analyzers import report as report_mod
+from triage.analyzers.constraints import Constraints
 
 
 @dataclass
@@ -64,7 +64,7 @@ class LiveSession:
                              f"or traces would leave the window before they are analysed")
         self.snapshots = deque(maxlen=self.history)
         if self.db:
-            from collectors.archive import Archive
+            from triage.collectors.archive import Archive
 
             self._archive = Archive(self.store, self.db, f"live:{self.listen[0]}:{self.listen[1]}" if self.listen
                                     else "live")

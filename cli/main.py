@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analyzers.constraints import ConstraintsError
+from triage.analyzers.constraints import ConstraintsError
 
 VERSION = "0.1.0"
 
@@ -123,7 +123,7 @@ def parse_duration(text: str) -> float:
 
 def _prometheus_url(text: str) -> str:
     """--prometheus: checked before anything starts; the message never repeats a password (argparse would)."""
-    from collectors.prometheus import check_url
+    from triage.collectors.prometheus import check_url
 
     try:
         return check_url(text)
@@ -132,7 +132,7 @@ def _prometheus_url(text: str) -> str:
 
 
 def _listen(text: str):
-    from collectors.receiver import parse_listen
+    from triage.collectors.receiver import parse_listen
 
     return parse_listen(text)
 
@@ -171,8 +171,8 @@ def _check_paths(paths: list[str], db: str | None) -> str | None:
 
 def cmd_report(args) -> int:
 
-    from analyzers.report import exit_code, failed_rules, to_markdown
-    from analyzers.session import analyze
+    from triage.analyzers.report import exit_code, failed_rules, to_markdown
+    from triage.sessions.offline import analyze
 
     err = _check_paths(args.paths, args.db)
     if err:
@@ -196,8 +196,8 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
 
-    from analyzers.compare import compare_analyses, to_markdown
-    from analyzers.session import analyze, load_constraints
+    from triage.analyzers.compare import compare_analyses, to_markdown
+    from triage.sessions.offline import analyze, load_constraints
 
     for p in (args.before, args.after):
         if not Path(p).exists():
@@ -217,10 +217,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: str, model_repo: str | None = None) -> int:
-    from tui.app import TriageApp
+    from triage.tui.app import TriageApp
 
     if db:  # a --db that cannot be opened is said here, before the screen takes the terminal
-        from collectors.store import Store
+        from triage.collectors.store import Store
 
         Store(db).close()
     TriageApp(paths=paths, db=db, constraints_file=constraints, source_title=title, model_repo=model_repo).run()
@@ -228,7 +228,7 @@ def cmd_tui(paths: list[str], db: str | None, constraints: str | None, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .lifecycle import run
+    from triage.lifecycle import run
 
     return run(_main, argv)  # SIGTERM, SIGHUP or the terminal going away stop every command (tui/lifecycle.py)
 
@@ -237,11 +237,11 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     import duckdb
 
-    import sample_traces
+    from triage import sample_traces
 
     try:
-        from .cmd_live import cmd_capture, cmd_demo, cmd_live
-        from .cmd_model import cmd_quantize, cmd_rollback
+        from .live import cmd_capture, cmd_demo, cmd_live
+        from .model import cmd_quantize, cmd_rollback
 
         commands = {"report": cmd_report, "quantize": cmd_quantize, "rollback": cmd_rollback,
                     "compare": cmd_compare, "live": cmd_live, "capture": cmd_capture, "demo": cmd_demo}
@@ -276,7 +276,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"triage: {exc}", file=sys.stderr)
         return 2
     except duckdb.OutOfMemoryException as exc:
-        from collectors.store import out_of_memory
+        from triage.collectors.store import out_of_memory
 
         print(f"triage: {out_of_memory(exc)}", file=sys.stderr)
         return 2

@@ -4,28 +4,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import emit
+from .main import emit
 
 
 def _ledger_store(args):
     """With --db, the ledger also goes into that store's remediations table."""
     if not args.db:
         return None
-    from collectors.store import Store
+    from triage.collectors.store import Store
 
     return Store(args.db)
 
 
 def cmd_quantize(args) -> int:
 
-    from remediations.quantize import RemediationError, plan, run, sizes_from_capture
+    from triage.remediations.quantize import RemediationError, plan, run, sizes_from_capture
 
-    from analyzers.session import load_constraints
+    from triage.sessions.offline import load_constraints
 
     cons = load_constraints([], args.constraints)
     sizes = None
     if args.capture:
-        from analyzers.session import analyze
+        from triage.sessions.offline import analyze
 
         sizes = sizes_from_capture(analyze([args.capture]).store) or None
     try:
@@ -68,10 +68,10 @@ def _quantize_md(r: dict) -> str:
 
 
 def cmd_rollback(args) -> int:
-    from remediations.quantize import RemediationError
-    from remediations.undo import rollback
+    from triage.remediations.quantize import RemediationError
+    from triage.remediations.undo import rollback
 
-    from remediations import ledger
+    from triage.remediations import ledger
 
     path = Path(args.ledger) if args.ledger else None
     for problem in ledger.read(path)[1]:

@@ -79,7 +79,7 @@ def write_repo(out: Path, model_name: str = "clf") -> Path:
     import numpy as np
     import torch
 
-    from .export import export
+    from triage.remediations.export import export
 
     out = Path(out)
     vdir = out / model_name / "1"

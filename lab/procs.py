@@ -13,11 +13,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 
+from triage import lifecycle
+
 HURRY_S = 0.3  # how long a server gets to stop by itself once triage itself was told to stop (hang-up, SIGTERM)
-_hurry = threading.Event()
 
 
 def hurry(on: bool = True) -> None:
@@ -26,9 +26,9 @@ def hurry(on: bool = True) -> None:
     command is gone within the 2 s a hang-up allows. Servers that leave shared memory behind when killed name
     it with a prefix of ours and remove it in their ``stop()`` (Triton's Python backend)."""
     if on:
-        _hurry.set()
+        lifecycle.hurry_servers.set()
     else:
-        _hurry.clear()
+        lifecycle.hurry_servers.clear()
 
 
 def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
@@ -86,7 +86,7 @@ def terminate(proc, wait_s: float) -> None:
     started in its group, are gone afterwards."""
     if proc is None:
         return
-    if _hurry.is_set():
+    if lifecycle.hurry_servers.is_set():
         wait_s = min(wait_s, HURRY_S)
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
