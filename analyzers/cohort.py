@@ -7,8 +7,8 @@ from triage.collectors.ingest import IngestResult
 from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
 
 from . import engine, report
+from .engine import load_constraints
 from .requests import Filter
-from triage.sessions.offline import load_constraints
 
 
 def analyze_cohort(store, flt: Filter, paths=(), constraints_file: str | None = None) -> dict:

@@ -241,7 +241,8 @@ class _Errors:
 def load(path: str | Path, known_rules: dict[str, dict] | None = None,
          rule_units: dict[str, dict[str, str]] | None = None) -> Constraints:
     """Parse and validate a triage.toml. ``known_rules`` maps rule id → its default thresholds,
-    ``rule_units`` rule id → threshold → unit (for the valid range; defaults to the rule registry's)."""
+    ``rule_units`` rule id → threshold → unit (for the valid range); both come from the rule registry
+    (``analyzers.rules.default_thresholds`` / ``threshold_units``), which imports this module, not the other way."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -258,8 +259,6 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
     except tomllib.TOMLDecodeError as exc:
         raise ConstraintsError(f"{p}: {exc}") from exc
     err = _Errors(str(p), text)
-    if rule_units is None and known_rules is not None:
-        rule_units = _registry_units()
     c = Constraints(path=str(p))
     for section, value in doc.items():
         if section not in (*SCHEMA, "stages", "rules"):
@@ -309,19 +308,14 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
     return c
 
 
-def _registry_units() -> dict[str, dict[str, str]]:
-    from .rules import RULES  # the registry imports this module
-
-    return {r.id: {k: t.unit for k, t in r.thresholds.items()} for r in RULES}
-
-
-def find(paths: list[str | Path], explicit: str | Path | None, known_rules: dict[str, dict] | None = None) -> Constraints:
+def find(paths: list[str | Path], explicit: str | Path | None, known_rules: dict[str, dict] | None = None,
+         rule_units: dict[str, dict[str, str]] | None = None) -> Constraints:
     """The constraints in force: ``--constraints FILE``, else a triage.toml next to the capture, else defaults."""
     if explicit:
-        return load(explicit, known_rules)
+        return load(explicit, known_rules, rule_units)
     for p in paths:
         p = Path(p)
         candidate = (p if p.is_dir() else p.parent) / FILENAME
         if candidate.is_file():
-            return load(candidate, known_rules)
+            return load(candidate, known_rules, rule_units)
     return Constraints()

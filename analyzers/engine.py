@@ -4,10 +4,17 @@ from __future__ import annotations
 import traceback
 
 from . import impact, latency, stages
+from . import constraints as constraints_mod
 from .constraints import Constraints
 from .finding import Finding
 from .rule import Available, Context
-from .rules import RULES
+from .rules import RULES, default_thresholds, threshold_units
+
+
+def load_constraints(paths, explicit=None) -> Constraints:
+    """The constraints (triage.toml) for a capture: ``explicit`` or the one next to ``paths``, with every
+    rule's default thresholds."""
+    return constraints_mod.find(paths, explicit, default_thresholds(), threshold_units())
 
 
 def prepare(store, constraints: Constraints) -> None:

@@ -12,8 +12,8 @@ from triage.collectors.store import Store
 
 from triage.analyzers import constraints as constraints_mod
 from triage.analyzers import engine, report
+from triage.analyzers.engine import load_constraints
 from triage.analyzers.finding import Finding
-from triage.analyzers.rules import default_thresholds
 
 
 @dataclass
@@ -25,10 +25,6 @@ class Analysis:
 
     def report(self) -> dict:
         return report.build(self.store, self.ingest, self.findings, self.constraints)
-
-
-def load_constraints(paths, explicit=None) -> constraints_mod.Constraints:
-    return constraints_mod.find(paths, explicit, default_thresholds())
 
 
 Preliminary = Callable[[Analysis, float], None]

@@ -4,7 +4,7 @@ import pytest
 
 from triage.analyzers import constraints
 from triage.analyzers.constraints import ConstraintsError, load
-from triage.analyzers.rules import default_thresholds
+from triage.analyzers.rules import default_thresholds, threshold_units
 from conftest import SAMPLES
 from triage.cli.main import main
 
@@ -52,7 +52,7 @@ def test_good_values_at_the_edges_of_their_ranges_load(tmp_path):
     f = tmp_path / "triage.toml"
     f.write_text("[slo]\nerror_rate = 0\np95_ms = 0.5\n[budget]\nqueue_ms = 0\n"
                  "[rules.queueing-growth]\nmin_correlation = -1\nmin_buckets = 6\n[rules.preprocessing-share]\nshare = 1\n")
-    c = load(f, default_thresholds())
+    c = load(f, default_thresholds(), threshold_units())
     assert c.slo == {"error_rate": 0, "p95_ms": 0.5}
     assert c.threshold("queueing-growth", "min_correlation", None) == -1
 
@@ -86,7 +86,7 @@ def test_errors_name_the_line_of_the_key_in_its_own_section(tmp_path, line, new,
     f = tmp_path / "triage.toml"
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConstraintsError) as exc:
-        load(f, default_thresholds())
+        load(f, default_thresholds(), threshold_units())
     assert str(exc.value).startswith(f"{f}:{line}: {key}:"), str(exc.value)
 
 

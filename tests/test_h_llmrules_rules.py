@@ -196,12 +196,12 @@ def test_long_prompt_blocking_silent_on_vllm_gateway_mixed():
 
 def test_ttft_slo_measures_the_saving_on_ttft_p95(tmp_path):
     from triage.analyzers.constraints import find
-    from triage.analyzers.rules import default_thresholds
+    from triage.analyzers.rules import default_thresholds, threshold_units
     from triage.sessions.offline import analyze
 
     path = serial_engine(tmp_path, kv=0.1)
     (tmp_path / "triage.toml").write_text("[slo]\nttft_p95_ms = 100\n")
-    a = analyze([path], constraints=find([path], str(tmp_path / "triage.toml"), default_thresholds()))
+    a = analyze([path], constraints=find([path], str(tmp_path / "triage.toml"), default_thresholds(), threshold_units()))
     f = next(x for x in a.findings if x.rule == "concurrency-cap")
     spans = json.loads((tmp_path / "traces.json").read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
     ttft = np.array([next(a_["value"]["doubleValue"] for a_ in s["attributes"]

@@ -160,10 +160,10 @@ def test_queueing_growth_from_triton_metrics_alone(name, fires):
 
 def test_example_constraints_file_is_valid():
     from triage.analyzers.constraints import load
-    from triage.analyzers.rules import default_thresholds
+    from triage.analyzers.rules import default_thresholds, threshold_units
     from conftest import ROOT
 
-    c = load(ROOT / "triage.example.toml", default_thresholds())
+    c = load(ROOT / "triage.example.toml", default_thresholds(), threshold_units())
     assert c.slo["p95_ms"] == 300 and c.budget["inference_ms"] == 250
     assert c.threshold("preprocessing-share", "share", 0.3) == 0.25
     assert [r.stage for r in c.stage_rules] == ["preprocess", "network"]

@@ -31,3 +31,8 @@ BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
 
 def default_thresholds() -> dict[str, dict]:
     return {r.id: {k: t.default for k, t in r.thresholds.items()} for r in RULES}
+
+
+def threshold_units() -> dict[str, dict[str, str]]:
+    """Rule id → threshold → unit: what a triage.toml override is range-checked against."""
+    return {r.id: {k: t.unit for k, t in r.thresholds.items()} for r in RULES}
