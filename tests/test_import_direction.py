@@ -111,7 +111,7 @@ def test_the_static_check_sees_function_local_imports(tmp_path):
 
 
 def test_help_imports_neither_torch_nor_onnxruntime():
-    code = ("import sys\nfrom tui.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom triage.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED:' + ','.join(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'onnxruntime', 'onnx', 'textual'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "usage: triage" in out.stdout
