@@ -1,0 +1,1 @@
+"""The ``triage`` command line (entry point ``triage.cli.main:main``): one module per command group."""

@@ -1,10 +1,58 @@
-"""`triage live`, `triage capture` and `triage demo`: commands that start servers and watch them."""
+"""`triage live` and `triage capture`: an OTLP receiver and Prometheus queries on a running service."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from .main import _listen, emit, parse_duration
+from .common import emit, listen_address, parse_duration
+
+
+def _prometheus_url(text: str) -> str:
+    """--prometheus: checked before anything starts; the message never repeats a password (argparse would)."""
+    from triage.collectors.prometheus import check_url
+
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _source_args(sp) -> None:
+    sp.add_argument("--otlp-listen", metavar="HOST:PORT", default="127.0.0.1:4318",
+                    help="OTLP/HTTP receiver address: HOST:PORT, [IPv6]:PORT, HOST, :PORT (default "
+                         "127.0.0.1:4318; 'off' to disable). A non-loopback address needs --otlp-tls-cert/-key "
+                         "and a bearer token (TRIAGE_OTLP_BEARER_TOKEN[_FILE]), or --otlp-insecure")
+    sp.add_argument("--otlp-tls-cert", metavar="PEM", help="serve OTLP over HTTPS with this certificate (chain)")
+    sp.add_argument("--otlp-tls-key", metavar="PEM", help="the certificate's private key (if not in the cert file)")
+    sp.add_argument("--otlp-insecure", action="store_true",
+                    help="accept spans on a non-loopback address without TLS or a token (prints a warning)")
+    sp.add_argument("--prometheus", metavar="URL", type=_prometheus_url,
+                    help="Prometheus-compatible API (credentials: TRIAGE_PROMETHEUS_* environment variables; "
+                         "a URL with user:password@ is refused)")
+    sp.add_argument("--window", metavar="DURATION", default="15m", help="rolling analysis window (default 15m)")
+    sp.add_argument("--constraints", metavar="FILE", help="triage.toml")
+    sp.add_argument("--settle", metavar="DURATION", default="10s",
+                    help="a trace is taken once no span of it has arrived for this long (default 10s: services "
+                         "export in batches, and a request taken before its downstream spans arrive looks fast)")
+
+
+def register(sub) -> None:
+    lv = sub.add_parser("live", help="watch a live service: OTLP receiver + Prometheus queries")
+    _source_args(lv)
+    lv.add_argument("--refresh", metavar="DURATION", default="5s", help="analysis refresh interval (default 5s)")
+    lv.add_argument("--for", dest="duration", metavar="DURATION",
+                    help="headless: collect for DURATION, wait --settle for the traces begun in it to complete, "
+                         "print the report, exit with report's codes (2 when nothing was received)")
+    lv.add_argument("--format", choices=("md", "json"), default="md")
+    lv.add_argument("--fail-on", choices=("warning", "critical"))
+    lv.set_defaults(handler=cmd_live)
+    cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
+    _source_args(cap)
+    cap.add_argument("--out", required=True, metavar="DIR", help="capture folder to write (must not exist or be empty)")
+    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                     help="how long to record; then --settle more for the late spans of the traces begun in it")
+    cap.set_defaults(handler=cmd_capture, takes_db=False)
 
 
 def _shown(url: str | None) -> str | None:
@@ -19,10 +67,10 @@ def _live_session(args, window_s: float | None = None, db: str | None = None):
     from triage.collectors.receiver import token_from_env
 
     cons = load_constraints([], args.constraints)
-    listen = _listen(args.otlp_listen)
+    address = listen_address(args.otlp_listen)
     options = {"tls_cert": args.otlp_tls_cert, "tls_key": args.otlp_tls_key, "insecure": args.otlp_insecure,
-               "token": token_from_env() if listen else None}
-    session = LiveSession(constraints=cons, listen=listen, prometheus_url=args.prometheus,
+               "token": token_from_env() if address else None}
+    session = LiveSession(constraints=cons, listen=address, prometheus_url=args.prometheus,
                           window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
                           receiver_options=options, db=db).start()
     if session.receiver_warning:
@@ -109,54 +157,3 @@ def cmd_capture(args) -> int:
     print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
           f"(prometheus: {snap.status['prometheus']}){extra}", file=sys.stderr)
     return 0
-
-
-def cmd_demo(args) -> int:
-
-    from triage.lab.demo import run
-    from triage.lab.triton_server import available
-
-    why = available()
-    if why:
-        print(f"triage demo: a real Triton is needed: {why}", file=sys.stderr)
-        return 2
-    if not args.auto_remediate:
-        from triage.sessions.live import LiveSession
-        from triage.sessions.offline import load_constraints
-        from triage.lab.demo import stack
-        from triage.tui.app import TriageApp
-
-        session = LiveSession(load_constraints([], None), listen=("127.0.0.1", 0), window_s=300).start()
-        try:
-            with stack(args.incident, session, progress=lambda m: print(f"triage demo: {m}", file=sys.stderr)) as s:
-                TriageApp(paths=[], live=session, refresh_s=2.0, model_repo=str(s["model_dir"].parent),
-                          source_title=f"demo: {args.incident} · live").run()
-        finally:
-            session.stop()
-        return 0
-    result = run(args.incident, keep=args.keep, load_s=args.load_seconds,
-                 progress=lambda m: print(f"triage demo: {m}", file=sys.stderr))
-    emit(result, args.format, _demo_md)
-    return 0
-
-
-def _demo_md(r: dict) -> str:
-    from triage.analyzers.markdown import md
-
-    lines = [f"## triage demo — {r['incident']}", ""]
-    for f in r["findings"][:3]:
-        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {md(f['summary'])}")
-    rem = r.get("remediation") or {}
-    if rem.get("applied"):
-        lines += ["", "**Applied:** " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in rem["changes"].items() if v[0] != v[1]),
-                  "", "```", *rem["arithmetic"], "```", "",
-                  "| | p50 ms | p95 ms | p99 ms | req/s | errors |", "|---|---:|---:|---:|---:|---:|"]
-        for label in ("before", "after"):
-            m = r[label]
-            lines.append(f"| {label} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p99_ms']:.1f} | "
-                         f"{m['throughput_rps']:.1f} | {m['error_rate']:.2%} |")
-        lines += ["", f"**Verdict:** {r['comparison']['verdict']} — {r['comparison']['basis']}"]
-        lines.append("Rolled back: config restored." if rem.get("config_restored") else f"Kept in {rem.get('kept_in')}.")
-    else:
-        lines += ["", f"No change applied: {rem.get('reason')}."]
-    return "\n".join(lines) + "\n"

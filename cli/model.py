@@ -4,7 +4,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .main import emit
+from .common import emit
+
+
+def register(sub) -> None:
+    qz = sub.add_parser("quantize", help="quantize (or re-export) a model, verify it, install it as a new version")
+    qz.add_argument("model", metavar="MODEL",
+                    help="ONNX file, Triton model directory (or name with --repo), TorchScript file, or module:function")
+    qz.add_argument("--mode", choices=("dynamic", "static", "fp16"), default="dynamic")
+    qz.add_argument("--calib", metavar="FILE", help=".npz of real inputs for calibration and agreement")
+    qz.add_argument("--capture", metavar="PATH", help="draw verification shapes from this capture's input-size mix")
+    qz.add_argument("--repo", metavar="DIR", help="Triton model repository (MODEL is then a model name, "
+                    "DIR/MODEL, or DIR/MODEL/N/model.onnx; anything outside DIR is an error)")
+    qz.add_argument("--constraints", metavar="FILE", help="triage.toml ([guardrails])")
+    qz.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the measurements")
+    qz.add_argument("--dry-run", action="store_true", help="build and verify, but do not install")
+    qz.add_argument("--format", choices=("md", "json"), default="md")
+    qz.set_defaults(handler=cmd_quantize)
+    rb = sub.add_parser("rollback", help="undo a change recorded in the ledger")
+    rb.add_argument("ledger_id", metavar="LEDGER_ID")
+    rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
+    rb.set_defaults(handler=cmd_rollback)
 
 
 def _ledger_store(args):

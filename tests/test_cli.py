@@ -123,3 +123,41 @@ def test_rollback_undoes_a_batching_change_too(tmp_path, monkeypatch, capsys):
     assert cfg.read_bytes() == original.encode()
     assert main(["rollback", entry["id"]]) == 2  # once only
     assert "already rolled back" in capsys.readouterr().err
+
+
+def test_a_deliberate_bad_input_is_a_usage_error(capsys):
+    """Errors raised for the user (a bad duration, a missing constraints file) exit 2 with their message."""
+    assert main(["live", "--otlp-listen", "off", "--for", "1s", "--window", "soon"]) == 2
+    assert capsys.readouterr().err.strip() == "triage: invalid duration 'soon' (e.g. 30s, 15m, 2h)"
+    assert main(["report", str(SAMPLES / "healthy"), "--constraints", str(ROOT / "no-such-triage.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-triage.toml" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("bug", [KeyError("stage"), ValueError("invalid literal for int() with base 10: 'x'")])
+def test_an_internal_error_exits_70_with_one_line_and_the_traceback_only_with_debug(bug, monkeypatch, capsys):
+    """A bug (any exception not raised deliberately for the user, a ValueError from a conversion included)
+    is not a usage error: exit 70 (EX_SOFTWARE), one line naming it, the traceback with --debug."""
+    from triage.sessions import offline
+
+    def analyze(*args, **kwargs):
+        if isinstance(bug, ValueError):
+            int("x")  # a ValueError raised by Python, not by a `raise` of triage's
+        raise bug
+
+    monkeypatch.setattr(offline, "analyze", analyze)
+    assert main(["report", str(SAMPLES / "healthy")]) == 70
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("triage: internal error") and type(bug).__name__ in err and "--debug" in err
+    assert main(["--debug", "report", str(SAMPLES / "healthy")]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in analyze" in err
+    assert err.splitlines()[-1].startswith(f"triage: internal error (a bug): {type(bug).__name__}")
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    rc, out, _ = run_cli("--version")
+    assert rc == 0 and out == f"triage {version('triage')}\n"

@@ -1,0 +1,84 @@
+"""What every command group shares: printing a result, durations, the OTLP listen address, ingest progress on
+stderr, input-path checks, and the line between a usage error and a bug.
+
+A usage error is anything raised deliberately for the user: an ``OSError`` (a missing or unreadable file, a
+port in use), a ``ConstraintsError``, ``ListenError`` or ``StoreError``, or any other ``ValueError`` raised by
+a ``raise`` statement of triage's own code (a bad duration, a bad ``TRIAGE_*`` variable, a --settle too long
+for the window, ...): its message says what to change. Any other exception (a ``KeyError``, a ``ValueError``
+from a library or a conversion, ...) is a bug.
+"""
+from __future__ import annotations
+
+import linecache
+import sys
+from pathlib import Path
+
+
+def user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised for the user (see the module docstring), not by a bug."""
+    from triage.analyzers.constraints import ConstraintsError
+    from triage.collectors.receiver import ListenError
+    from triage.collectors.store import StoreError
+
+    if isinstance(exc, (OSError, ConstraintsError, ListenError, StoreError)):
+        return True
+    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__") or ""
+    if module != "triage" and not module.startswith("triage."):
+        return False
+    return linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '15m', '2h', '500ms' or plain seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text or "")
+    if not m:
+        raise ValueError(f"invalid duration {text!r} (e.g. 30s, 15m, 2h)")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def listen_address(text: str):
+    """--otlp-listen: (host, port), or None for 'off'; ListenError saying what is wrong."""
+    from triage.collectors.receiver import parse_listen
+
+    return parse_listen(text)
+
+
+def emit(result: dict, fmt: str, markdown) -> None:
+    """Print a command's result: the JSON object, or its Markdown rendering."""
+    import orjson
+
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(markdown(result))
+
+
+def progress_to_stderr():
+    """An ingest progress callback that draws one line on a terminal's stderr (None when it is not one)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def progress(done: int, total: int, path: str) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        sys.stderr.write(f"\r\x1b[2Kingesting {pct:5.1f}%  {Path(path).name if path else 'done'}")
+        if done >= total:
+            sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
+    return progress
+
+
+def check_paths(paths: list[str], db: str | None) -> str | None:
+    """What is wrong with the inputs of a command that reads captures (None when nothing is)."""
+    if not paths and not db:
+        return "no input: give one or more files or folders (or --db PATH of an existing store)"
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        return f"no such file or directory: {', '.join(missing)}"
+    return None
