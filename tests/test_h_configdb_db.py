@@ -24,7 +24,7 @@ def _report_db(db, capsys, *paths):
 def test_a_db_held_by_another_triage_is_named(tmp_path, capsys):
     db = tmp_path / "store.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from collectors.store import Store; s = Store(sys.argv[1]); "
+        [sys.executable, "-c", "import sys; from triage.collectors.store import Store; s = Store(sys.argv[1]); "
                                "print('ready', flush=True); sys.stdin.read()", str(db)],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -327,7 +327,7 @@ def test_a_flood_of_idle_connections_does_not_lock_out_a_good_client():
     """The receiver runs in a process limited to 128 open files; 200 idle connections are opened to it. The
     longest-idle ones make room, so a good request is still answered."""
     code = ("import resource,sys,json; resource.setrlimit(resource.RLIMIT_NOFILE,(128,128));"
-            "from collectors.receiver import Receiver; from collectors.store import Store;"
+            "from triage.collectors.receiver import Receiver; from triage.collectors.store import Store;"
             "r=Receiver(Store(),port=0).start(); print(r.port,flush=True);"
             "sys.stdin.read(); r.stop()")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

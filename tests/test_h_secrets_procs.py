@@ -30,7 +30,7 @@ def gone(pid: int, within_s: float) -> bool:
 
 def test_a_server_gets_its_own_session_and_dies_with_a_killed_triage():
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom remediations import procs\n"
+        [sys.executable, "-c", "import sys, time\nfrom triage.lab import procs\n"
          "p = procs.popen(['sleep', '60'])\nprint(p.pid, flush=True)\ntime.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     try:
