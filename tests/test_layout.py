@@ -5,8 +5,10 @@ no import circle anywhere in it, lazy (function-local) imports included.
 The checks run on the installed copy, not the checkout: in the checkout triage's subpackages are folders beside
 ``triage/`` (setuptools' package-dir maps them), which an import-graph builder scanning ``triage/`` would not see."""
 import json
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -51,8 +53,15 @@ print(json.dumps({"modules": len(modules), "cycles": comps}))
 def installed(tmp_path_factory):
     """The project built as a wheel and installed (no dependencies) into an empty target folder."""
     tmp = tmp_path_factory.mktemp("layout")
-    wheel_dir, target = tmp / "wheel", tmp / "site-packages"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    wheel_dir, target, source = tmp / "wheel", tmp / "site-packages", tmp / "source"
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values():
+        if not (source / folder).exists():
+            shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(wheel_dir)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(wheel_dir.glob("triage-*.whl"))
