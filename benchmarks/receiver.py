@@ -31,14 +31,17 @@ def serve(settle_s: float | None) -> int:
     prints the port, then the store count when stdin closes."""
     from triage.collectors.receiver import Receiver
     from triage.collectors.store import Store
+    from triage.sessions.staging import Staging
 
     store = Store()
     done = threading.Event()
     promoted = [0]
     with Receiver(store, port=0, queue_size=64, staging=settle_s is not None) as r:
+        staging = Staging(r) if settle_s is not None else None
+
         def promoter():
             while not done.wait(1.0):
-                promoted[0] += r.promote(settle_s, max_hold_s=60)
+                promoted[0] += staging.promote(settle_s, max_hold_s=60)
 
         t = threading.Thread(target=promoter)
         if settle_s is not None:
@@ -48,7 +51,7 @@ def serve(settle_s: float | None) -> int:
         done.set()
     if settle_s is not None:
         t.join()
-        r.promote()
+        staging.promote()
     print(json.dumps({"stored": store.scalar("SELECT count(*) FROM spans"), "accepted": r.stats.accepted_spans,
                       "refused_busy": r.stats.refused_busy, "promoted_while_running": promoted[0]}), flush=True)
     return 0

@@ -27,10 +27,10 @@ class Archive:
         self.spans = self.samples = 0
 
     def keep_leaving(self, con, trace_ids_sql: str, samples_before_ms: int) -> None:
-        """Copy the rows about to leave the window on ``con``, in a transaction the caller holds (the receiver's
-        ``forget`` keeps the store held until it has deleted them, so no span is lost or copied twice): the
-        traces that ``trace_ids_sql`` selects (the live window follows arrival, so the receiver says which) and
-        the samples before ``samples_before_ms``."""
+        """Copy the rows about to leave the window on ``con``, in a transaction the caller holds (the live
+        staging's ``forget``, sessions/staging.py, keeps the store held until it has deleted them, so no span is
+        lost or copied twice): the traces that ``trace_ids_sql`` selects (the live window follows arrival, so
+        the staging says which) and the samples before ``samples_before_ms``."""
         where = f"trace_id IN ({trace_ids_sql})"
         self._copy_in(con, where, where, "ts_ms < ?", [], [], [samples_before_ms])
 

@@ -11,6 +11,7 @@ receiver before it counts, so every acknowledged span is either in that snapshot
 
 The window follows arrival, not the spans' own timestamps: a trace leaves it ``window_s`` after its last span
 arrived, so an exporter whose clock is off is still analysed (the receiver reports the skew as a problem).
+The receiver only stages spans with their arrival time; promotion and the window are sessions/staging.py.
 
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
 attempt waits with exponential backoff (capped), while traces keep flowing.
@@ -30,6 +31,8 @@ from triage.collectors.store import Store
 from triage.analyzers import engine
 from triage.analyzers import report as report_mod
 from triage.analyzers.constraints import Constraints
+
+from .staging import Staging
 
 
 @dataclass
@@ -53,6 +56,7 @@ class LiveSession:
     snapshots: deque = field(default_factory=deque)
     prometheus_state: str = "off"
     _receiver: Receiver | None = None
+    _staging: Staging | None = None
     _source: PrometheusSource | None = None
     _backoff_s: float = 0.0
     _next_prom_try: float = 0.0
@@ -71,6 +75,7 @@ class LiveSession:
         if self.listen:
             self._receiver = Receiver(self.store, host=self.listen[0], port=self.listen[1], staging=True,
                                       **self.receiver_options).start()
+            self._staging = Staging(self._receiver)
         if self.prometheus_url:
             self._source = PrometheusSource(self.prometheus_url)
             self.prometheus_state = "not yet queried"
@@ -85,8 +90,8 @@ class LiveSession:
     def stop(self) -> None:
         if self._receiver:
             self._receiver.stop()
-            self._receiver.promote()  # everything acknowledged ends up in the store, settled or not
-            self._receiver = None
+            self._staging.promote()  # everything acknowledged ends up in the store, settled or not
+            self._receiver = self._staging = None
         if self._archive:
             self._archive.close()  # and in the --db file
             self._archive = None
@@ -107,7 +112,7 @@ class LiveSession:
             cut = self._receiver.clock()
             time.sleep(self.settle_s)
             self._receiver.close()  # nothing is acknowledged after this: the counts below are final
-            self._receiver.promote(begun_by_ns=cut)
+            self._staging.promote(begun_by_ns=cut)
         return self.refresh(promote=False)
 
     def refresh(self, now: datetime | None = None, promote: bool = True) -> Snapshot:
@@ -124,11 +129,11 @@ class LiveSession:
                 self._next_prom_try = time.monotonic() + self._backoff_s
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
         if self._receiver and promote:
-            self._receiver.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
+            self._staging.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
         samples_cut_ms = int(start.timestamp() * 1000)
         if self._receiver:  # traces leave the window by arrival: an exporter's clock being off loses nothing
             keep = (lambda con, ids: self._archive.keep_leaving(con, ids, samples_cut_ms)) if self._archive else None
-            self._receiver.forget(self._receiver.clock() - int(self.window_s * 1e9), keep=keep)  # --db keeps it
+            self._staging.forget(self._receiver.clock() - int(self.window_s * 1e9), keep=keep)  # --db keeps it
         elif self._archive:
             with self.store.transaction() as con:
                 self._archive.keep_leaving(con, "SELECT NULL WHERE false", samples_cut_ms)
@@ -142,7 +147,7 @@ class LiveSession:
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,
                   "receiver": vars(self._receiver.stats).copy() if self._receiver else None,
-                  "settling": {**self._receiver.pending(), "settle_s": self.settle_s} if self._receiver else None}
+                  "settling": {**self._staging.pending(), "settle_s": self.settle_s} if self._receiver else None}
         snap = Snapshot(now, rep, status)
         self.snapshots.append(snap)
         return snap

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from triage.collectors.receiver import Receiver
 from triage.collectors.store import Store
+from triage.sessions.staging import Staging
 from conftest import wait_until
 
 
@@ -82,13 +83,13 @@ def test_full_queue_answers_503_with_retry_after():
     store = Store()
     r = Receiver(store, port=0, queue_size=1)
     gate = threading.Event()
-    original = r._write
+    original = r._writer.write
 
     def slow_write(cols):  # the writer holds each request until the gate opens, so the queue fills up
         gate.wait(10)
         return original(cols)
 
-    r._write = slow_write
+    r._writer.write = slow_write
     with r:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -123,6 +124,7 @@ def test_staged_traces_move_when_idle_or_held_too_long():
     now = [10**12]  # the arrival clock, injected: it moves only when the test says so
     with Receiver(store, port=0, staging=True) as r:
         r.clock = lambda: now[0]
+        staging = Staging(r)  # the live session's policy: it decides when a staged trace moves
         tp = TracerProvider(resource=Resource.create({"service.name": "chat"}))
         tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=r.endpoint), schedule_delay_millis=60_000))
         tracer = tp.get_tracer("t")
@@ -131,16 +133,16 @@ def test_staged_traces_move_when_idle_or_held_too_long():
                 with tracer.start_as_current_span(f"turn {i}"):
                     pass
                 tp.force_flush()  # each turn arrives on its own, the session's root at the end
-                assert r.promote(idle_s=10) == 0
+                assert staging.promote(idle_s=10) == 0
                 now[0] += 300_000_000  # 0.3 s between turns
-            assert r.pending() == {"spans": 3, "traces": 1}
-            assert r.promote(idle_s=10, max_hold_s=60) == 0
-            assert r.promote(idle_s=10, max_hold_s=0.5) == 3
+            assert staging.pending() == {"spans": 3, "traces": 1}
+            assert staging.promote(idle_s=10, max_hold_s=60) == 0
+            assert staging.promote(idle_s=10, max_hold_s=0.5) == 3
         tp.force_flush()
         tp.shutdown()
-        assert r.pending() == {"spans": 1, "traces": 1}
-        assert r.promote(idle_s=10) == 0
-        assert r.promote() == 1  # everything, as a session's stop() does
+        assert staging.pending() == {"spans": 1, "traces": 1}
+        assert staging.promote(idle_s=10) == 0
+        assert staging.promote() == 1  # everything, as a session's stop() does
     assert store.scalar("SELECT count(*) FROM spans") == 4
     assert store.scalar("SELECT count(DISTINCT trace_id) FROM spans") == 1
     assert store.scalar("SELECT count(*) FROM pending_spans") == 0
@@ -151,16 +153,16 @@ def test_a_failed_write_stores_nothing_and_asks_for_a_retry(monkeypatch):
     leave duplicate spans behind."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from triage.collectors import receiver as receiver_mod
+    from triage.collectors.receiver import writer as writer_mod
 
-    real = receiver_mod.insert_frame
+    real = writer_mod.insert_frame
 
     def failing_on_events(con, table, columns, data):
         if table in ("span_events", "pending_events"):  # events are staged, then moved with their spans
             raise OSError("disk full")
         return real(con, table, columns, data)
 
-    monkeypatch.setattr(receiver_mod, "insert_frame", failing_on_events)
+    monkeypatch.setattr(writer_mod, "insert_frame", failing_on_events)
     tracer = TracerProvider(resource=Resource.create({"service.name": "sdk-client"})).get_tracer("t")
     with tracer.start_as_current_span("infer") as span:
         span.add_event("QUEUE_START")
