@@ -84,7 +84,15 @@ def test_pip_install_puts_only_triage_into_site_packages(installed):
     assert tops == {"triage", wheel.name.split("-py3")[0] + ".dist-info"}
     assert {p.name for p in target.iterdir()} - {"bin"} == tops
     assert sorted(p.name for p in (target / "bin").iterdir()) == ["triage"]
-    # and what is there is the whole program: data files included, and it runs from there
+    # and what is there is the whole program: every module of the checkout (a subpackage missing from
+    # pyproject's `packages` would silently be left out), data files included, and it runs from there
+    mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    in_checkout = {str(Path(pkg.replace(".", "/")) / f.relative_to(ROOT / folder))
+                   for pkg, folder in mapped.items() for f in (ROOT / folder).rglob("*.py")
+                   if "__pycache__" not in f.parts}
+    in_wheel = {str(f.relative_to(target)) for f in (target / "triage").rglob("*.py") if "__pycache__" not in f.parts}
+    assert in_checkout == in_wheel
+    # with its data files included, and it runs from there
     assert (target / "triage" / "tui" / "app.tcss").is_file()
     assert any((target / "triage" / "sample_traces").glob("*/otlp/*"))
     out = _in(target, sys.executable, "-c", "import triage.cli.main as m, triage; print(m.__file__)")
