@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from triage.analyzers.requests import input_mix
+
 from . import atomic, ledger
 from .onnx_modes import (MODES, Input, axes, bench_axes, input_spec, make_candidate, random_feeds, shape_of,
                          verification_axes)
@@ -144,9 +146,7 @@ def load_calibration(path: Path, spec: list[Input], batch: int = 8, limit: int =
 def sizes_from_capture(store, max_sizes: int = 6) -> list[int]:
     """The captured input-size mix (from size attributes such as gen_ai.usage.input_tokens); verification
     uses it on the model's dynamic non-batch axis, where it has one."""
-    from triage.lab.loadgen import mix_from_store
-
-    return [size for size, _ in mix_from_store(store, max_sizes)]
+    return [size for size, _ in input_mix(store, max_sizes)]
 
 
 def plan(source: str, mode: str = "dynamic", repo: str | None = None, calib: str | None = None,
