@@ -24,6 +24,9 @@ from triage.analyzers.requests import input_mix
 from . import atomic, ledger
 from .onnx_modes import (MODES, Input, axes, bench_axes, input_spec, make_candidate, random_feeds, shape_of,
                          verification_axes)
+from .registry import RemediationError
+
+KIND = "quantize"  # the ledger action of an installed model
 
 EXPECTED = {"dynamic": "INT8 weights, activations quantized on the fly: ~4x smaller; MatMul-heavy models "
                        "run faster on CPU; small accuracy change",
@@ -32,10 +35,6 @@ EXPECTED = {"dynamic": "INT8 weights, activations quantized on the fly: ~4x smal
             "fp16": "half-size weights with float32 inputs/outputs: fast on GPUs, often slower on CPU; "
                     "tiny accuracy change"}
 RISK = {"dynamic": 3, "static": 3, "fp16": 2}
-
-
-class RemediationError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -263,7 +262,7 @@ def _install(p: Plan, original: Path, candidate: Path, verdict, store) -> dict:
         created = root / target.name
         atomic.copy_file_atomic(candidate, created)
     entry = ledger.rooted_entry(
-        "quantize", root, mode=p.mode, source=p.source,
+        KIND, root, mode=p.mode, source=p.source,
         original={"path": str(original.resolve()) if not p.torch_source else p.source,
                   "sha256": atomic.sha256(original) if original.exists() else None},
         created=str(created), created_kind="dir" if p.triton_model_dir else "file",
@@ -313,3 +312,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
     out = ledger.new_entry("rollback", of=entry_id, removed=str(created))
     ledger.record(out, root, store)
     return out
+
+
+def undone(entry: dict, out: dict) -> str:
+    return f"removed {out['removed']}"

@@ -13,6 +13,9 @@ import requests
 
 from . import ledger
 
+KIND = "batching-torchserve"  # the ledger action of a TorchServe batching change
+
+
 class Management:
     """TorchServe's management API at ``url``: what batching changes (and ``triage rollback``) need, whether
     or not triage started the server."""
@@ -65,7 +68,7 @@ class TorchServeBatching:
         """Register again with the new settings; the ledger entry (in ``beside`` and the global ledger) holds
         what ``triage rollback`` needs: the management URL, the archive, the settings before and after."""
         self._set(proposal["after"])
-        entry = ledger.rooted_entry("batching-torchserve", beside, model=self.name, mar=self.mar,
+        entry = ledger.rooted_entry(KIND, beside, model=self.name, mar=self.mar,
                                     management=self.server.management, before=proposal["before"],
                                     after=proposal["after"], arithmetic=proposal["arithmetic"],
                                     rollback="register the model again with the 'before' settings")
@@ -90,7 +93,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
     from urllib.parse import urlsplit
 
     e = ledger.find(entry_id, ledger_path)
-    if e is None or e.get("action") != "batching-torchserve":
+    if e is None or e.get("action") != KIND:
         raise RuntimeError(f"no TorchServe batching change {entry_id!r} in the ledger")
     try:
         root = ledger.guard(e, ledger_path)
@@ -110,3 +113,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
     except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
         raise RuntimeError(f"TorchServe management API at {url} for {name}: {type(exc).__name__}") from None
 
+
+def undone(entry: dict, out: dict) -> str:
+    before = ", ".join(f"{k} {v}" for k, v in out["restored"].items())
+    return f"registered {entry['model']} again with {before}"
