@@ -234,6 +234,14 @@ def count(store, flt: Filter | None = None) -> int:
     return store.scalar(f"SELECT count(*) FROM request_rows r WHERE {flt.where}", list(flt.params))
 
 
+def input_mix(store, max_sizes: int = 12) -> list[tuple[int, float]]:
+    """The captured request mix: input sizes (tokens) and how often each occurred, most frequent first (the
+    load generator replays it; quantize verifies on it)."""
+    rows = store.query("""SELECT input_size, count(*) FROM requests WHERE input_size > 0
+                          GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?""", [max_sizes])
+    return [(int(s), float(n)) for s, n in rows]
+
+
 def page(store, flt: Filter | None = None, sort: str = "e2e_ms", descending: bool = True,
          offset: int = 0, limit: int = 100) -> list[dict]:
     """Rows ``offset`` .. ``offset + limit`` of the filtered, sorted table; ties broken by trace and root id."""

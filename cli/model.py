@@ -88,7 +88,7 @@ def _quantize_md(r: dict) -> str:
 
 
 def cmd_rollback(args) -> int:
-    from triage.remediations.quantize import RemediationError
+    from triage.remediations.registry import RemediationError
     from triage.remediations.undo import rollback
 
     from triage.remediations import ledger

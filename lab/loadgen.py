@@ -1,6 +1,7 @@
 """A bounded load generator for a Triton HTTP endpoint: open-loop Poisson arrivals at a rate, or a fixed
-concurrency; a request mix of input sizes (e.g. the captured one); capped by duration and request count.
-Reports client-side p50/p95/p99, throughput, errors and timeouts. Only loopback targets are allowed."""
+concurrency; a request mix of input sizes (e.g. the captured one, ``analyzers.requests.input_mix``); capped
+by duration and request count. Reports client-side p50/p95/p99, throughput, errors and timeouts. Only
+loopback targets are allowed."""
 from __future__ import annotations
 
 import threading
@@ -44,13 +45,6 @@ class LoadResult:
                 "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
                 "throughput_rps": round(self.ok / self.seconds, 3) if self.seconds else 0.0,
                 "error_rate": round((self.errors + self.timeouts) / self.sent, 5) if self.sent else 0.0}
-
-
-def mix_from_store(store, max_sizes: int = 12) -> list[tuple[int, float]]:
-    """The captured request mix: input sizes (tokens) and how often each occurred, for replay."""
-    rows = store.query("""SELECT input_size, count(*) FROM requests WHERE input_size > 0
-                          GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?""", [max_sizes])
-    return [(int(s), float(n)) for s, n in rows]
 
 
 def _payload(rng: np.random.Generator, size: int, vocab: int) -> dict:

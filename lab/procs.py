@@ -123,9 +123,9 @@ def _group_alive(proc) -> bool:
 
 
 class Server:
-    """What the servers triage starts share (Triton, vLLM): ``stop()`` ends the process group, closes the log,
-    removes the private folder; a context manager that starts and stops. Subclasses set ``proc``, ``workdir``,
-    ``_log`` and may clean more in ``_after_stop``."""
+    """What the servers triage starts share (Triton, vLLM, TorchServe): ``stop()`` ends the process group,
+    closes the log, removes the private folder; a context manager that starts and stops. Subclasses set
+    ``proc``, ``workdir``, ``_log`` and may clean more in ``_after_stop``."""
     STOP_S = 30.0
 
     def _after_stop(self) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import atomic, ledger
 
+KIND = "batching"  # the ledger action of a Triton batching change
+
 
 @dataclass
 class Measured:
@@ -119,7 +121,7 @@ def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> d
     backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
     atomic.copy_file_atomic(path, backup)
     atomic.replace_file(path, p.new_text.encode())
-    entry = ledger.rooted_entry("batching", path.parent, model=p.model, config=str(path), backup=str(backup),
+    entry = ledger.rooted_entry(KIND, path.parent, model=p.model, config=str(path), backup=str(backup),
                                 config_id=ledger.identity(path), backup_id=ledger.identity(backup),
                                 before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
                                 changes=p.changes, arithmetic=p.arithmetic, measured_before=before or {},
@@ -134,7 +136,7 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
     """Restore the backup over the config, only after ``ledger.guard`` and only when both are, by device,
     inode and digest, the files ``apply`` left: ``config.pbtxt`` and its backup in the entry's root."""
     e = ledger.find(entry_id, ledger_path)
-    if e is None or e.get("action") != "batching":
+    if e is None or e.get("action") != KIND:
         raise RuntimeError(f"no batching change {entry_id!r} in the ledger")
     try:
         root = ledger.guard(e, ledger_path)
@@ -168,3 +170,8 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
     if reload:
         reload()
     return out
+
+
+def undone(entry: dict, out: dict) -> str:
+    # a running server reloads its model on its own (poll) or on the next load call; say so
+    return f"restored {out['restored']} (reload the model if the server does not poll)"

@@ -19,9 +19,14 @@ from typing import Callable
 
 import numpy as np
 
+from triage.analyzers.requests import input_mix
+
 from . import atomic, ledger
 from .onnx_modes import (MODES, Input, axes, bench_axes, input_spec, make_candidate, random_feeds, shape_of,
                          verification_axes)
+from .registry import RemediationError
+
+KIND = "quantize"  # the ledger action of an installed model
 
 EXPECTED = {"dynamic": "INT8 weights, activations quantized on the fly: ~4x smaller; MatMul-heavy models "
                        "run faster on CPU; small accuracy change",
@@ -30,10 +35,6 @@ EXPECTED = {"dynamic": "INT8 weights, activations quantized on the fly: ~4x smal
             "fp16": "half-size weights with float32 inputs/outputs: fast on GPUs, often slower on CPU; "
                     "tiny accuracy change"}
 RISK = {"dynamic": 3, "static": 3, "fp16": 2}
-
-
-class RemediationError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -144,9 +145,7 @@ def load_calibration(path: Path, spec: list[Input], batch: int = 8, limit: int =
 def sizes_from_capture(store, max_sizes: int = 6) -> list[int]:
     """The captured input-size mix (from size attributes such as gen_ai.usage.input_tokens); verification
     uses it on the model's dynamic non-batch axis, where it has one."""
-    from triage.lab.loadgen import mix_from_store
-
-    return [size for size, _ in mix_from_store(store, max_sizes)]
+    return [size for size, _ in input_mix(store, max_sizes)]
 
 
 def plan(source: str, mode: str = "dynamic", repo: str | None = None, calib: str | None = None,
@@ -263,7 +262,7 @@ def _install(p: Plan, original: Path, candidate: Path, verdict, store) -> dict:
         created = root / target.name
         atomic.copy_file_atomic(candidate, created)
     entry = ledger.rooted_entry(
-        "quantize", root, mode=p.mode, source=p.source,
+        KIND, root, mode=p.mode, source=p.source,
         original={"path": str(original.resolve()) if not p.torch_source else p.source,
                   "sha256": atomic.sha256(original) if original.exists() else None},
         created=str(created), created_kind="dir" if p.triton_model_dir else "file",
@@ -313,3 +312,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
     out = ledger.new_entry("rollback", of=entry_id, removed=str(created))
     ledger.record(out, root, store)
     return out
+
+
+def undone(entry: dict, out: dict) -> str:
+    return f"removed {out['removed']}"

@@ -1,61 +1,19 @@
-"""TorchServe behind the same batching interface as Triton: its batching lives in the model's registration
-(``batch_size``, ``max_batch_delay`` in ms) and changes through the management API (unregister, register
-again with the new values). Also: start/stop a real TorchServe on loopback with an ONNX Runtime handler."""
+"""Dynamic batching remediation for TorchServe, the same steps as ``batching.py`` for Triton. What: propose
+``batch_size``, ``max_batch_delay`` and the worker count of a registered model from the measured arrival
+rate and compute time, with the same arithmetic. Why: TorchServe's batching lives in the model's
+registration, not in a file, so it is changed (and rolled back) through the management API. Fix: register
+the model again with the new values (unregister, register), record it in the ledger; ``triage rollback``
+registers it again with the values before, when the registration is still the one the change made. The
+server may or may not have been started by triage (``lab/torchserve.py`` starts a real one for the tests)."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import requests
 
 from . import ledger
-from triage.lab import procs
-from triage.lab.procs import free_port, wait_ready
 
-HANDLER = '''import json, os
-import numpy as np
-
-
-class _ONNX:
-    sess = None
-
-
-def handle(data, context):
-    """ONNX Runtime on the model in the archive; one output per request of the batch."""
-    if _ONNX.sess is None:
-        import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        d = context.system_properties.get("model_dir")
-        _ONNX.sess = ort.InferenceSession(os.path.join(d, "model.onnx"), sess_options=so,
-                                          providers=["CPUExecutionProvider"])
-    if data is None:
-        return None
-    out = []
-    for row in data:
-        body = row.get("body") or row.get("data")
-        if isinstance(body, (bytes, bytearray)):
-            body = json.loads(body)
-        ids = np.asarray([body["ids"]], dtype=np.int64)
-        out.append({"logits": _ONNX.sess.run(None, {"IDS": ids})[0][0].tolist()})
-    return out
-'''
-
-
-def available() -> str | None:
-    if shutil.which("java") is None:
-        return "java is not installed (TorchServe's frontend needs Java 17)"
-    if shutil.which("torchserve", path=str(Path(sys.executable).parent)) is None and shutil.which("torchserve") is None:
-        return "torchserve is not installed (pip install torchserve torch-model-archiver pyyaml psutil)"
-    return None
-
-
-def _exe(name: str) -> str:
-    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+KIND = "batching-torchserve"  # the ledger action of a TorchServe batching change
 
 
 class Management:
@@ -80,60 +38,10 @@ class Management:
         return {"batch_size": d["batchSize"], "max_batch_delay_ms": d["maxBatchDelay"], "workers": len(d["workers"])}
 
 
-class TorchServe(Management):
-    def __init__(self, workdir: Path | None = None):
-        self._made = workdir is None  # a folder we made is ours to remove
-        self.work = Path(workdir or tempfile.mkdtemp(prefix="triage-torchserve-"))
-        self.store = self.work / "store"
-        self.store.mkdir(parents=True, exist_ok=True)
-        self.ports = {k: free_port() for k in ("inference", "management", "metrics")}
-        self.url = f"http://127.0.0.1:{self.ports['inference']}"
-        self.management = f"http://127.0.0.1:{self.ports['management']}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 90.0) -> "TorchServe":
-        cfg = self.work / "config.properties"
-        cfg.write_text("\n".join([
-            f"inference_address={self.url}", f"management_address={self.management}",
-            f"metrics_address=http://127.0.0.1:{self.ports['metrics']}", "disable_token_authorization=true",
-            "enable_model_api=true", "install_py_dep_per_model=false", f"model_store={self.store}", ""]))
-        self._log = open(self.work / "torchserve.log", "wb")
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        # its own process group (procs.popen): java is a grandchild, stopped with the group
-        self.proc = procs.popen([_exe("torchserve"), "--start", "--foreground", "--ncs", "--model-store",
-                                 str(self.store), "--ts-config", str(cfg)], stdout=self._log,
-                                stderr=subprocess.STDOUT, cwd=self.work, env=env)
-        wait_ready(self.proc, f"{self.url}/ping", "torchserve", self._log.name, timeout_s, self.stop)
-        return self
-
-    def archive(self, onnx_model: Path, name: str = "clf") -> str:
-        handler = self.work / "onnx_handler.py"
-        handler.write_text(HANDLER)
-        subprocess.run([_exe("torch-model-archiver"), "--model-name", name, "--version", "1.0", "--serialized-file",
-                        str(onnx_model), "--handler", str(handler), "--export-path", str(self.store), "-f"],
-                       check=True, capture_output=True)
-        return f"{name}.mar"
-
-    def stop(self) -> None:
-        """Stop the launcher and the Java frontend and Python workers it started (the whole process group);
-        remove the folder it ran in when we made it."""
-        procs.terminate(self.proc, 30)
-        if getattr(self, "_log", None):
-            self._log.close()
-        if self._made:
-            shutil.rmtree(self.work, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
 class TorchServeBatching:
     """The batching interface for one registered TorchServe model (same steps as batching.py for Triton)."""
 
-    def __init__(self, server: TorchServe, name: str, mar: str):
+    def __init__(self, server: Management, name: str, mar: str):
         self.server, self.name, self.mar = server, name, mar
 
     def current(self) -> dict:
@@ -160,7 +68,7 @@ class TorchServeBatching:
         """Register again with the new settings; the ledger entry (in ``beside`` and the global ledger) holds
         what ``triage rollback`` needs: the management URL, the archive, the settings before and after."""
         self._set(proposal["after"])
-        entry = ledger.rooted_entry("batching-torchserve", beside, model=self.name, mar=self.mar,
+        entry = ledger.rooted_entry(KIND, beside, model=self.name, mar=self.mar,
                                     management=self.server.management, before=proposal["before"],
                                     after=proposal["after"], arithmetic=proposal["arithmetic"],
                                     rollback="register the model again with the 'before' settings")
@@ -185,7 +93,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
     from urllib.parse import urlsplit
 
     e = ledger.find(entry_id, ledger_path)
-    if e is None or e.get("action") != "batching-torchserve":
+    if e is None or e.get("action") != KIND:
         raise RuntimeError(f"no TorchServe batching change {entry_id!r} in the ledger")
     try:
         root = ledger.guard(e, ledger_path)
@@ -204,3 +112,8 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
         return TorchServeBatching(Management(url), name, mar).rollback(e, root, store)
     except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
         raise RuntimeError(f"TorchServe management API at {url} for {name}: {type(exc).__name__}") from None
+
+
+def undone(entry: dict, out: dict) -> str:
+    before = ", ".join(f"{k} {v}" for k, v in out["restored"].items())
+    return f"registered {entry['model']} again with {before}"

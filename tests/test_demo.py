@@ -129,9 +129,10 @@ def test_interactive_demo_stack_feeds_the_live_session():
 
 def test_loadgen_replays_the_captured_mix_and_stays_on_loopback():
     from conftest import SAMPLES, analysis_of
+    from triage.analyzers.requests import input_mix
     from triage.lab import loadgen
 
-    mix = loadgen.mix_from_store(analysis_of(str(SAMPLES / "slow-tokenizer")).store)
+    mix = input_mix(analysis_of(str(SAMPLES / "slow-tokenizer")).store)
     assert {s for s, _ in mix} == {32, 64, 128, 512, 2048}
     counts = dict(mix)
     assert counts[32] > counts[2048]  # the sample draws 32-token inputs more often than 2048-token ones

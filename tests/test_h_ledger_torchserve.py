@@ -99,3 +99,26 @@ def test_a_changed_registration_or_a_forged_entry_is_refused(management, tmp_pat
         fh.write(json.dumps(forged).encode() + b"\n")
     assert main(["rollback", "forgedts0001"]) == 2
     assert "not in the ledger in" in capsys.readouterr().err and len(calls) == n
+
+
+def test_rollback_finds_the_fix_by_the_entry_action_in_the_registry(management, tmp_path, monkeypatch, capsys):
+    """`triage rollback` (cli → remediations/undo.py, as the TUI's `u`) reaches the TorchServe fix through
+    registry.by_kind(), by the entry's action; an action no remediation writes is refused, naming those it
+    undoes."""
+    from triage.remediations import registry, torchserve
+
+    url, state, calls = management
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    beside = tmp_path / "ts"
+    beside.mkdir()
+    entry = _apply(url, beside)
+    assert entry["action"] == torchserve.KIND and registry.by_kind()[torchserve.KIND] is torchserve
+    seen, real = [], torchserve.rollback
+    monkeypatch.setattr(torchserve, "rollback", lambda entry_id, **kw: seen.append(entry_id) or real(entry_id, **kw))
+    assert main(["rollback", entry["id"]]) == 0, capsys.readouterr().err
+    assert seen == [entry["id"]] and state["clf"]["max_batch_delay_ms"] == 50
+    other = ledger.rooted_entry("resize", beside)
+    ledger.record(other, beside)
+    assert main(["rollback", other["id"]]) == 2
+    assert (f"{other['id']} is a 'resize' entry; `triage rollback` undoes 'quantize', 'batching', "
+            "'batching-torchserve' entries") in capsys.readouterr().err

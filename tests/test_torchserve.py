@@ -1,14 +1,14 @@
 """TorchServe behind the same batching interface, against a real TorchServe started here on loopback."""
 import pytest
 
-from triage.remediations.torchserve import available
+from triage.lab.torchserve import available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no real TorchServe here: {available()}")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, demo_repo_master):
-    from triage.remediations.torchserve import TorchServe
+    from triage.lab.torchserve import TorchServe
 
     root = tmp_path_factory.mktemp("ts")
     model = demo_repo_master / "clf" / "1" / "model.onnx"  # only read by the archiver

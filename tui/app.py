@@ -252,7 +252,7 @@ class TriageApp(App):
 
     @work(thread=True, exclusive=True, group="remediation")
     def run_rollback(self, ledger_id: str) -> None:
-        from triage.remediations.quantize import RemediationError
+        from triage.remediations.registry import RemediationError
         from triage.remediations.undo import rollback
 
         try:
