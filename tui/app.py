@@ -1,4 +1,5 @@
-"""The Textual app: ingest and analysis in a worker thread, results delivered as messages."""
+"""The Textual app: it owns the state and every worker (ingest and analysis, live refresh, the requests table's
+pages, traces, the model fix); workers deliver results as messages, screens post theirs up (tui/messages.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,9 @@ from textual.binding import Binding
 
 from triage.collectors.store import describe
 
-from .messages import AnalysisFailed, AnalysisReady, IngestProgress
+from .messages import (AnalysisFailed, AnalysisReady, CaptureLoaded, CohortReady, ExportRequests, FetchRequests,
+                       FixDone, IngestProgress, LiveRefreshed, LoadTrace, Notice, OpenTrace, PreviewModelFix,
+                       RequestsPage, RollBackModelFix, RolledBack, TraceLoaded)
 from .screens.budget import BudgetScreen
 from .screens.filter import FilterScreen
 from .screens.findings import FindingsScreen
@@ -55,15 +58,15 @@ class TriageApp(App):
         self.constraints_file = constraints_file
         self.sub_title = source_title
         self.report: dict | None = None
-        self.overview = OverviewScreen()
-        self.findings = FindingsScreen()
-        self.budget = BudgetScreen()
-        self.requests = RequestsScreen()
-        self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
         from triage.analyzers.requests import Filter
 
         self.filter = Filter("")       # scopes the requests table; F runs the rules on its cohort
         self.cohort: str | None = None  # the filter whose cohort the overview/findings/budget show, if any
+        self.overview = OverviewScreen()
+        self.findings = FindingsScreen()
+        self.budget = BudgetScreen()
+        self.requests = RequestsScreen(self.filter, live=live is not None)
+        self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
 
     def run(self, *args, **kwargs):
         """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (tui/lifecycle.py)."""
@@ -120,7 +123,10 @@ class TriageApp(App):
             self.post_message(AnalysisFailed(describe(exc)))
         else:
             self.post_message(AnalysisReady(snap.report, series, live_status=snap.status))
-        self.call_from_thread(self._arm)
+        self.post_message(LiveRefreshed())
+
+    def on_live_refreshed(self, msg: LiveRefreshed) -> None:
+        self._arm()
 
     def _arm(self) -> None:
         if not self.paused and self.is_running:
@@ -162,15 +168,18 @@ class TriageApp(App):
                         progress=lambda d, t, p: self.post_message(IngestProgress(d, t, p)), preliminary=early)
             report = a.report()
             series = {route: timeseries(a.store, route) for route in report["latency"]}
-            self.guardrails = dict(a.constraints.guardrails)
             from triage.analyzers.requests import materialize
 
             materialize(a.store)  # the requests table's rows, paged and sorted by the requests screen
-            self.store = a.store  # the ledger's DuckDB table goes here too
         except Exception as exc:  # shown in the UI; the app stays up
             self.post_message(AnalysisFailed(describe(exc)))
             return
+        self.post_message(CaptureLoaded(a.store, dict(a.constraints.guardrails)))
         self.post_message(AnalysisReady(report, series))
+
+    def on_capture_loaded(self, msg: CaptureLoaded) -> None:
+        self.store = msg.store  # the ledger's DuckDB table goes here too
+        self.guardrails = msg.guardrails
 
     def on_ingest_progress(self, msg: IngestProgress) -> None:
         self.overview.set_progress(msg.done, msg.total, msg.path)
@@ -228,21 +237,30 @@ class TriageApp(App):
 
         self.push_screen(PreviewScreen(p.to_dict(), finding), answered)
 
+    def on_preview_model_fix(self, msg: PreviewModelFix) -> None:
+        self.preview_quantize(msg.finding)
+
     @work(thread=True, exclusive=True, group="remediation")
     def run_quantize(self, p) -> None:
         from triage.remediations.quantize import run
 
         try:
-            result = run(p, store=self.store, progress=lambda m: self.call_from_thread(self.notify, m, timeout=2))
+            result = run(p, store=self.store, progress=lambda m: self.post_message(Notice(m, timeout=2)))
         except Exception as exc:
-            self.call_from_thread(self.notify, f"Quantization failed: {exc}", severity="error", timeout=10)
+            self.post_message(Notice(f"Quantization failed: {exc}", timeout=10, severity="error"))
             return
-        self.call_from_thread(self._show_result, result)
+        self.post_message(FixDone(result))
 
-    def _show_result(self, result: dict) -> None:
-        if result.get("applied"):
-            self.applied.append(result["ledger_id"])
-        self.push_screen(ResultScreen(result))
+    def on_fix_done(self, msg: FixDone) -> None:
+        if msg.result.get("applied"):
+            self.applied.append(msg.result["ledger_id"])
+        self.push_screen(ResultScreen(msg.result))
+
+    def on_notice(self, msg: Notice) -> None:
+        self.notify(msg.text, severity=msg.severity, timeout=msg.timeout)
+
+    def on_roll_back_model_fix(self, msg: RollBackModelFix) -> None:
+        self.rollback_last()
 
     def rollback_last(self) -> None:
         if not self.applied:
@@ -258,13 +276,13 @@ class TriageApp(App):
         try:
             out = rollback(ledger_id, store=self.store)
         except RemediationError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            self.post_message(Notice(str(exc), timeout=8, severity="error"))
             return
-        self.call_from_thread(self._rolled_back, ledger_id, out["undone"])
+        self.post_message(RolledBack(ledger_id, out["undone"]))
 
-    def _rolled_back(self, ledger_id: str, undone: str) -> None:
-        self.applied.remove(ledger_id)
-        self.notify(f"Rolled back {ledger_id}: {undone}", timeout=5)
+    def on_rolled_back(self, msg: RolledBack) -> None:
+        self.applied.remove(msg.ledger_id)
+        self.notify(f"Rolled back {msg.ledger_id}: {msg.undone}", timeout=5)
 
     def action_show(self, name: str) -> None:
         while len(self.screen_stack) > 1 and not self._named(self.screen):
@@ -285,13 +303,85 @@ class TriageApp(App):
         elif self.history:
             self.switch_screen(self.history.pop())
 
-    go_back = action_back
-
     def current_store(self):
         return self.store if self.store is not None else (self.live.store if self.live is not None else None)
 
     def open_trace(self, trace_id: str) -> None:
         self.push_screen(TraceScreen(trace_id))
+
+    def on_open_trace(self, msg: OpenTrace) -> None:
+        self.open_trace(msg.trace_id)
+
+    # -- the requests table and traces: read from the store in workers, handed down to their screens ---
+    def on_fetch_requests(self, msg: FetchRequests) -> None:
+        self.fetch_requests(msg)
+
+    @work(thread=True, exclusive=True, group="requests")
+    def fetch_requests(self, want: FetchRequests) -> None:
+        from triage.analyzers import requests as rq
+
+        store = self.current_store()
+        try:
+            if store is None:
+                raise RuntimeError("no capture loaded yet")
+            if self.live is not None or not store.scalar(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'request_rows'"):
+                rq.materialize(store)  # live: the window moved since the last look
+            total = rq.count(store, want.filter)
+            rows = rq.page(store, want.filter, want.sort, want.descending, want.offset, want.limit)
+            origin = store.scalar("SELECT min(start_ns) FROM request_rows")
+        except Exception as exc:
+            self.post_message(RequestsPage(want.generation, want.offset, 0, [], None, 0, describe(exc)))
+            return
+        self.post_message(RequestsPage(want.generation, want.offset, total, rows, origin, want.cursor))
+
+    def on_requests_page(self, msg: RequestsPage) -> None:
+        self.requests.show_page(msg)
+
+    def on_export_requests(self, msg: ExportRequests) -> None:
+        self.export_requests(msg)
+
+    @work(thread=True, group="export")
+    def export_requests(self, want: ExportRequests) -> None:
+        import csv
+        import io
+
+        from triage.analyzers import requests as rq
+
+        from .export import write_new
+
+        store = self.current_store()
+        rows = rq.page(store, want.filter, want.sort, want.descending, 0, rq.count(store, want.filter))
+        buf = io.StringIO()
+        if rows:
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        path = write_new("requests", ".csv", buf.getvalue())
+        self.post_message(Notice(f"Wrote {len(rows):,} requests to {path}", timeout=6))
+
+    def on_load_trace(self, msg: LoadTrace) -> None:
+        self.load_trace(msg)
+
+    @work(thread=True, group="trace")  # not exclusive: each open trace screen waits for its own
+    def load_trace(self, want: LoadTrace) -> None:
+        from triage.analyzers.trace import load
+
+        store = self.current_store()
+        try:
+            tr = load(store, want.trace_id) if store is not None else None
+        except Exception as exc:  # shown, not raised: the app stays up
+            self.post_message(TraceLoaded(want.screen, None, str(exc)))
+            return
+        self.post_message(TraceLoaded(want.screen, tr))
+
+    def on_trace_loaded(self, msg: TraceLoaded) -> None:
+        if msg.screen not in self.screen_stack:
+            return  # closed while its trace was loading
+        if msg.error is not None:
+            msg.screen.show_error(msg.error)
+        else:
+            msg.screen.show_trace(msg.trace)
 
     def action_command(self) -> None:
         from .screens.command import CommandScreen
@@ -325,6 +415,7 @@ class TriageApp(App):
         if flt is None:
             return
         self.filter = flt
+        self.requests.filter = flt
         base = self.sub_title.split(" · filter: ")[0]
         self.sub_title = f"{base} · filter: {flt.text}" if flt else base
         if isinstance(self.screen, RequestsScreen):
@@ -349,9 +440,10 @@ class TriageApp(App):
         except Exception as exc:
             self.post_message(AnalysisFailed(describe(exc)))
             return
-        self.call_from_thread(self._show_cohort, report, flt)
+        self.post_message(CohortReady(report, flt))
 
-    def _show_cohort(self, report: dict, flt) -> None:
+    def on_cohort_ready(self, msg: CohortReady) -> None:
+        report, flt = msg.report, msg.filter
         self.cohort = flt.text or None
         label = f"COHORT {flt.text}" if flt else None
         self.overview.show(report, {}, None, None, cohort=label)

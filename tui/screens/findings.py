@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..format import badge, esc, fmt_value
+from ..messages import OpenTrace, PreviewModelFix, RollBackModelFix
 
 
 class FindingsScreen(Screen):
@@ -85,10 +86,10 @@ class FindingsScreen(Screen):
         if f is None or not any(r["id"] == "quantize-int8" for r in f["remediations"]):
             self.notify("The selected finding has no model fix (quantization) among its candidates", timeout=4)
             return
-        self.app.preview_quantize(f)
+        self.post_message(PreviewModelFix(f))
 
     def action_undo_fix(self) -> None:
-        self.app.rollback_last()
+        self.post_message(RollBackModelFix())
 
     def action_toggle_info(self) -> None:
         self.show_info = not self.show_info
@@ -110,7 +111,7 @@ class FindingsScreen(Screen):
         if not ex:
             self.notify("The selected finding has no exemplar traces", timeout=3)
             return
-        self.app.open_trace(ex[self.exemplar % len(ex)])
+        self.post_message(OpenTrace(ex[self.exemplar % len(ex)]))
 
     def action_next_exemplar(self) -> None:
         if self._exemplars():

@@ -1,40 +1,27 @@
 """Requests: every request of the window, its stage breakdown as columns, slowest first.
 
 Virtualised: the table holds a window of ``PAGE`` rows fetched from DuckDB (ORDER BY ... LIMIT/OFFSET in a
-worker); moving near either edge of the window fetches the neighbouring one, so a million requests scroll
-with a few hundred rows in the widget.
+worker of the app, asked for with a FetchRequests message); moving near either edge of the window fetches the
+neighbouring one, so a million requests scroll with a few hundred rows in the widget. The app hands down the
+filter in force (``filter``) and each page (``show_page``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from triage.analyzers.requests import COLUMN_NAMES, Filter
 
 from ..format import esc
+from ..messages import ExportRequests, FetchRequests, OpenTrace, RequestsPage
 
 PAGE = 100
 MARGIN = 20   # rows from the window's edge at which the neighbouring window is fetched
 LABELS = {"start": "start s", "e2e_ms": "e2e ms", "pre": "pre", "queue": "queue", "infer": "infer", "post": "post",
           "net": "net", "req": "req", "other": "other", "calls": "calls", "input": "input", "trace_id": "trace"}
 NUMERIC = ("e2e_ms", "pre", "queue", "infer", "post", "net", "req", "other")
-
-
-@dataclass
-class Page(Message):
-    generation: int
-    offset: int
-    total: int
-    rows: list
-    origin: int | None     # the window's time origin (ns): start column is relative to it
-    cursor: int            # absolute row to put the cursor on
-    error: str | None = None
 
 
 class RequestsScreen(Screen):
@@ -44,17 +31,20 @@ class RequestsScreen(Screen):
         Binding("S", "flip", "Reverse sort"),
         Binding("y", "copy", "Copy trace id"),
         Binding("e", "export", "Export CSV"),
-        Binding("escape", "back", "Back"),
+        Binding("escape", "app.back", "Back"),
         Binding("j", "cursor(1)", "Down", show=False),
         Binding("k", "cursor(-1)", "Up", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, flt: Filter, live: bool = False) -> None:
         super().__init__()
+        self.filter = flt     # the app's filter in force (set_filter hands down a new one)
+        self.live = live      # live mode: the window moves between two looks
         self.sort, self.descending = "e2e_ms", True
         self.first, self.total, self.rows = 0, 0, []
         self.origin: int | None = None
         self.generation = 0
+        self._filter_seen: Filter | None = None  # the filter of the last reload
         self.fetching = False
 
     def compose(self) -> ComposeResult:
@@ -68,42 +58,20 @@ class RequestsScreen(Screen):
         self.reload()
 
     def on_screen_resume(self) -> None:
-        live = self.app.live is not None  # live: the window moved since the table was last shown
-        if self.is_mounted and self.generation and (live or getattr(self, "_filter_seen", None) is not self.filter):
+        # live: the window moved since the table was last shown
+        if self.is_mounted and self.generation and (self.live or self._filter_seen is not self.filter):
             self.reload()
-
-    @property
-    def filter(self) -> Filter:
-        return self.app.filter
 
     def reload(self, cursor: int = 0) -> None:
         """Refetch from the top (a new sort or filter, or new data)."""
         self.generation += 1
         self._filter_seen = self.filter
-        self.fetch(self.generation, max(0, cursor - PAGE // 2), cursor)
+        self.fetch(max(0, cursor - PAGE // 2), cursor)
 
-    @work(thread=True, exclusive=True, group="requests")
-    def fetch(self, generation: int, offset: int, cursor: int) -> None:
-        from triage.analyzers import requests as rq
+    def fetch(self, offset: int, cursor: int) -> None:
+        self.post_message(FetchRequests(self.generation, offset, PAGE, cursor, self.filter, self.sort, self.descending))
 
-        store = self.app.current_store()
-        try:
-            if store is None:
-                raise RuntimeError("no capture loaded yet")
-            if self.app.live is not None or not store.scalar(
-                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'request_rows'"):
-                rq.materialize(store)  # live: the window moved since the last look
-            total = rq.count(store, self.filter)
-            rows = rq.page(store, self.filter, self.sort, self.descending, offset, PAGE)
-            origin = store.scalar("SELECT min(start_ns) FROM request_rows")
-        except Exception as exc:
-            from triage.collectors.store import describe
-
-            self.post_message(Page(generation, offset, 0, [], None, 0, describe(exc)))
-            return
-        self.post_message(Page(generation, offset, total, rows, origin, cursor))
-
-    def on_page(self, msg: Page) -> None:
+    def show_page(self, msg: RequestsPage) -> None:
         self.fetching = False
         if msg.generation != self.generation:
             return  # a newer sort or filter superseded it
@@ -151,7 +119,7 @@ class RequestsScreen(Screen):
         near_start = row < MARGIN and self.first > 0
         if near_end or near_start:
             self.fetching = True
-            self.fetch(self.generation, max(0, absolute - PAGE // 2), absolute)
+            self.fetch(max(0, absolute - PAGE // 2), absolute)
         self._summary()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -184,7 +152,7 @@ class RequestsScreen(Screen):
     def action_open(self) -> None:
         r = self.selected()
         if r is not None:
-            self.app.open_trace(r["trace_id"])
+            self.post_message(OpenTrace(r["trace_id"]))
 
     def action_copy(self) -> None:
         r = self.selected()
@@ -196,26 +164,4 @@ class RequestsScreen(Screen):
         self.notify(f"Copied trace id ({text})", timeout=4)
 
     def action_export(self) -> None:
-        self.export_csv(self.filter, self.sort, self.descending)
-
-    @work(thread=True, group="export")
-    def export_csv(self, flt: Filter, sort: str, descending: bool) -> None:
-        import csv
-        import io
-
-        from triage.analyzers import requests as rq
-
-        from ..export import write_new
-
-        store = self.app.current_store()
-        rows = rq.page(store, flt, sort, descending, 0, rq.count(store, flt))
-        buf = io.StringIO()
-        if rows:
-            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        path = write_new("requests", ".csv", buf.getvalue())
-        self.app.call_from_thread(self.notify, f"Wrote {len(rows):,} requests to {path}", timeout=6)
-
-    def action_back(self) -> None:
-        self.app.go_back()
+        self.post_message(ExportRequests(self.filter, self.sort, self.descending))

@@ -1,9 +1,9 @@
-"""Trace: the waterfall of one trace (critical path marked), and the selected span's details."""
+"""Trace: the waterfall of one trace (critical path marked), and the selected span's details. The app loads the
+trace (LoadTrace, posted on mount) and hands it down (``show_trace``, ``show_error``)."""
 from __future__ import annotations
 
 import json
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from ..format import esc
+from ..messages import LoadTrace
 from ..widgets.waterfall import STAGE_COLOURS, Waterfall
 
 
@@ -36,24 +37,12 @@ class TraceScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.load()
+        self.post_message(LoadTrace(self, self.trace_id))
 
-    @work(thread=True, exclusive=True, group="trace")
-    def load(self) -> None:
-        from triage.analyzers.trace import load
-
-        store = self.app.current_store()
-        try:
-            tr = load(store, self.trace_id) if store is not None else None
-        except Exception as exc:  # shown, not raised: the app stays up
-            self.app.call_from_thread(self._failed, str(exc))
-            return
-        self.app.call_from_thread(self._show, tr)
-
-    def _failed(self, error: str) -> None:
+    def show_error(self, error: str) -> None:
         self.query_one("#trace-summary", Static).update(f"[red]{esc(error)}[/]")
 
-    def _show(self, tr) -> None:
+    def show_trace(self, tr) -> None:
         self.trace = tr
         if tr is None:
             self.query_one("#trace-summary", Static).update(
