@@ -452,6 +452,19 @@ class TriageApp(App):
         n = sum(f["severity"] != "info" for f in report["findings"])
         self.notify(f"{label or 'All requests'}: {report['inputs']['spans']:,} spans, {n} finding(s)", timeout=4)
 
+    @classmethod
+    def key_places(cls):
+        """Where each set of bindings applies, in the order the help lists them (tui/keys.py reads them)."""
+        from .screens.command import CommandScreen
+        from .widgets.waterfall import Waterfall
+
+        return (("everywhere", (cls,)), ("overview", (OverviewScreen,)), ("findings", (FindingsScreen,)),
+                ("requests", (RequestsScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
+                ("command line", (CommandScreen,)),
+                ("fix preview", (PreviewScreen,)), ("fix result", (ResultScreen,)), ("help", (HelpScreen,)))
+
     def action_help(self) -> None:
+        from .keys import keys
+
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(keys(self.key_places())))

@@ -1,5 +1,5 @@
-"""Every key of the TUI, read from the live bindings of the app, its screens and widgets: the help screen
-shows this list and a test checks that the README's Keys table matches it, so neither goes out of date."""
+"""Every key of the TUI, read from the live bindings of the app, its screens and widgets (the app names
+them, ``TriageApp.key_places``): the help screen shows this list and a test checks that the README's Keys table matches it, so neither goes out of date."""
 from __future__ import annotations
 
 from textual.binding import Binding
@@ -14,28 +14,12 @@ def display(key: str) -> str:
     return NAMES.get(key, key)
 
 
-def _where():
-    from .app import TriageApp
-    from .screens.command import CommandScreen
-    from .screens.findings import FindingsScreen
-    from .screens.filter import FilterScreen
-    from .screens.help import HelpScreen
-    from .screens.overview import OverviewScreen
-    from .screens.remediate import PreviewScreen, ResultScreen
-    from .screens.requests import RequestsScreen
-    from .screens.trace import TraceScreen
-    from .widgets.waterfall import Waterfall
-
-    return (("everywhere", (TriageApp,)), ("overview", (OverviewScreen,)), ("findings", (FindingsScreen,)),
-            ("requests", (RequestsScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
-            ("command line", (CommandScreen,)),
-            ("fix preview", (PreviewScreen,)), ("fix result", (ResultScreen,)), ("help", (HelpScreen,)))
-
-
-def keys() -> list[tuple[str, tuple[str, ...], str]]:
-    """(where, keys, what) for every action with a description; keys bound to one action are one row."""
+def keys(places) -> list[tuple[str, tuple[str, ...], str]]:
+    """(where, keys, what) for every action with a description; keys bound to one action are one row.
+    ``places`` is (where, classes whose BINDINGS apply there) in the order the help lists them: the app
+    hands its own (``TriageApp.key_places``), so this module needs no screen."""
     out = []
-    for where, classes in _where():
+    for where, classes in places:
         rows: dict[str, tuple[list[str], str]] = {}
         for cls in classes:
             for b in cls.BINDINGS:

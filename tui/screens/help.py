@@ -1,4 +1,5 @@
-"""Help: every key, read from the live bindings (tui/keys.py), so it cannot go out of date."""
+"""Help: every key, read from the live bindings (tui/keys.py) and handed down by the app, so it cannot go out
+of date."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -8,19 +9,20 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
-
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("question_mark", "close", show=False),
                 Binding("q", "close", show=False)]
 
-    def compose(self) -> ComposeResult:
-        from ..keys import keys
+    def __init__(self, rows: list[tuple[str, tuple[str, ...], str]]) -> None:
+        super().__init__()
+        self.rows = rows  # (where, keys, what), from tui.keys.keys
 
+    def compose(self) -> ComposeResult:
         from rich.text import Text
 
         text = Text.assemble(("triage — keys", "bold"))
         section = None
-        for where, ks, what in keys():
+        for where, ks, what in self.rows:
             if where != section:
                 text.append(f"\n\n{where.capitalize()}", "bold underline")
                 section = where
