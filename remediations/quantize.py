@@ -24,7 +24,7 @@ from triage.analyzers.requests import input_mix
 from . import atomic, ledger
 from .onnx_modes import (MODES, Input, axes, bench_axes, input_spec, make_candidate, random_feeds, shape_of,
                          verification_axes)
-from .registry import RemediationError
+from .base import RemediationError
 
 KIND = "quantize"  # the ledger action of an installed model
 
