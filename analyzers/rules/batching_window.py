@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.triton_model_config import batching
+
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
 from ..metrics import triton_batch_size
 from ..rule import Context, Need, Rule, Threshold
-from ..triton_config import batching
 from ..stats import dispersion
 
 ID = "batching-window"
