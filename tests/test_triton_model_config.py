@@ -66,7 +66,8 @@ def test_batching_write_keeps_the_fields_it_does_not_change(tmp_path):
                     assert getattr(after.dynamic_batching, f.name) == v, f.name
         elif field.name not in changed:
             assert getattr(after, field.name) == value, field.name
-    assert [(g.kind, g.count) for g in after.instance_group][1:] == [(g.kind, g.count) for g in before.instance_group][1:]
+    groups = lambda cfg: [(g.kind, g.count) for g in cfg.instance_group]  # noqa: E731
+    assert groups(after)[1:] == groups(before)[1:]
     assert after.parameters["EXECUTION_ENV_PATH"].string_value == "$$TRITON_MODEL_DIRECTORY/env.tar.gz"
     assert p.changes["max_batch_size"] == [32, 32]
 
