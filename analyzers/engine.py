@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import traceback
 
-from . import impact, latency, stages
+from triage.collectors.metric_catalogue import CATALOGUE
+
 from . import constraints as constraints_mod
+from . import impact, latency, llm, stages
 from .constraints import Constraints
 from .finding import Finding
 from .rule import Available, Context
@@ -20,6 +22,12 @@ def load_constraints(paths, explicit=None) -> Constraints:
 def prepare(store, constraints: Constraints) -> None:
     """Build the derived tables the rules read (stage attribution, requests)."""
     stages.build(store, tuple(constraints.stage_rules) + stages.DEFAULT_RULES)
+
+
+def metrics_read(rules=RULES) -> tuple[str, ...]:
+    """Every catalogue metric the rules and the report read (what live mode queries), in catalogue order."""
+    names = set(llm.METRICS).union(*(r.metrics for r in rules))
+    return tuple(n for n in CATALOGUE if n in names)
 
 
 def relations(rules=RULES) -> tuple[tuple[str, str, str], ...]:

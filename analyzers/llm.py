@@ -9,10 +9,10 @@ divided by its output tokens minus one: the mean gap between its tokens (spans c
 requests with at least two output tokens; ITL percentiles are over requests. Percentiles are linear
 (DuckDB ``quantile_cont``, numpy's default).
 
-From metrics, when no span of a route carries them: the engine's TTFT and ITL histograms
-(``metrics.LLM_HISTOGRAMS``), quantiles of the observations made during the window (bucket increases,
-linear within a bucket), or, in live mode, the median over the window of Prometheus' ``histogram_quantile``
-series. A histogram's ITL is per token, not per request. The entry says which source it used.
+From metrics, when no span of a route carries them: the engine's TTFT and ITL histograms (the catalogue's
+``TTFT`` and ``ITL``), quantiles of the observations made during the window (bucket increases, linear within
+a bucket), or, in live mode, the median over the window of Prometheus' ``histogram_quantile`` series.
+A histogram's ITL is per token, not per request. The entry says which source it used.
 
 TTFT decomposition, over the TTFT tail cohort (requests whose TTFT is >= their route's TTFT p95):
 ``queue`` (time_in_queue), ``prefill`` (time_in_model_prefill) and ``frontend`` (TTFT - queue - prefill:
@@ -22,8 +22,12 @@ its median in ms.
 """
 from __future__ import annotations
 
+from triage.collectors.metric_catalogue import ITL, TTFT
+
 from . import metrics
 from .stages import per_build
+
+METRICS = TTFT + ITL  # what the report's LLM latency reads (token_latency_from_metrics)
 
 MS = 1e3  # seconds -> ms
 
@@ -81,8 +85,7 @@ def token_latency_from_metrics(store) -> dict[str, dict]:
     """Per served model (the histograms' ``model_name``): TTFT and ITL p50/p95/p99 in ms from the engine's own
     histograms, with the histogram used and its observation count."""
     out: dict[str, dict] = {}
-    for kind in ("ttft", "itl"):
-        names = metrics.LLM_HISTOGRAMS[kind]
+    for kind, names in (("ttft", TTFT), ("itl", ITL)):
         for model, h in metrics.histogram_quantiles(store, names).items():
             d = out.setdefault(model, {})
             d[f"{kind}_source"] = f"metrics {h['metric']}"

@@ -1,21 +1,21 @@
 """What the LLM engine rules read (kv-cache-pressure, concurrency-cap, long-prompt-blocking, length-capped):
 the engine's scheduler gauges aligned per scrape, its preemption count, and one row per engine span.
 
-Gauges come from the one catalogue (``metrics.LLM_GAUGES``); of the names a concept has had, the first one
-present is used (old and new vLLM names are never added together). Per scrape timestamp, request counts are
+Gauges come from the one catalogue (``collectors.metric_catalogue``); of the names a quantity has had, the
+first one present is used (old and new vLLM names are never added together). Per scrape timestamp, request counts are
 summed over engines/models and KV usage is the highest of them (the fullest cache is the one that binds).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import CACHE_CONFIG, KV_USAGE, PREEMPTIONS, PROMPT_TOKENS, RUNNING, WAITING
+
 from . import metrics
 from .stages import per_build
 
-KV = metrics.LLM_GAUGES["kv_usage"]
-RUNNING = metrics.LLM_GAUGES["running"]
-WAITING = metrics.LLM_GAUGES["waiting"]
-PREEMPTIONS = metrics.LLM_COUNTERS["preemptions"]
+SCHEDULER = KV_USAGE + RUNNING + WAITING  # what scheduler reads
+KV_FULL = CACHE_CONFIG + PROMPT_TOKENS  # what kv_full_from reads (cache_config, median_prompt_tokens)
 
 
 def _first_present(store, names) -> list[metrics.Series]:
@@ -41,13 +41,13 @@ def gauge(store, names, how: str = "sum") -> dict[int, float]:
 def scheduler(store) -> dict | None:
     """Per scrape (ts_ms ascending): ``kv`` usage (0..1), ``running``, ``waiting`` (NaN where a gauge is absent
     at that scrape); None without any of the three."""
-    kv, run, wait = gauge(store, KV, "max"), gauge(store, RUNNING), gauge(store, WAITING)
+    kv, run, wait = gauge(store, KV_USAGE, "max"), gauge(store, RUNNING), gauge(store, WAITING)
     ts = sorted(set(kv) | set(run) | set(wait))
     if not ts:
         return None
     col = lambda d: np.array([d.get(t, np.nan) for t in ts], dtype=float)  # noqa: E731
     return {"ts_ms": np.array(ts, dtype=np.int64), "kv": col(kv), "running": col(run), "waiting": col(wait),
-            "kv_metric": next((n for n in KV if metrics.series(store, [n])), None)}
+            "kv_metric": next((n for n in KV_USAGE if metrics.series(store, [n])), None)}
 
 
 def preemptions(store) -> float | None:
@@ -135,7 +135,7 @@ def kv_at(sched: dict, t_s: float) -> float:
 
 def cache_config(store) -> dict | None:
     """``num_gpu_blocks`` and ``block_size`` from ``vllm:cache_config_info``'s labels (the last sample), or None."""
-    found = metrics.series(store, metrics.LLM_GAUGES["cache_config"])
+    found = metrics.series(store, CACHE_CONFIG)
     for s in reversed(found):
         try:
             blocks, size = int(s.labels["num_gpu_blocks"]), int(s.labels["block_size"])
@@ -151,7 +151,7 @@ def median_prompt_tokens(store, reqs: list[dict]) -> tuple[float | None, str | N
     pts = [r["prompt_tokens"] for r in reqs if r["prompt_tokens"] is not None]
     if pts:
         return float(np.median(pts)), "spans"
-    for model, h in metrics.histogram_quantiles(store, metrics.LLM_HISTOGRAMS["prompt_tokens"], qs=(0.5,)).items():
+    for model, h in metrics.histogram_quantiles(store, PROMPT_TOKENS, qs=(0.5,)).items():
         if h["q"].get(0.5) is not None:
             return float(h["q"][0.5]), h["metric"]
     return None, None

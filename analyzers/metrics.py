@@ -1,6 +1,7 @@
 """Reading Prometheus samples from the store: series by metric name, counter rates, gauge summaries.
 
-Metric names differ across exporters and versions; callers pass every accepted name (DESIGN.md §9).
+Metric names differ across exporters and versions; callers pass every accepted name, from the one catalogue
+(``collectors.metric_catalogue``, DESIGN.md §9).
 """
 from __future__ import annotations
 
@@ -8,65 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GPU_UTIL = {  # name -> scale to a 0..1 fraction
-    "DCGM_FI_DEV_GPU_UTIL": 0.01,
-    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 1.0,
-    "nv_gpu_utilization": 1.0,
-}
-PENDING = ("nv_inference_pending_request_count", "vllm:num_requests_waiting", "tgi_queue_size",
-           "sglang:num_queue_reqs")
+from triage.collectors.metric_catalogue import (CATALOGUE, GPU_UTILIZATION, TRITON_EXECUTIONS, TRITON_INFERENCES,
+                                                TRITON_QUEUE_TIME, TRITON_SUCCESS)
 
-# LLM serving engines (DESIGN.md §9): each concept with every name it has had, current names first. vLLM V1
-# renamed gpu_cache_usage_perc -> kv_cache_usage_perc, gpu_prefix_cache_* -> prefix_cache_*,
-# time_per_output_token_seconds -> inter_token_latency_seconds. The OpenTelemetry GenAI metrics appear under
-# their dotted names (OTLP) or as Prometheus translates them (dots to underscores, unit appended).
-LLM_GAUGES: dict[str, tuple[str, ...]] = {
-    "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "tgi_queue_size"),
-    "running": ("vllm:num_requests_running", "sglang:num_running_reqs", "tgi_batch_current_size"),
-    "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),  # 0..1
-    "waiting_by_reason": ("vllm:num_requests_waiting_by_reason",),  # {reason=capacity|deferred}
-    "prefix_hit_rate": ("sglang:cache_hit_rate", "vllm:gpu_prefix_cache_hit_rate"),  # 0..1
-    "spec_accept_rate": ("sglang:spec_accept_rate",),  # 0..1
-    "batch_max_tokens": ("tgi_batch_current_max_tokens",),
-    "cache_config": ("vllm:cache_config_info",),  # labels block_size, num_gpu_blocks, ...
-}
-LLM_COUNTERS: dict[str, tuple[str, ...]] = {
-    "preemptions": ("vllm:num_preemptions_total", "vllm:num_preemptions", "sglang:num_retracted_reqs"),
-    "prefix_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total",
-                       "vllm:gpu_prefix_cache_queries"),
-    "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total",
-                    "vllm:gpu_prefix_cache_hits"),
-    "prompt_tokens": ("vllm:prompt_tokens_total",),
-    "generation_tokens": ("vllm:generation_tokens_total",),
-    "request_success": ("vllm:request_success_total",),  # {finished_reason=stop|length|abort}
-    "admission_rejections": ("vllm:admission_rejections_total",),
-    "spec_drafts": ("vllm:spec_decode_num_drafts_total",),
-    "spec_draft_tokens": ("vllm:spec_decode_num_draft_tokens_total",),
-    "spec_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens_total",),
-}
-# Histograms (base names; the store holds <name>_bucket{le}, _sum, _count), in seconds unless noted.
-LLM_HISTOGRAMS: dict[str, tuple[str, ...]] = {
-    "ttft": ("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds",
-             "gen_ai.server.time_to_first_token", "gen_ai_server_time_to_first_token_seconds"),
-    "itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
-            "sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds",
-            "gen_ai.server.time_per_output_token", "gen_ai_server_time_per_output_token_seconds"),
-    "e2e": ("vllm:e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds",
-            "gen_ai.server.request.duration", "gen_ai_server_request_duration_seconds", "tgi_request_duration"),
-    "queue": ("vllm:request_queue_time_seconds", "tgi_request_queue_duration"),
-    "prefill": ("vllm:request_prefill_time_seconds",),
-    "decode": ("vllm:request_decode_time_seconds",),
-    "inference": ("vllm:request_inference_time_seconds", "tgi_request_inference_duration"),
-    "request_tpot": ("vllm:request_time_per_output_token_seconds", "tgi_request_mean_time_per_token_duration"),
-    "prompt_tokens": ("vllm:request_prompt_tokens", "tgi_request_input_length"),  # tokens
-    "generation_tokens": ("vllm:request_generation_tokens", "tgi_request_generated_tokens"),  # tokens
-    "max_tokens": ("vllm:request_params_max_tokens", "tgi_request_max_new_tokens"),  # tokens
-    "request_preemptions": ("vllm:request_num_preemptions",),  # count
-    "iteration_tokens": ("vllm:iteration_tokens_total",),  # tokens per engine step
-    "validation": ("tgi_request_validation_duration",),
-    "batch_forward": ("tgi_batch_forward_duration", "tgi_batch_decode_duration", "tgi_batch_filter_duration"),
-    "token_usage": ("gen_ai.client.token.usage", "gen_ai_client_token_usage"),  # tokens
-}
+# name -> scale to a 0..1 fraction (DCGM's percent, DCGM profiling and Triton fractions)
+GPU_UTIL = {name: 0.01 if CATALOGUE[name].unit == "percent" else 1.0 for name in GPU_UTILIZATION}
+BATCH_SIZE = TRITON_INFERENCES + TRITON_EXECUTIONS  # what triton_batch_size reads
+QUEUE_PER_REQUEST = TRITON_QUEUE_TIME + TRITON_SUCCESS  # what triton_queue_per_request reads
 
 
 @dataclass
@@ -110,7 +59,7 @@ def gpu_utilization(store) -> list[tuple[Series, float]]:
 def triton_batch_size(store) -> dict[str, float]:
     """Average batch size per model over the window: increase(nv_inference_count)/increase(nv_inference_exec_count)."""
     out: dict[str, list[float]] = {}
-    for s in series(store, ["nv_inference_count", "nv_inference_exec_count"]):
+    for s in series(store, BATCH_SIZE):
         model = s.labels.get("model", "?")
         _, inc = counter_increase(s)
         out.setdefault(model, [0.0, 0.0])[0 if s.metric == "nv_inference_count" else 1] += float(inc.sum())
@@ -121,7 +70,7 @@ def triton_queue_per_request(store) -> list[tuple[np.ndarray, np.ndarray, np.nda
     """Per model: (ts_ms, request rate /s, mean queue ms per request) per scrape interval, from the
     cumulative counters nv_inference_queue_duration_us and nv_inference_request_success."""
     by_model: dict[str, dict[str, Series]] = {}
-    for s in series(store, ["nv_inference_queue_duration_us", "nv_inference_request_success"]):
+    for s in series(store, QUEUE_PER_REQUEST):
         by_model.setdefault(s.labels.get("model", "?") + "/" + s.labels.get("version", ""), {})[s.metric] = s
     out = []
     for parts in by_model.values():

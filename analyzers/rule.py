@@ -4,13 +4,19 @@ how its severity is set, which rules' findings it can cause, a doc (what / why /
 
 ``requires`` is a tuple of alternatives (``Need``); the rule is evaluated when at least one alternative is
 wholly present in the capture, otherwise the engine reports "not evaluated: why" from the first
-alternative's missing parts, without running the rule. Metric families named there must be in the one
-metric catalogue (``collectors.prometheus.KNOWN`` / ``HISTOGRAMS``). A rule can still find present data
-unusable (too few requests, no finite samples) and say so itself."""
+alternative's missing parts, without running the rule. A rule can still find present data unusable (too
+few requests, no finite samples) and say so itself.
+
+``metrics`` declares every metric the rule reads (its ``detect`` and the helpers it calls), by name from the
+one catalogue (``collectors.metric_catalogue``); the metrics named in ``requires`` are among them. Live mode
+queries the union of the registered rules' declarations (``engine.metrics_read``), so a metric a rule reads
+cannot be missing there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from triage.collectors.metric_catalogue import CATALOGUE
 
 from .constraints import Constraints
 from .finding import Finding
@@ -99,6 +105,14 @@ class Rule:
     # symptom's, the symptom is marked as likely caused by this rule and ranked after it
     causes: tuple[tuple[str, str], ...] = ()
     requires: tuple[Need, ...] = ()   # alternatives; empty: always evaluated
+    metrics: tuple[str, ...] = ()     # every catalogue metric the rule reads
+
+    def __post_init__(self):
+        unknown = [m for m in self.metrics if m not in CATALOGUE]
+        undeclared = [m for n in self.requires for m in n.metrics if m not in self.metrics]
+        if unknown or undeclared:
+            raise ValueError(f"rule {self.id}: metrics not in the catalogue {unknown}, required but not declared "
+                             f"{undeclared}")
 
     def unmet(self, ctx: Context) -> str | None:
         """None when one alternative of ``requires`` is present, else why the rule cannot be evaluated."""

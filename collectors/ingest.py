@@ -156,11 +156,10 @@ def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool:
     name = src.name
     if fmt == detect.TRITON_CONFIG:  # not telemetry, but the batching rules read it
         text = streams.read_all(src, limit=1 << 20).decode("utf-8", errors="replace")
-        import re
+        from .triton_model_config import model_name
 
-        m = re.search(r'^\s*name\s*:\s*"([^"]+)"', text, re.M)
         store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
-                      [name, m.group(1) if m else display(src.path.parent.name), text])
+                      [name, model_name(text, display(src.path.parent.name)), text])
         return 0, 0
     if fmt == detect.PROM_TEXT:
         return 0, _read_prom_text(store, src, problems, tick)

@@ -22,62 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-# metric name -> PromQL with the aggregation pushed down ({m} is the metric name)
-SUM_BY_MODEL = "sum by (model, version) ({m})"
-AVG_BY_GPU = "avg by (gpu, UUID, Hostname, modelName) ({m})"
-KNOWN: dict[str, str] = {
-    # Triton
-    "nv_inference_request_success": SUM_BY_MODEL, "nv_inference_request_failure": "sum by (model, version, reason) ({m})",
-    "nv_inference_count": SUM_BY_MODEL, "nv_inference_exec_count": SUM_BY_MODEL,
-    "nv_inference_request_duration_us": SUM_BY_MODEL, "nv_inference_queue_duration_us": SUM_BY_MODEL,
-    "nv_inference_compute_input_duration_us": SUM_BY_MODEL, "nv_inference_compute_infer_duration_us": SUM_BY_MODEL,
-    "nv_inference_compute_output_duration_us": SUM_BY_MODEL, "nv_inference_pending_request_count": SUM_BY_MODEL,
-    "nv_gpu_utilization": "avg by (gpu_uuid) ({m})", "nv_gpu_memory_total_bytes": "sum by (gpu_uuid) ({m})",
-    "nv_gpu_memory_used_bytes": "sum by (gpu_uuid) ({m})", "nv_cpu_utilization": "avg({m})",
-    # DCGM (new and old names)
-    "DCGM_FI_DEV_GPU_UTIL": AVG_BY_GPU, "DCGM_FI_PROF_GR_ENGINE_ACTIVE": AVG_BY_GPU,
-    "DCGM_FI_DEV_FB_USED": AVG_BY_GPU, "DCGM_FI_DEV_FB_FREE": AVG_BY_GPU, "DCGM_FI_DEV_GPU_TEMP": AVG_BY_GPU,
-    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": AVG_BY_GPU, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": AVG_BY_GPU,
-    # vLLM (new and old names)
-    "vllm:num_requests_waiting": "sum by (model_name) ({m})", "vllm:num_requests_running": "sum by (model_name) ({m})",
-    "vllm:kv_cache_usage_perc": "avg by (model_name) ({m})", "vllm:gpu_cache_usage_perc": "avg by (model_name) ({m})",
-    "vllm:num_requests_waiting_by_reason": "sum by (model_name, reason) ({m})",
-    "vllm:cache_config_info": "max by (block_size, num_gpu_blocks) ({m})",
-    **{m: "sum by (model_name) ({m})" for m in (
-        "vllm:num_preemptions_total", "vllm:num_preemptions", "vllm:prefix_cache_queries_total",
-        "vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total",
-        "vllm:gpu_prefix_cache_queries", "vllm:gpu_prefix_cache_hits", "vllm:prompt_tokens_total",
-        "vllm:generation_tokens_total", "vllm:admission_rejections_total", "vllm:spec_decode_num_drafts_total",
-        "vllm:spec_decode_num_draft_tokens_total", "vllm:spec_decode_num_accepted_tokens_total")},
-    "vllm:request_success_total": "sum by (model_name, finished_reason) ({m})",
-    "vllm:gpu_prefix_cache_hit_rate": "avg by (model_name) ({m})",
-    # TGI
-    "tgi_queue_size": "sum({m})", "tgi_batch_current_size": "sum({m})", "tgi_batch_current_max_tokens": "sum({m})",
-    # SGLang
-    **{f"sglang:{m}": "sum by (model_name) ({m})" for m in ("num_running_reqs", "num_queue_reqs", "num_retracted_reqs")},
-    **{f"sglang:{m}": "avg by (model_name) ({m})" for m in ("token_usage", "cache_hit_rate", "spec_accept_rate")},
-    # TorchServe
-    "ts_queue_latency_microseconds": "sum by (model_name) ({m})",
-    "ts_inference_latency_microseconds": "sum by (model_name) ({m})",
-}
-# latency histograms: a p95 series per model, computed by the server (p50 and p99 too for TOKEN_LATENCY)
-HISTOGRAMS: dict[str, str] = {
-    "vllm:e2e_request_latency_seconds": "model_name", "vllm:time_to_first_token_seconds": "model_name",
-    "vllm:request_queue_time_seconds": "model_name", "tgi_request_queue_duration": "",
-    "vllm:inter_token_latency_seconds": "model_name", "vllm:time_per_output_token_seconds": "model_name",
-    "vllm:request_prefill_time_seconds": "model_name", "vllm:request_decode_time_seconds": "model_name",
-    "sglang:time_to_first_token_seconds": "model_name", "sglang:inter_token_latency_seconds": "model_name",
-    "sglang:e2e_request_latency_seconds": "model_name",
-    "gen_ai_server_time_to_first_token_seconds": "gen_ai_request_model",
-    "gen_ai_server_time_per_output_token_seconds": "gen_ai_request_model",
-    "gen_ai_server_request_duration_seconds": "gen_ai_request_model",
-    "tgi_request_duration": "", "tgi_request_inference_duration": "", "tgi_request_mean_time_per_token_duration": "",
-    "request_preprocess_seconds": "model_name", "request_predict_seconds": "model_name",
-    "request_postprocess_seconds": "model_name",
-}
-
-# time to first token / between tokens: the LLM latency table reports their p50, p95 and p99
-TOKEN_LATENCY = frozenset(h for h in HISTOGRAMS if "first_token" in h or "inter_token" in h or "per_output_token" in h)
+from .metric_catalogue import CATALOGUE, live_queries
 
 
 class PrometheusError(RuntimeError):
@@ -164,8 +109,11 @@ class Credentials:
 
 
 class PrometheusSource:
+    """Queries ``metrics`` (catalogue names; the whole catalogue by default): a live session passes exactly
+    what the registered rules and the report read (``analyzers.engine.metrics_read``)."""
+
     def __init__(self, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
-                 timeout_s: float = 10.0, rediscover_s: float = 60.0):
+                 timeout_s: float = 10.0, rediscover_s: float = 60.0, metrics=None):
         import requests
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
@@ -182,6 +130,10 @@ class PrometheusSource:
         # no hidden retries: the live loop retries with its own backoff and says the data is stale meanwhile
         self._pc = PrometheusConnect(url=self.url, headers=headers, auth=creds.basic, session=session,
                                      retry=Retry(total=0), timeout=timeout_s)
+        self.metrics = tuple(CATALOGUE if metrics is None else metrics)
+        unknown = [m for m in self.metrics if m not in CATALOGUE]
+        if unknown:
+            raise ValueError(f"not in the metric catalogue: {', '.join(unknown)}")
         self._present: set[str] | None = None
         self._present_at = 0.0
         self.rediscover_s = rediscover_s  # how long the list of known series present is trusted
@@ -240,13 +192,13 @@ class PrometheusSource:
         names = self._call(self._pc.all_metrics)
         if not isinstance(names, list):
             raise PrometheusError(f"{self.shown}: unexpected answer to the metric name list")
-        wanted = set(KNOWN) | {f"{h}_bucket" for h in HISTOGRAMS}
+        wanted = {CATALOGUE[m].series_name for m in self.metrics}
         self._present = {n for n in names if n in wanted}
         self._present_at = time.monotonic()
         return self._present
 
     def queries(self) -> list[tuple[str, str]]:
-        """(stored metric name, PromQL) for every known metric the server has."""
+        """(stored metric name, PromQL) for every metric of ``self.metrics`` the server has."""
         # asked again every rediscover_s (an exporter that started later), sooner while none are known (a
         # server that has not scraped yet); a failed re-ask keeps the list already known
         age = time.monotonic() - self._present_at
@@ -256,15 +208,7 @@ class PrometheusSource:
             except PrometheusError:
                 if not self._present:
                     raise
-        present = self._present
-        out = [(m, q.format(m=m)) for m, q in KNOWN.items() if m in present]
-        for h, by in HISTOGRAMS.items():
-            if f"{h}_bucket" in present:
-                labels = f"le, {by}" if by else "le"
-                for q in (0.5, 0.95, 0.99) if h in TOKEN_LATENCY else (0.95,):
-                    out.append((f"{h}:p{round(q * 100)}",
-                                f"histogram_quantile({q}, sum by ({labels}) (rate({h}_bucket[1m])))"))
-        return out
+        return live_queries(self.metrics, self._present)
 
     def fetch(self, store, start: datetime, end: datetime, step_s: float) -> int:
         """Replace the samples of this source in [start, end] with fresh query results; returns the count."""

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triage.collectors import triton_model_config as model_config
+
 from . import atomic, ledger
 
 KIND = "batching"  # the ledger action of a Triton batching change
@@ -43,19 +45,6 @@ class Proposal:
     def to_dict(self) -> dict:
         return {"model": self.model, "config_path": self.config_path, "changes": self.changes,
                 "arithmetic": self.arithmetic, "diff": self.diff}
-
-
-def parse(text: str):
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
-
-
-def render(cfg) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(cfg)
 
 
 def decide(max_batch_size: int, window_us: int, instances: int, m: Measured) -> tuple[int, int, int, list[str]]:
@@ -91,10 +80,10 @@ def propose(config_path: Path, m: Measured) -> Proposal:
     """A Triton config.pbtxt change (rendered with text_format; comments are lost, hence the diff)."""
     config_path = Path(config_path)
     old_text = config_path.read_text()
-    cfg = parse(old_text)
-    new = parse(old_text)
+    cfg = model_config.parse(old_text, str(config_path))
+    new = model_config.parse(old_text, str(config_path))
     window_us = cfg.dynamic_batching.max_queue_delay_microseconds
-    instances = sum(g.count or 1 for g in cfg.instance_group) or 1
+    instances = model_config.instances(cfg)
     new_window, best, new_instances, lines = decide(cfg.max_batch_size, window_us, instances, m)
     new.dynamic_batching.max_queue_delay_microseconds = new_window
     del new.dynamic_batching.preferred_batch_size[:]
@@ -106,7 +95,8 @@ def propose(config_path: Path, m: Measured) -> Proposal:
                "preferred_batch_size": [list(cfg.dynamic_batching.preferred_batch_size),
                                         list(new.dynamic_batching.preferred_batch_size)],
                "max_batch_size": [cfg.max_batch_size, new.max_batch_size], "instances": [instances, new_instances]}
-    return Proposal(cfg.name or config_path.parent.name, str(config_path), old_text, render(new), changes, lines)
+    return Proposal(cfg.name or config_path.parent.name, str(config_path), old_text, model_config.render(new), changes,
+                    lines)
 
 
 BACKUP = r"config\.pbtxt\.triage-backup-[0-9a-f]{8}"  # the only names apply() gives a backup

@@ -77,14 +77,13 @@ class LiveSession:
                                       **self.receiver_options).start()
             self._staging = Staging(self._receiver)
         if self.prometheus_url:
-            self._source = PrometheusSource(self.prometheus_url)
-            self.prometheus_state = "not yet queried"
+            self.attach_prometheus(self.prometheus_url)
         return self
 
     def attach_prometheus(self, url: str) -> None:
         """Start querying a Prometheus that came up after the session (e.g. one scraping a server we started)."""
         self.prometheus_url = url
-        self._source = PrometheusSource(url)
+        self._source = PrometheusSource(url, metrics=engine.metrics_read())  # exactly what the analysis reads
         self.prometheus_state = "not yet queried"
 
     def stop(self) -> None:

@@ -179,7 +179,7 @@ def test_a_single_scrape_counts_from_the_server_start():
     """A one-off /metrics scrape of an older vLLM (the DataDog integration's fixture): quantiles of every
     observation since the server started, under the old ITL name."""
     from triage.analyzers.llm import token_latency_from_metrics
-    from triage.analyzers.metrics import LLM_GAUGES
+    from triage.collectors.metric_catalogue import KV_USAGE
     from triage.sessions.offline import analyze
 
     path = need(VLLM_CAPTURE.parent.parent / "metrics" / "real_scrapes" / "vllm_datadog_fixture_excerpt.prom")
@@ -190,7 +190,7 @@ def test_a_single_scrape_counts_from_the_server_start():
     assert d["itl_source"] == "metrics vllm:time_per_output_token_seconds"
     assert d["ttft_observations"] > 0 and d["ttft_p50_ms"] <= d["ttft_p95_ms"] <= d["ttft_p99_ms"]
     present = {m for (m,) in a.store.query("SELECT DISTINCT metric FROM samples")}
-    assert {"vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"} <= present & set(LLM_GAUGES["kv_usage"])
+    assert {"vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"} <= present & set(KV_USAGE)
 
 
 def test_histogram_figures_stay_off_routes_that_do_not_name_the_model(tmp_path):

@@ -34,7 +34,8 @@ def prom(tmp_path_factory):
 
 def test_llm_series_and_token_latency_quantiles_through_promql(prom):
     from triage.analyzers.llm import token_latency_from_metrics
-    from triage.analyzers.metrics import LLM_COUNTERS, LLM_GAUGES, series
+    from triage.analyzers.metrics import series
+    from triage.collectors.metric_catalogue import KV_USAGE, PREEMPTIONS
     from triage.collectors.prometheus import PrometheusSource
     from triage.collectors.store import Store
 
@@ -54,9 +55,9 @@ def test_llm_series_and_token_latency_quantiles_through_promql(prom):
     start = datetime.fromtimestamp(t0 / 1000, tz=timezone.utc)
     end = datetime.fromtimestamp(t1 / 1000, tz=timezone.utc)
     assert src.fetch(store, start, end, step_s=1) > 0
-    preempt = series(store, LLM_COUNTERS["preemptions"])
+    preempt = series(store, PREEMPTIONS)
     assert preempt and preempt[0].values.max() - preempt[0].values.min() == 25  # the capture README's 0 -> 25
-    kv = series(store, LLM_GAUGES["kv_usage"])
+    kv = series(store, KV_USAGE)
     assert kv and kv[0].values.max() == 1.0
     figures = token_latency_from_metrics(store)["tiny-llama"]
     assert figures["ttft_source"].startswith("metrics vllm:time_to_first_token_seconds (median")

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.triton_model_config import batching
+
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql, stage_breakdown, tail_exemplars
-from ..metrics import triton_batch_size
+from ..metrics import BATCH_SIZE, triton_batch_size
 from ..rule import Context, Need, Rule, Threshold
-from ..triton_config import batching
 from ..stats import dispersion
 
 ID = "batching-window"
@@ -141,4 +142,5 @@ RULE = Rule(
            ('queueing-growth', "the batcher's timer looks like queueing"),
            ('gpu-underutilized', 'batches of one leave the device idle'),),
     requires=(Need(stages=("queue",)),),
+    metrics=BATCH_SIZE,
     doc=__doc__, detect=detect)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import KV_USAGE, PREEMPTIONS
+
 from .. import llm_signals as sig
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
@@ -132,5 +134,6 @@ RULE = Rule(
         "min_scrapes": Threshold(5, "buckets", "scrapes needed to call a plateau from the gauges alone"),
     },
     causes=(("queueing-growth", "requests queue for a running slot the scheduler's cap withholds"),),
-    requires=(Need(metrics=sig.KV, what="KV-cache usage metrics"),),
+    requires=(Need(metrics=KV_USAGE, what="KV-cache usage metrics"),),
+    metrics=sig.SCHEDULER + sig.KV_FULL + PREEMPTIONS,
     doc=__doc__, detect=detect)

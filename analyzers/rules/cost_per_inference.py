@@ -13,7 +13,7 @@ import numpy as np
 
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..metrics import gpu_utilization
+from ..metrics import GPU_UTIL, gpu_utilization
 from ..rule import Context, Need, Rule, Threshold
 
 ID = "cost-per-inference"
@@ -56,4 +56,5 @@ RULE = Rule(
                                                "cap, half the accelerator spend buys nothing the cap allows")},
     severity_from="rule",  # a breached constraint, not a latency saving
     requires=(Need(requests=True, constraints=("cost.accelerator_price_per_hour", "cost.cap_per_1000_calls")),),
+    metrics=tuple(GPU_UTIL),
     doc=__doc__, detect=detect)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import PENDING
+
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import TAIL_COHORT_SQL, route_latency, stage_breakdown, tail_exemplars
-from ..metrics import GPU_UTIL, PENDING, gpu_utilization, series, triton_batch_size
+from ..metrics import BATCH_SIZE, GPU_UTIL, gpu_utilization, series, triton_batch_size
 from ..rule import Context, Need, Rule, Threshold
 
 ID = "gpu-underutilized"
@@ -116,4 +118,5 @@ RULE = Rule(
     causes=(
            ('queueing-growth', 'serialized execution on an idle GPU is what queues'),),
     requires=(Need(metrics=tuple(GPU_UTIL), what="GPU utilization metrics"),),
+    metrics=tuple(GPU_UTIL) + PENDING + BATCH_SIZE,
     doc=__doc__, detect=detect)

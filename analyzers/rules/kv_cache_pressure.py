@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import KV_USAGE, PREEMPTIONS, QUEUE
+
 from .. import llm_signals as sig
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import route_latency, stage_breakdown, tail_exemplars
-from ..metrics import LLM_HISTOGRAMS, histogram_quantiles
+from ..metrics import histogram_quantiles
 from ..rule import Context, Need, Rule, Threshold
 
 ID = "kv-cache-pressure"
@@ -85,7 +87,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
             remediations=scored(FIXES, ctx.constraints.scorecard),
             impact_ms=max(tail_queue_ms - kept_ms, 0.0)))
     if not routes:  # metrics only: the engine's queue-time histogram
-        for model, h in histogram_quantiles(store, LLM_HISTOGRAMS["queue"]).items():
+        for model, h in histogram_quantiles(store, QUEUE).items():
             qp95 = h["q"].get(0.95)
             if qp95 is None:
                 continue
@@ -115,5 +117,6 @@ RULE = Rule(
     },
     causes=(("queueing-growth", "requests queue because the KV cache has no free blocks for them"),
             ("memory-pressure", "the accelerator memory that is full is the KV cache the engine reserved")),
-    requires=(Need(metrics=sig.KV, what="KV-cache usage metrics"),),
+    requires=(Need(metrics=KV_USAGE, what="KV-cache usage metrics"),),
+    metrics=sig.SCHEDULER + sig.KV_FULL + PREEMPTIONS + QUEUE,
     doc=__doc__, detect=detect)

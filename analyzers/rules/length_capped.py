@@ -13,10 +13,12 @@ lower it deliberately where long answers are not wanted, and say so to clients.
 """
 from __future__ import annotations
 
+from triage.collectors.metric_catalogue import REQUEST_SUCCESS
+
 from .. import llm_signals as sig
 from ..finding import Finding
 from ..fixes import scored
-from ..metrics import LLM_COUNTERS, counter_increase, series
+from ..metrics import counter_increase, series
 from ..rule import Context, Need, Rule, Threshold
 
 ID = "length-capped"
@@ -47,7 +49,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     if reqs:
         return out
     by_reason: dict[str, float] = {}
-    for s in series(ctx.store, LLM_COUNTERS["request_success"]):
+    for s in series(ctx.store, REQUEST_SUCCESS):
         by_reason[s.labels.get("finished_reason", "")] = by_reason.get(s.labels.get("finished_reason", ""), 0.0) \
             + float(counter_increase(s)[1].sum())
     total = sum(by_reason.values())
@@ -76,5 +78,6 @@ RULE = Rule(
         "min_requests": Threshold(20, "requests", "requests with a known finish needed to judge a share"),
     },
     severity_from="rule",  # about the answers, not a latency saving: info
-    requires=(Need(stages=("decode",)), Need(metrics=LLM_COUNTERS["request_success"], what="finished-request metrics")),
+    requires=(Need(stages=("decode",)), Need(metrics=REQUEST_SUCCESS, what="finished-request metrics")),
+    metrics=REQUEST_SUCCESS,
     doc=__doc__, detect=detect)

@@ -18,6 +18,7 @@ from ..rule import Context, Need, Rule, Threshold
 
 # the memory families read below (used with free or total; vLLM's KV cache usage)
 MEMORY_METRICS = ("DCGM_FI_DEV_FB_USED", "nv_gpu_memory_used_bytes", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+READS = MEMORY_METRICS + ("DCGM_FI_DEV_FB_FREE", "nv_gpu_memory_total_bytes")
 
 ID = "memory-pressure"
 TITLE = "Accelerator memory near capacity"
@@ -84,4 +85,5 @@ RULE = Rule(
     },
     severity_from="rule",  # a breached constraint, not a latency saving
     requires=(Need(metrics=MEMORY_METRICS, what="GPU memory metrics"), Need(error_spans=True)),
+    metrics=READS,
     doc=__doc__, detect=detect)

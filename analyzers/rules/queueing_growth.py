@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import PENDING, TRITON_QUEUE_TIME
+
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_latency, route_queue_sql, stage_breakdown, tail_exemplars
-from ..metrics import PENDING, series, triton_queue_per_request
+from ..metrics import QUEUE_PER_REQUEST, series, triton_queue_per_request
 from ..rule import Context, Need, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
 
@@ -188,6 +190,7 @@ RULE = Rule(
                                         "half a service time for M/D/1, is kept in the saving)"),
     },
     requires=(Need(stages=("queue",)),
-              Need(metrics=("nv_inference_queue_duration_us",), what="Triton queue metrics"),
+              Need(metrics=TRITON_QUEUE_TIME, what="Triton queue metrics"),
               Need(metrics=PENDING, what="pending-request metrics")),
+    metrics=QUEUE_PER_REQUEST + PENDING,
     doc=__doc__, detect=detect)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from triage.collectors.metric_catalogue import CLOCK_REASONS
+
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
 from ..latency import bucket_seconds, route_queue_sql
 from ..metrics import series
 from ..rule import Context, Need, Rule, Threshold
 from ..stats import dispersion, spearman, thirds_ratio
-
-CLOCK_REASONS = ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS")
 
 ID = "throttling"
 TITLE = "Throttling: the device slows down"
@@ -92,4 +92,5 @@ RULE = Rule(
            ('budget-overrun', 'a throttled device overruns the inference budget'),),
     severity_from="rule",  # a breached constraint, not a latency saving
     requires=(Need(metrics=CLOCK_REASONS, what="DCGM clock event metrics"), Need(requests=True)),
+    metrics=CLOCK_REASONS,
     doc=__doc__, detect=detect)
