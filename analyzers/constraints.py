@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triage.errors import UsageError
+
 from .caching import DEFAULT_KEYS as CACHING_KEYS
 from .stages import STAGES, StageRule
 
@@ -116,7 +118,7 @@ def threshold_spec(unit: str | None, default) -> Spec:
     return spec
 
 
-class ConstraintsError(ValueError):
+class ConstraintsError(UsageError):
     pass
 
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from triage.errors import UsageError
+
 from .stages import STAGES
 
 MS = 1e6
@@ -52,7 +54,7 @@ COLUMNS = (("start", "r.start_ns"), ("route", "r.route"), ("status", "r.error"),
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 
 
-class FilterError(ValueError):
+class FilterError(UsageError):
     """A filter expression that cannot be compiled; ``token`` and ``pos`` locate the culprit."""
 
     def __init__(self, message: str, token: str, pos: int):
@@ -248,7 +250,7 @@ def page(store, flt: Filter | None = None, sort: str = "e2e_ms", descending: boo
     flt = flt or Filter("")
     order = dict(COLUMNS).get(sort)
     if order is None:
-        raise ValueError(f"unknown column {sort!r} (one of {', '.join(COLUMN_NAMES)})")
+        raise UsageError(f"unknown column {sort!r} (one of {', '.join(COLUMN_NAMES)})")
     direction = "DESC" if descending else "ASC"
     rows = store.query(f"""
         SELECT * FROM request_rows r WHERE {flt.where}

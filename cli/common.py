@@ -1,36 +1,22 @@
 """What every command group shares: printing a result, durations, the OTLP listen address, ingest progress on
 stderr, input-path checks, and the line between a usage error and a bug.
 
-A usage error is anything raised deliberately for the user: an ``OSError`` (a missing or unreadable file, a
-port in use), a ``ConstraintsError``, ``ListenError`` or ``StoreError``, or any other ``ValueError`` raised by
-a ``raise`` statement of triage's own code (a bad duration, a bad ``TRIAGE_*`` variable, a --settle too long
-for the window, ...): its message says what to change. Any other exception (a ``KeyError``, a ``ValueError``
-from a library or a conversion, ...) is a bug.
+A usage error is an ``OSError`` (a missing or unreadable file, a port in use) or a ``UsageError``
+(triage/errors.py: bad constraints, listen address, --db file, duration, ``TRIAGE_*`` variable, a --settle too
+long for the window, ...), whose message says what to change. Any other exception (a ``KeyError``, a
+``ValueError`` from a library or a conversion, ...) is a bug.
 """
 from __future__ import annotations
 
-import linecache
 import sys
 from pathlib import Path
 
+from triage.errors import UsageError
+
 
 def user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised for the user (see the module docstring), not by a bug."""
-    from triage.analyzers.constraints import ConstraintsError
-    from triage.collectors.receiver import ListenError
-    from triage.collectors.store import StoreError
-
-    if isinstance(exc, (OSError, ConstraintsError, ListenError, StoreError)):
-        return True
-    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
-        return False
-    tb = exc.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__") or ""
-    if module != "triage" and not module.startswith("triage."):
-        return False
-    return linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).lstrip().startswith("raise")
+    """Whether ``exc`` was raised for the user (triage/errors.py), not by a bug."""
+    return isinstance(exc, (OSError, UsageError))
 
 
 def parse_duration(text: str) -> float:
@@ -39,7 +25,7 @@ def parse_duration(text: str) -> float:
 
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text or "")
     if not m:
-        raise ValueError(f"invalid duration {text!r} (e.g. 30s, 15m, 2h)")
+        raise UsageError(f"invalid duration {text!r} (e.g. 30s, 15m, 2h)")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 

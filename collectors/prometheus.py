@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from triage.errors import UsageError
+
 from .metric_catalogue import CATALOGUE, live_queries
 
 
@@ -44,18 +46,18 @@ def redact_url(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """The Prometheus base URL, or ValueError saying what is wrong with it (the URL redacted in the message).
+    """The Prometheus base URL, or UsageError saying what is wrong with it (the URL redacted in the message).
     Credentials in the URL are refused: they would be visible in ``ps``, shell history and every message."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
     except ValueError as exc:
-        raise ValueError(f"{redact_url(url)} is not a valid URL ({exc})") from None
+        raise UsageError(f"{redact_url(url)} is not a valid URL ({exc})") from None
     if "@" in parts.netloc:
-        raise ValueError(f"credentials in the URL ({redact_url(url)}) are refused: they would show in `ps`, shell "
+        raise UsageError(f"credentials in the URL ({redact_url(url)}) are refused: they would show in `ps`, shell "
                          f"history and logs; put them in {CREDENTIAL_VARIABLES}, or use TRIAGE_PROMETHEUS_BEARER_TOKEN")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{redact_url(url)} is not an http:// or https:// URL with a host")
+        raise UsageError(f"{redact_url(url)} is not an http:// or https:// URL with a host")
     return url
 
 
@@ -83,7 +85,7 @@ class Credentials:
 
     @staticmethod
     def from_env(env=os.environ) -> "Credentials":
-        """Read the TRIAGE_PROMETHEUS_* variables; ValueError names the variable (or file) that is unusable,
+        """Read the TRIAGE_PROMETHEUS_* variables; UsageError names the variable (or file) that is unusable,
         never its value."""
         def read(name: str) -> tuple[str | None, str]:
             if env.get(name):
@@ -95,16 +97,16 @@ class Credentials:
 
         token, where = read("TRIAGE_PROMETHEUS_BEARER_TOKEN")
         if token is not None and not _TOKEN.fullmatch(token):
-            raise ValueError(f"{where}: the token is empty or holds a space, line break or other character an "
+            raise UsageError(f"{where}: the token is empty or holds a space, line break or other character an "
                              f"HTTP header cannot carry (value not shown)")
         user = (env.get("TRIAGE_PROMETHEUS_USERNAME") or "").strip()
         if ":" in user:
-            raise ValueError("TRIAGE_PROMETHEUS_USERNAME: a user name for basic auth cannot hold ':'")
+            raise UsageError("TRIAGE_PROMETHEUS_USERNAME: a user name for basic auth cannot hold ':'")
         password, where = read("TRIAGE_PROMETHEUS_PASSWORD")
         if password is not None and any(c in password for c in "\r\n\0"):
-            raise ValueError(f"{where}: the password holds a line break (value not shown)")
+            raise UsageError(f"{where}: the password holds a line break (value not shown)")
         if password and not user:
-            raise ValueError(f"{where} is set but TRIAGE_PROMETHEUS_USERNAME is not")
+            raise UsageError(f"{where} is set but TRIAGE_PROMETHEUS_USERNAME is not")
         return Credentials(token or None, (user, password or "") if user else None)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from triage.errors import UsageError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
     trace_id VARCHAR NOT NULL,
@@ -124,10 +126,10 @@ def memory_limit_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     unit = m and m.group(2).lower()
     if not m or unit not in _UNITS:
-        raise ValueError(f"TRIAGE_MEMORY_LIMIT={text!r} is not a size (e.g. 512MB, 4GB, 1GiB)")
+        raise UsageError(f"TRIAGE_MEMORY_LIMIT={text!r} is not a size (e.g. 512MB, 4GB, 1GiB)")
     n = int(float(m.group(1)) * _UNITS[unit])
     if n < MIN_MEMORY_LIMIT:
-        raise ValueError(f"TRIAGE_MEMORY_LIMIT={text!r} is below the 64 MiB that analysis needs")
+        raise UsageError(f"TRIAGE_MEMORY_LIMIT={text!r} is below the 64 MiB that analysis needs")
     return n
 
 
@@ -139,7 +141,7 @@ def out_of_memory(exc: BaseException) -> str | None:
             f"to disk; raise it, e.g. TRIAGE_MEMORY_LIMIT=4GB. DuckDB said: {str(exc).splitlines()[0]}")
 
 
-class StoreError(ValueError):
+class StoreError(UsageError):
     """A --db file that cannot be used: held by another process, not a DuckDB database, damaged, or not
     a triage store. The message names the file."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from triage.errors import UsageError
+
 
 @dataclass(frozen=True)
 class BatchingConfig:
@@ -24,14 +26,14 @@ class BatchingConfig:
 
 
 def parse(text: str, path: str = ""):
-    """A ModelConfig message; raises ValueError with the parser's message on invalid text."""
+    """A ModelConfig message; raises UsageError (a ValueError) with the parser's message on invalid text."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:
-        raise ValueError(f"{path or 'config.pbtxt'}: {exc}") from exc
+        raise UsageError(f"{path or 'config.pbtxt'}: {exc}") from exc
 
 
 def render(cfg) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import requests
 
+from triage.errors import UsageError
+
 INCIDENTS = {
     # name: Triton's batching window, Poisson rate, gateway tokenize cost per token, input sizes (tokens, weight)
     "batch-window": {"window_us": 50_000, "rate": 10.0, "tokenize_us": 2.0,
@@ -79,7 +81,7 @@ def _run(incident, keep, load_s, constraints, progress, info) -> dict:
 
     say = progress or (lambda m: None)
     if incident not in INCIDENTS:
-        raise ValueError(f"unknown incident {incident!r} (have: {', '.join(INCIDENTS)})")
+        raise UsageError(f"unknown incident {incident!r} (have: {', '.join(INCIDENTS)})")
     spec = INCIDENTS[incident]
     rate = spec["rate"]
     cons = constraints or Constraints()

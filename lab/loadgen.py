@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from triage.errors import UsageError
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -58,7 +60,7 @@ def run(url: str, model: str, w: Workload, stop: threading.Event | None = None) 
 
     host = urlparse(url).hostname
     if host not in LOOPBACK:
-        raise ValueError(f"load is only sent to loopback addresses, not {host}")
+        raise UsageError(f"load is only sent to loopback addresses, not {host}")
     rng = np.random.default_rng(w.seed)
     sizes = np.array([s for s, _ in w.sizes])
     p = np.array([x for _, x in w.sizes], dtype=float)

@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from triage.errors import UsageError
+
 MODES = ("dynamic", "static", "fp16")
 
 
@@ -29,7 +31,7 @@ def make_candidate(src: Path, dst: Path, mode: str, calibration: list[dict] | No
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+        raise UsageError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     if mode == "fp16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -47,7 +49,7 @@ def make_candidate(src: Path, dst: Path, mode: str, calibration: list[dict] | No
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
         else:
             if not calibration:
-                raise ValueError("static quantization needs calibration inputs (--calib FILE or the capture's shapes)")
+                raise UsageError("static quantization needs calibration inputs (--calib FILE or the capture's shapes)")
             quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:

@@ -31,6 +31,7 @@ from triage.collectors.store import Store
 from triage.analyzers import engine
 from triage.analyzers import report as report_mod
 from triage.analyzers.constraints import Constraints
+from triage.errors import UsageError
 
 from .staging import Staging
 
@@ -64,7 +65,7 @@ class LiveSession:
 
     def start(self) -> "LiveSession":
         if not 0 <= self.settle_s < self.window_s / 2:
-            raise ValueError(f"settle time {self.settle_s:g}s must be under half the {self.window_s:g}s window, "
+            raise UsageError(f"settle time {self.settle_s:g}s must be under half the {self.window_s:g}s window, "
                              f"or traces would leave the window before they are analysed")
         self.snapshots = deque(maxlen=self.history)
         if self.db:

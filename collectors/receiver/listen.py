@@ -9,12 +9,14 @@ import re
 import socket
 import ssl
 
+from triage.errors import UsageError
+
 DEFAULT_PORT = 4318
 BACKLOG = 1024
 TOKEN_ENV = "TRIAGE_OTLP_BEARER_TOKEN"
 
 
-class ListenError(ValueError):
+class ListenError(UsageError):
     """The receiver cannot listen where it was asked to (the message names the option to change)."""
 
 
