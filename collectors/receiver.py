@@ -51,7 +51,7 @@ import duckdb
 import numpy as np
 import orjson
 
-from . import otlp_json, otlp_proto
+from . import otlp_document, otlp_proto
 from .problems import Problems
 from .spans import SpanColumns
 from .store import EVENT_COLUMNS, SPAN_COLUMNS, Store, insert_frame
@@ -291,9 +291,9 @@ def parse_payload(data: bytes, content_type: str, source: str) -> SpanColumns:
                 doc = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
                 raise PayloadError(400, f"invalid JSON: {exc}") from exc
-            if not isinstance(doc, dict) or otlp_json.unwrap(doc) is None:
+            if not isinstance(doc, dict) or otlp_document.unwrap(doc) is None:
                 raise PayloadError(400, "JSON body has no resourceSpans")
-            otlp_json.parse_request(otlp_json.unwrap(doc), cols, "")
+            otlp_document.parse_request(otlp_document.unwrap(doc), cols, "")
     except PayloadError:
         raise
     except (RecursionError, *DATA_ERRORS) as exc:  # a value no reader expected: the data's fault, say so
