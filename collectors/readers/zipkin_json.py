@@ -7,7 +7,6 @@ import hashlib
 from .. import streams
 from ..parallel import Pool
 from ..salvage import read_document
-from ..sniff import looks_json
 from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
 FORMAT = "zipkin-json"
