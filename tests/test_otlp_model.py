@@ -23,7 +23,8 @@ from triage.collectors.spans import SpanColumns
 from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
 
 STRINGS = ["", "plain", "héllo wörld", "中文 😀 \U0010ffff", '"quoted" \\ back\\slash', "tab\t nl\n cr\r bs\b ff\f",
-           "\x00 \x01 \x1f \x7f", "\u2028\u2029", "</script>", "a" * 300]
+           "\x00 \x01 \x1f \x7f", "\u2028\u2029", "</script>", "a" * 300, "the text \\u000B, \\u00 and \\\\u001F",
+           "esc \x1b[0m and the text \\u001b\"", "\x0b\x0e\x0f\x1a\t\x08\x0c\r\n"]
 INTS = ["0", "1", "-1", "42", "9223372036854775807", "-9223372036854775808", "-9223372036854775807", 7]
 DOUBLES = [0.0, -0.0, 0.1, 1.0, -2.5, 1.5, 123456789.123, 1e-7, 1.5e-5, 3.0000000000000004e-5, 3e-4, 0.001,
            1e15, 1e16, 1.5e17, 1e20, 1e300, 5e-324, 1.7976931348623157e308, 2.0 ** 63, 0.1 + 0.2, -1e-5,
