@@ -40,13 +40,6 @@ class IngestResult:
     reloaded: list[dict] = field(default_factory=list)  # inputs whose earlier load (--db) was interrupted
 
 
-def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
-    """Regular files under the given paths (recursively, sorted), and the entries skipped, with the reason
-    (``collectors.walk``: missing, unreadable, symlink loops, pseudo file systems, not regular files)."""
-    files, _, skipped = safe_walk(paths)
-    return files, skipped
-
-
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
                  workers: int | None = None) -> IngestResult:
     files, sizes, skipped = safe_walk(paths)
