@@ -164,40 +164,39 @@ _ARROW = _Fields(  # v: an AnyValue as the Arrow path's struct (``otlp_lines_arr
     kvlist="v.kvlistValue", kvlist_values='v.kvlistValue."values"')
 
 # A double as orjson writes it: DuckDB writes two exponent digits (1e-07) and uses an exponent from 1e-5 on,
-# where orjson writes 1e-7 and 0.00001.
+# where orjson writes 1e-7 and 0.00001. (A macro's argument is copied wherever the body names it, so the body
+# names it once, binding it to a lambda's parameter: the statements stay small to plan.)
 _DOUBLE_MACRO = r"""
-CREATE OR REPLACE TEMP MACRO otlp_double_json(d) AS (CASE
-    WHEN CAST(d AS VARCHAR) LIKE '%e-05' THEN (CASE WHEN d < 0 THEN '-0.0000' ELSE '0.0000' END)
-         || replace(ltrim(split_part(CAST(d AS VARCHAR), 'e', 1), '-'), '.', '')
-    ELSE regexp_replace(CAST(d AS VARCHAR), 'e([+-])0(\d)$', 'e\1\2') END);
+CREATE OR REPLACE TEMP MACRO otlp_double_json(d) AS list_transform([CAST(d AS VARCHAR)], lambda t: CASE
+    WHEN t LIKE '%e-05' THEN (CASE WHEN t[1] = '-' THEN '-0.0000' ELSE '0.0000' END)
+         || replace(ltrim(split_part(t, 'e', 1), '-'), '.', '')
+    ELSE regexp_replace(t, 'e([+-])0(\d)$', 'e\1\2') END)[1];
 """
 
 
-def _escaped_sql(s: str) -> str:
-    r"""SQL: the string ``s`` escaped inside a JSON string as orjson escapes it (backslash, quote, and every
-    control character: the short forms, else ``\u00xx`` in lowercase)."""
-    short = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
-    out = f"""replace(replace({s}, '\\', '\\\\'), '"', '\\"')"""
-    for c in range(32):
-        escape = short.get(c, "\\u%04x" % c)
-        out = f"replace({out}, chr({c}), '{escape}')"
-    return out
+# JSON text as orjson writes it: DuckDB's to_json escapes the same characters as orjson, but writes the hex of
+# the control characters 0x0b, 0x0e, 0x0f and 0x1a to 0x1f in uppercase (\u001F, orjson: \u001f). The rendered
+# attribute object is corrected once, as a whole: every backslash pair (an escaped backslash) is set aside as
+# a NUL (JSON text holds none raw), so that only real escapes are lowercased. Most texts hold no \u00 at all.
+_UPPER_ESCAPES = [0x0B, 0x0E, 0x0F] + list(range(0x1A, 0x20))
 
 
-# A string as orjson writes it: DuckDB's to_json writes the same but for the control characters 0x0b, 0x0e,
-# 0x0f and 0x1a to 0x1f, whose hex it writes in uppercase. A string whose to_json holds a \u00 escape (any
-# control character without a short form, or that text itself) is escaped by hand; the others, almost all,
-# take to_json (a substring test: a regular expression per string would cost five times as much).
-_STRING_MACRO = f"""
-CREATE OR REPLACE TEMP MACRO otlp_string_json(s) AS (CASE
-    WHEN contains(to_json(s), '\\u00') THEN '"' || {_escaped_sql('s')} || '"'
-    ELSE to_json(s) END);
+def _lowercase_escapes_sql(j: str) -> str:
+    out = f"replace({j}, '\\\\', chr(0))"
+    for c in _UPPER_ESCAPES:
+        out = f"replace({out}, '\\u{c:04X}', '\\u{c:04x}')"
+    return f"replace({out}, chr(0), '\\\\')"
+
+
+_ESCAPES_MACRO = f"""
+CREATE OR REPLACE TEMP MACRO otlp_orjson_escapes(j) AS list_transform([j], lambda t: CASE
+    WHEN contains(t, '\\u00') THEN {_lowercase_escapes_sql('t')} ELSE t END)[1];
 """
 
 
 def _scalars(f: _Fields) -> str:
     return f"""
-    WHEN {f.string} IS NOT NULL THEN otlp_string_json({f.string})
+    WHEN {f.string} IS NOT NULL THEN to_json({f.string})
     WHEN TRY_CAST({f.int} AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST({f.int} AS HUGEINT) AS VARCHAR)
     WHEN isfinite({f.double}) THEN otlp_double_json({f.double})
     WHEN {f.bool} IN ('true', 'false') THEN {f.bool}"""
@@ -205,9 +204,10 @@ def _scalars(f: _Fields) -> str:
 
 def _macros(prefix: str, f: _Fields) -> str:
     """``{prefix}_scalar_json(v)`` (an element of a container), ``{prefix}_value_json(v)`` (an AnyValue) and
-    ``{prefix}_attrs_json(l)`` (a list of key/value structs: the JSON object; keys that are null are left out)."""
+    ``{prefix}_attrs_json(l)`` (a list of key/value structs: the JSON object, as orjson writes it; keys that are
+    null are left out). The first two are parts of the third: their escapes are not yet orjson's."""
     scalar = f"{prefix}_scalar_json"
-    bytes_when = f"\n    WHEN {f.bytes} IS NOT NULL THEN otlp_string_json({f.bytes})"
+    bytes_when = f"\n    WHEN {f.bytes} IS NOT NULL THEN to_json({f.bytes})"
     return f"""
 CREATE OR REPLACE TEMP MACRO {scalar}(v) AS (CASE{_scalars(f)}{bytes_when}
     ELSE 'null' END);
@@ -216,15 +216,15 @@ CREATE OR REPLACE TEMP MACRO {prefix}_value_json(v) AS (CASE{_scalars(f)}
         '[' || coalesce(array_to_string(list_transform({f.array_values}, lambda x: {scalar}(x)), ','), '') || ']'
     WHEN {f.kvlist} IS NOT NULL THEN
         '{{' || coalesce(array_to_string(list_transform({f.kvlist_values},
-                                lambda x: otlp_string_json(x.key) || ':' || {scalar}(x.value)), ','), '') || '}}'{bytes_when}
+                                lambda x: to_json(x.key) || ':' || {scalar}(x.value)), ','), '') || '}}'{bytes_when}
     ELSE 'null' END);
-CREATE OR REPLACE TEMP MACRO {prefix}_attrs_json(l) AS
+CREATE OR REPLACE TEMP MACRO {prefix}_attrs_json(l) AS otlp_orjson_escapes(
     '{{' || coalesce(array_to_string(list_transform(list_filter(l, lambda x: x.key IS NOT NULL),
-                                  lambda x: otlp_string_json(x.key) || ':' || {prefix}_value_json(x.value)), ','), '') || '}}';
+                                  lambda x: to_json(x.key) || ':' || {prefix}_value_json(x.value)), ','), '') || '}}');
 """
 
 
 def sql_macros(arrow: bool = False) -> str:
     """The statements that create the macros (temporary, per connection): ``otlp_*`` over DuckDB JSON, or,
     with ``arrow``, ``arrow_*`` over the Arrow path's structs."""
-    return _DOUBLE_MACRO + _STRING_MACRO + (_macros("arrow", _ARROW) if arrow else _macros("otlp", _JSON))
+    return _DOUBLE_MACRO + _ESCAPES_MACRO + (_macros("arrow", _ARROW) if arrow else _macros("otlp", _JSON))

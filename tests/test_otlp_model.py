@@ -17,7 +17,7 @@ import pytest
 from triage.collectors import arrow_attrs, otlp_lines_arrow, otlp_lines_exact
 from triage.collectors.ingest import ingest_paths
 from triage.collectors.otlp_document import parse_request as parse_json_request
-from triage.collectors.otlp_model import has_nested_containers, json_any_value, sql_macros
+from triage.collectors.otlp_model import KV_JSON, has_nested_containers, json_any_value, sql_macros
 from triage.collectors.otlp_proto import parse_request as parse_proto_request
 from triage.collectors.spans import SpanColumns
 from triage.collectors.store import EVENT_COLUMNS, SPAN_COLUMNS, Store
@@ -189,12 +189,12 @@ def test_sql_macros_render_each_anyvalue_as_python_does():
     con = duckdb.connect()
     con.execute(sql_macros())
     for name, value in VALUES.items():
-        raw = orjson.dumps(value)
-        if has_nested_containers(orjson.dumps([{"value": value}])):
+        attrs = orjson.dumps([{"key": "k\x1f\\u001F", "value": value}])
+        if has_nested_containers(attrs):
             assert name.startswith("nested")
             continue
-        got = con.execute("SELECT otlp_value_json(CAST(? AS JSON))", [raw.decode()]).fetchone()[0]
-        assert got == orjson.dumps(json_any_value(value)).decode(), name
+        got = con.execute(f"SELECT otlp_attrs_json(from_json(?, '{KV_JSON}'))", [attrs.decode()]).fetchone()[0]
+        assert got == orjson.dumps({"k\x1f\\u001F": json_any_value(value)}).decode(), name
 
 
 def test_nested_containers_are_found():
