@@ -47,9 +47,9 @@ def measure_triage(path: str) -> dict:
 
 def measure_triage_msgspec(path: str) -> dict:
     """triage's ingest with the Arrow path switched off: msgspec in worker processes (the previous design)."""
-    from triage.collectors import otlp_arrow
+    from triage.collectors import otlp_lines_arrow
 
-    otlp_arrow.available = lambda: False
+    otlp_lines_arrow.prepare = lambda chunk, source: None  # Arrow takes no chunk: all go to the exact path
     return measure_triage(path)
 
 

@@ -3,7 +3,7 @@ the promoted columns, with Arrow compute kernels (no per-span Python, no per-ele
 
 This is the common case only: every value a string, a canonical integer or a boolean, and no key or string
 that needs JSON escaping. ``attributes_json`` returns None otherwise, and the caller renders that chunk
-with DuckDB's macros (``otlp_arrow.MACROS``), which handle every AnyValue. Both give byte-identical text:
+with the OTLP model's SQL macros (``otlp_model.sql_macros``), which handle every AnyValue. Both give byte-identical text:
 DuckDB's ``to_json`` escapes only ``"``, ``\\`` and control characters, which is exactly what is excluded
 here, and a canonical integer is its own ``CAST(HUGEINT AS VARCHAR)``.
 """

@@ -1,4 +1,6 @@
-"""Walk capture paths, detect each file's format by content, read it into the store.
+"""Walk capture paths, detect each file's format by content, read it into the store: detect → reader → sink.
+
+Each format is a reader (``collectors.readers``); this module knows none of them by name.
 
 One progress callback ``progress(done_bytes, total_bytes, path)`` serves the TUI's bar and the CLI.
 Files are streamed (JSON lines and Prometheus text in chunks; OTLP JSON lines through Arrow or worker processes);
@@ -12,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import orjson
-
-from . import checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom_text, streams, zipkin_json
+from . import checks, detect, streams
 from .parallel import Pool
 from .problems import Problems
-from .salvage import salvage
-from .small_files import SMALL_FILE_BYTES, SmallFiles
+from .small_files import SmallFiles
+from .sniff import HEAD_BYTES
 from .spans import SpanSink
 from .store import Store
 from .walk import display
@@ -38,13 +38,6 @@ class IngestResult:
     problems: Problems = field(default_factory=Problems)
     paths: list[str] = field(default_factory=list)
     reloaded: list[dict] = field(default_factory=list)  # inputs whose earlier load (--db) was interrupted
-
-
-def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
-    """Regular files under the given paths (recursively, sorted), and the entries skipped, with the reason
-    (``collectors.walk``: missing, unreadable, symlink loops, pseudo file systems, not regular files)."""
-    files, _, skipped = safe_walk(paths)
-    return files, skipped
 
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
@@ -74,8 +67,8 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
 
 def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | None = None,
                 tick: Callable[[int], None] | None = None, small: SmallFiles | None = None) -> None:
-    """Read one file into the store (its ``inputs`` row included). With ``small``, a small OTLP JSON lines
-    file is decoded now and loaded with the others at ``small.flush()``."""
+    """Read one file into the store (its ``inputs`` row included). With ``small``, a small file of a reader
+    that offers ``small_lines`` (OTLP JSON lines) is decoded now and loaded with the others at ``small.flush()``."""
     src_name = display(path)
     if path.name in _IGNORED_NAMES or path.suffix.lower() in _IGNORED_SUFFIXES:
         result.skipped.append({"path": src_name, "reason": f"not telemetry ({path.suffix or path.name})"})
@@ -92,20 +85,21 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
     pool = pool or Pool(1)
     try:
         try:
-            head = streams.peek(src, detect.HEAD_BYTES)
+            head = streams.peek(src, HEAD_BYTES)
             size = os.fstat(src.raw.fileno()).st_size
         except OSError as exc:  # vanished or changed between the walk and now
             result.skipped.append({"path": src_name, "reason": f"unreadable: {exc.strerror or exc}"})
             return
-        fmt, why = detect.detect(head, size)
-        if fmt is None:
+        reader, why = detect.detect(head, size)
+        if reader is None:
             reason = why if not src.errors else f"{why}; {src.errors[0]}"
             if src.compression and not head:
                 reason = f"empty or damaged {src.compression} file" + (f": {src.errors[0]}" if src.errors else "")
             result.skipped.append({"path": src_name, "reason": reason})
             return
-        label = f"{fmt}+{src.compression}" if src.compression else fmt
-        data = _small_lines(src, head, size) if small is not None and fmt == detect.OTLP_JSON \
+        label = f"{reader.FORMAT}+{src.compression}" if src.compression else reader.FORMAT
+        small_lines = getattr(reader, "small_lines", None)
+        data = small_lines(src, head, size) if small is not None and small_lines is not None \
             and not store.was_interrupted(src_name) else None
         before = result.problems.count
         if data is not None:
@@ -117,8 +111,10 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
             if earlier:
                 result.reloaded.append({**earlier, "reason": "an earlier load into this --db was interrupted; "
                                                               "what it wrote was removed and the file loaded again"})
-            spans, samples = _read(store, src, fmt, result.problems, pool,
-                                   (lambda: tick(src.position())) if tick else None)
+            sink = SpanSink(store, src.name, result.problems)
+            samples = reader.read(src, sink, pool, (lambda: tick(src.position())) if tick else None)
+            sink.flush()
+            spans = sink.spans_written
             for err in src.errors:
                 result.problems.add(src_name, f"byte {src.position()}", err)
             store.complete_input(src_name, label, spans, samples, result.problems.count - before)
@@ -130,89 +126,3 @@ def ingest_file(store: Store, path: Path, result: IngestResult, pool: Pool | Non
         src.close()
         if own_pool:
             pool.close()
-
-
-def _small_lines(src: streams.Source, head: bytes, size: int) -> bytes | None:
-    """The whole decompressed content of a small file of OTLP JSON lines, or None (a large file or a single
-    document: the stream is left at its start for the ordinary path)."""
-    if src.compression is None and size > SMALL_FILE_BYTES:
-        return None
-    if src.compression is None and len(head) == size:
-        data = head  # the head is the whole file
-    else:
-        data = streams.read_exact(src, SMALL_FILE_BYTES + 1)
-        if len(data) > SMALL_FILE_BYTES:
-            streams.rewind(src)
-            return None
-    try:
-        orjson.loads(data.split(b"\n", 1)[0])  # JSON lines (a document spread over lines is read whole)
-    except orjson.JSONDecodeError:
-        streams.rewind(src)
-        return None
-    return data
-
-
-def _read(store: Store, src: streams.Source, fmt: str, problems: Problems, pool: Pool, tick) -> tuple[int, int]:
-    name = src.name
-    if fmt == detect.TRITON_CONFIG:  # not telemetry, but the batching rules read it
-        text = streams.read_all(src, limit=1 << 20).decode("utf-8", errors="replace")
-        from .triton_model_config import model_name
-
-        store.execute("INSERT INTO model_configs VALUES (?, ?, ?)",
-                      [name, model_name(text, display(src.path.parent.name)), text])
-        return 0, 0
-    if fmt == detect.PROM_TEXT:
-        return 0, _read_prom_text(store, src, problems, tick)
-    sink = SpanSink(store, name, problems)
-    if fmt == detect.OTLP_JSON:
-        otlp_json.read(src, sink, pool, tick)
-    elif fmt == detect.OTLP_PROTO:
-        otlp_proto.read_body(src, sink)
-    elif fmt == detect.OTLP_PROTO_FRAMED:
-        otlp_proto.read_length_prefixed(src, sink, tick)
-    else:
-        doc = _load_document(src, problems)
-        if doc is None:
-            return 0, 0
-        if fmt == detect.PROM_API_JSON:
-            if not prom_api.is_prom_api(doc):
-                problems.add(name, "offset 0", "not a Prometheus API response (no data.resultType)")
-                return 0, 0
-            return 0, store.insert_samples(*prom_api.parse(doc, name, problems), source=name)
-        reader = jaeger_json if fmt == detect.JAEGER_JSON else zipkin_json
-        ok = jaeger_json.is_jaeger(doc) if fmt == detect.JAEGER_JSON else zipkin_json.is_zipkin(doc)
-        if not ok:
-            problems.add(name, "offset 0", f"does not have the {fmt} layout")
-            return 0, 0
-        reader.parse(doc, sink)
-    sink.flush()
-    return sink.spans_written, 0
-
-
-def _load_document(src: streams.Source, problems: Problems):
-    data = streams.read_all(src, text=True)
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        doc = salvage(data)
-        problems.add(src.name, f"offset {getattr(exc, 'pos', '?')}",
-                     f"invalid JSON ({exc}); " + ("loaded the records before the damage" if doc is not None
-                                                  else "nothing recoverable"))
-        return doc
-
-
-def _read_prom_text(store: Store, src: streams.Source, problems: Problems, tick) -> int:
-    default_ts = int(os.fstat(src.raw.fileno()).st_mtime * 1000)
-    n = 0
-    last, first_line = b"\n", 1
-    for chunk, first_line in streams.line_chunks(src):
-        cols = prom_text.parse(chunk.decode("utf-8", errors="replace"), src.name, problems, default_ts, first_line)
-        n += store.insert_samples(*cols, source=src.name)
-        last = chunk
-        if tick:
-            tick()
-    if not last.endswith(b"\n"):  # the exposition format ends every line with a line feed
-        lineno = first_line + last.count(b"\n")
-        problems.add(src.name, f"line {lineno}",
-                     "file ends in the middle of a line (truncated?); its last sample may be cut short")
-    return n

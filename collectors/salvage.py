@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import orjson
 
+from . import streams
+from .problems import Problems
+
 MAX_SALVAGE_BYTES = 64 << 20
 
 
@@ -40,3 +43,17 @@ def salvage(data: bytes):
         except orjson.JSONDecodeError:
             continue
     return None
+
+
+def read_document(src: streams.Source, problems: Problems, kept: str = "records"):
+    """The source's whole content as one JSON document; a damaged one is salvaged up to the damage (a
+    problem says so, naming what was ``kept``). None when nothing is recoverable."""
+    data = streams.read_all(src, text=True)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        doc = salvage(data)
+        problems.add(src.name, f"offset {getattr(exc, 'pos', '?')}",
+                     f"invalid JSON ({exc}); " + (f"loaded the {kept} before the damage" if doc is not None
+                                                  else "nothing recoverable"))
+        return doc

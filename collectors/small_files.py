@@ -10,7 +10,7 @@ result is the one each file would give alone.
 """
 from __future__ import annotations
 
-from .otlp_fast import RawSpans, decode_lines, load_batch
+from .otlp_lines_exact import RawSpans, decode_lines, load_batch
 from .problems import Problems
 from .store import Store
 

@@ -46,6 +46,36 @@ PROMOTED_RANGES = {"http_status": (-(1 << 31), (1 << 31) - 1),   # INTEGER colum
 PROMOTED_SQL_TYPES = {"http_status": "INTEGER", "resend_count": "INTEGER", "input_size": "BIGINT"}
 JSON_MAX_DEPTH = 64  # attribute values nested deeper are stored as text at that depth (orjson stops at 255)
 
+# The promoted columns in SQL (the paths that render attributes in DuckDB): every promoted key is extracted
+# from the attribute JSON in one pass into ``p`` (``json_extract_string(attributes, PROMOTED_PATHS)``), and
+# each column takes its highest-priority key that is present and not empty, as ``SpanColumns.add`` does.
+PROMOTED_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in PROMOTED) + "]"
+
+
+def int_text_sql(expr: str, sql_type: str = "BIGINT", strict: bool = False) -> str:
+    """SQL: an attribute's text as an integer of the column's type ("200", "200.0" → 200; anything else
+    NULL). A number out of the type's range is NULL too (the exact path reports it), or, ``strict``, an
+    error: the Arrow path then hands the chunk to the exact path."""
+    return f"{'CAST' if strict else 'TRY_CAST'}(TRY_CAST({expr} AS DOUBLE) AS {sql_type})"
+
+
+def promoted_text_sql(col: str) -> str:
+    """SQL: the text of the promoted column ``col`` from ``p``."""
+    keys = list(PROMOTED)
+    picks = sorted((PROMOTED[k][1], i) for i, k in enumerate(keys, start=1) if PROMOTED[k][0] == col)
+    return f"coalesce({', '.join(f'nullif(p[{i}], {chr(39)}{chr(39)})' for _, i in picks)})"
+
+
+def promoted_sql(strict: bool = False) -> str:
+    """SQL: every promoted column from ``p``, as ``expr AS column``, integers cast to their column's type."""
+    out = []
+    for col in PROMOTED_COLUMNS:
+        expr = promoted_text_sql(col)
+        if col in INT_PROMOTED:
+            expr = int_text_sql(expr, PROMOTED_SQL_TYPES[col], strict)
+        out.append(f"{expr} AS {col}")
+    return ",\n       ".join(out)
+
 _HEX_ID = {8: re.compile(r"[0-9a-f]{16}").fullmatch, 16: re.compile(r"[0-9a-f]{32}").fullmatch}
 _ZERO = {8: "0" * 16, 16: "0" * 32}
 

@@ -31,7 +31,7 @@ INCIDENTS = {
 def _triton_counters(metrics_url: str) -> dict[str, float]:
     """Triton's cumulative request, execution and compute-time counters (the first series of each)."""
     from triage.collectors.problems import Problems
-    from triage.collectors.prom_text import parse
+    from triage.collectors.readers.prom_text import parse
 
     _, names, _, values = parse(requests.get(metrics_url, timeout=5).text, metrics_url, Problems(), 0)
     out = {n: None for n in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us")}

@@ -19,11 +19,11 @@ from capture import write_capture  # noqa: E402
 # the database, says how many and waits: the parent kills it there, mid-file, with SIGKILL.
 CHILD = r"""
 import sys
-from triage.collectors import otlp_arrow
+from triage.collectors import otlp_lines_arrow
 from triage.collectors.ingest import ingest_paths
 from triage.collectors.store import Store
 
-otlp_arrow.CHUNK_BYTES = otlp_arrow.MIN_CHUNK_BYTES
+otlp_lines_arrow.CHUNK_BYTES = otlp_lines_arrow.MIN_CHUNK_BYTES
 store = Store(sys.argv[1])
 
 def progress(done, total, path):

@@ -19,12 +19,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from triage.collectors import otlp_arrow, otlp_fast
+from triage.collectors import otlp_lines_arrow, otlp_lines_exact
 from triage.collectors.ingest import ingest_paths
 from triage.collectors.store import Store
 from conftest import CAPTURE, ROOT, examples
-
-assert otlp_arrow.available(), "pyarrow is a dependency of triage (pyproject.toml): these tests never skip"
 
 SAMPLES = sorted((ROOT / "sample_traces").glob("*/otlp/triton.jsonl"))
 SPAN_ORDER = "ORDER BY ALL"
@@ -37,8 +35,8 @@ def _rows(store: Store) -> tuple[list, list]:
 
 def _msgspec(chunk: bytes) -> tuple[tuple[list, list], int]:
     store = Store()
-    batch = otlp_fast.decode_lines(chunk, "x", 1)
-    otlp_fast.write(store, batch)
+    batch = otlp_lines_exact.decode_lines(chunk, "x", 1)
+    otlp_lines_exact.write(store, batch)
     return _rows(store), batch.problems.count
 
 
@@ -46,7 +44,7 @@ def _arrow_store(chunk: bytes) -> Store | None:
     """The chunk loaded by the Arrow path, or None when it refused it (having written nothing)."""
     store = Store()
     with store.writer() as con:
-        n = otlp_arrow.load_chunk(con, chunk, "x")
+        n = otlp_lines_arrow.load_chunk(con, chunk, "x")
     if n is None:
         assert store.scalar("SELECT count(*) FROM spans") == 0, "a refused chunk must write nothing"
         assert store.scalar("SELECT count(*) FROM span_events") == 0
@@ -77,7 +75,7 @@ def _same(chunk: bytes, must_fit: bool = True, store: Store | None = None) -> bo
 def test_sdk_samples_give_identical_rows(path):
     chunk = path.read_bytes()
     assert _same(chunk)
-    prepared = otlp_arrow.prepare(chunk, "x")
+    prepared = otlp_lines_arrow.prepare(chunk, "x")
     assert not prepared.general, "string/int/bool attributes are rendered by Arrow kernels, not SQL"
 
 
@@ -140,7 +138,7 @@ def _spans(attrs: dict, event_attrs: dict):
 def test_sdk_common_attribute_types_use_arrow_kernels():
     chunk = _sdk_lines(_spans(COMMON, {"n": 3, "s": "x"}))
     assert _same(chunk)
-    assert not otlp_arrow.prepare(chunk, "x").general
+    assert not otlp_lines_arrow.prepare(chunk, "x").general
 
 
 @pytest.mark.parametrize("key", sorted(RARE))
@@ -201,8 +199,8 @@ def test_refused_chunks_inside_a_large_file_load_as_the_exact_reader_loads_them(
     bad = _variant(REFUSED["end before start"]) + b"{not json\n" + _variant(REFUSED["kind as an enum name"])
     path = tmp_path / "big.jsonl"
     path.write_bytes(good * 12 + bad + good * 12)
-    monkeypatch.setattr(otlp_arrow, "CHUNK_BYTES", 4 << 20)  # several chunks, most of them clean
-    assert path.stat().st_size > 4 * otlp_arrow.CHUNK_BYTES
+    monkeypatch.setattr(otlp_lines_arrow, "CHUNK_BYTES", 4 << 20)  # several chunks, most of them clean
+    assert path.stat().st_size > 4 * otlp_lines_arrow.CHUNK_BYTES
 
     def run():
         store = Store()
@@ -210,11 +208,11 @@ def test_refused_chunks_inside_a_large_file_load_as_the_exact_reader_loads_them(
         return _rows(store), sorted((p["path"], p["where"], p["message"]) for p in res.problems.items)
 
     taken = []
-    real_write = otlp_arrow.write
-    monkeypatch.setattr(otlp_arrow, "write", lambda con, p: taken.append(p.spans) or real_write(con, p))
+    real_write = otlp_lines_arrow.write
+    monkeypatch.setattr(otlp_lines_arrow, "write", lambda con, p: taken.append(p.spans) or real_write(con, p))
     with_arrow = run()
     assert len(taken) >= 3, "the clean chunks went through Arrow"
-    monkeypatch.setattr(otlp_arrow, "available", lambda: False)
+    monkeypatch.setattr(otlp_lines_arrow, "prepare", lambda chunk, source: None)  # Arrow takes no chunk
     assert run() == with_arrow
     assert any(where.startswith("line ") for _, where, _ in with_arrow[1])
 
@@ -306,7 +304,7 @@ def test_an_arrow_failure_while_writing_leaves_nothing_and_the_exact_path_loads_
     path.write_bytes(SAMPLES[0].read_bytes() * 3)
     expected = Store()
     ingest_paths(expected, [path], workers=1)
-    real_write = otlp_arrow.write
+    real_write = otlp_lines_arrow.write
     calls = []
 
     def write_then_fail(con, prepared):
@@ -314,7 +312,7 @@ def test_an_arrow_failure_while_writing_leaves_nothing_and_the_exact_path_loads_
         calls.append(prepared.spans)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(otlp_arrow, "write", write_then_fail)
+    monkeypatch.setattr(otlp_lines_arrow, "write", write_then_fail)
     store = Store()
     res = ingest_paths(store, [path], workers=1)
     assert calls, "the Arrow path was tried"

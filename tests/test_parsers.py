@@ -97,7 +97,7 @@ def test_shared_otlp_json_fixtures_counted_independently(tmp_path):
 
 
 def test_anyvalue_types_decoded():
-    from triage.collectors.otlp_json import any_value
+    from triage.collectors.otlp_model import json_any_value
 
-    assert any_value({"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": True}]}}) == [1, True]
-    assert any_value({"kvlistValue": {"values": [{"key": "k", "value": {"doubleValue": 1.5}}]}}) == {"k": 1.5}
+    assert json_any_value({"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": True}]}}) == [1, True]
+    assert json_any_value({"kvlistValue": {"values": [{"key": "k", "value": {"doubleValue": 1.5}}]}}) == {"k": 1.5}

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 import orjson
 
-from .. import otlp_json, otlp_proto
+from .. import otlp_document, otlp_proto
 from ..spans import SpanColumns
 
 MAX_DECODED = 64 << 20       # what a body may decompress to (decompression bombs stop here)
@@ -100,9 +100,9 @@ def parse_payload(data: bytes, content_type: str, source: str) -> SpanColumns:
                 doc = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
                 raise PayloadError(400, f"invalid JSON: {exc}") from exc
-            if not isinstance(doc, dict) or otlp_json.unwrap(doc) is None:
+            if not isinstance(doc, dict) or otlp_document.unwrap(doc) is None:
                 raise PayloadError(400, "JSON body has no resourceSpans")
-            otlp_json.parse_request(otlp_json.unwrap(doc), cols, "")
+            otlp_document.parse_request(otlp_document.unwrap(doc), cols, "")
     except PayloadError:
         raise
     except (RecursionError, *DATA_ERRORS) as exc:  # a value no reader expected: the data's fault, say so

@@ -3,8 +3,13 @@ list of them). Times are microseconds; the parent is the CHILD_OF reference (els
 tags are typed; ``span.kind`` and ``error``/``otel.status_code`` tags carry kind and status."""
 from __future__ import annotations
 
-from .spans import SpanColumns, resource_json, us_to_ns
+from .. import streams
+from ..parallel import Pool
+from ..salvage import read_document
+from ..sniff import looks_json
+from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
+FORMAT = "jaeger-json"
 KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 
 
@@ -22,6 +27,21 @@ def is_jaeger(doc) -> bool:
     ts = traces_of(doc)
     return bool(ts) and any(isinstance(t.get("spans"), list) and any(
         isinstance(s, dict) and "spanID" in s for s in t["spans"]) for t in ts)
+
+
+def sniff(head: bytes, size: int) -> bool:
+    return looks_json(head) and (b'"spanID"' in head or b'"traceID"' in head)
+
+
+def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
+    doc = read_document(src, sink.problems)
+    if doc is None:
+        return 0
+    if not is_jaeger(doc):
+        sink.problems.add(sink.source, "offset 0", f"does not have the {FORMAT} layout")
+        return 0
+    parse(doc, sink)
+    return 0
 
 
 def _tags(tags) -> dict:

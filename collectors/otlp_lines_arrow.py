@@ -1,17 +1,16 @@
-"""The fastest path for OTLP JSON lines: Apache Arrow's multi-threaded JSON reader parses a chunk of lines
-against the OTLP trace schema (the fields triage reads; the msgspec path ignores the same others), Arrow
+"""The fast path for OTLP JSON lines: Apache Arrow's multi-threaded JSON reader parses a chunk of lines
+against the OTLP trace schema (the fields triage reads; the exact path ignores the same others), Arrow
 kernels flatten it and build the store's columns, and DuckDB inserts them from Arrow without a Python loop
-over spans.
+over spans. Attribute values outside the common case are rendered by the OTLP model's SQL macros
+(``otlp_model.sql_macros(arrow=True)``).
 
-It only takes a chunk that it can load exactly as the msgspec path (``otlp_fast``) would. A line that does
-not match the schema's types (enum names instead of numbers, numbers where OTLP JSON has strings, nested
+It only takes a chunk that it can load exactly as the exact path (``otlp_lines_exact``) would. A line that
+does not match the schema's types (enum names instead of numbers, numbers where OTLP JSON has strings, nested
 arrays), ``NaN``, nulls in the tree, the ``result`` wrapper or the legacy layout, invalid UTF-8, an invalid
 id, time or event time: any of these makes it refuse the whole chunk. ``prepare``/``load_chunk`` then return
-None with nothing written, and the caller reads that chunk with ``otlp_fast``, which names the file and line
-of every problem. So it changes speed, never results; ``tests/test_otlp_arrow.py`` checks that both paths
-give identical rows.
-
-pyarrow is imported on first use; when it is missing the caller keeps the msgspec path.
+None with nothing written, and ``load_fitting`` hands that chunk on to the exact path, which names the file
+and line of every problem. So it changes speed, never results; ``tests/test_otlp_arrow.py`` checks that both
+paths give identical rows.
 """
 from __future__ import annotations
 
@@ -20,21 +19,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .otlp_fast import PROMOTED_PATHS, _promoted_sql, int_text_sql
-from .spans import INT_PROMOTED, PROMOTED_COLUMNS, PROMOTED_SQL_TYPES
+from .otlp_model import json_attributes, sql_macros
+from .spans import (INT_PROMOTED, PROMOTED_COLUMNS, PROMOTED_PATHS, PROMOTED_SQL_TYPES, SpanSink, int_text_sql,
+                    promoted_sql, resource_columns)
 
 # A chunk below this size is not worth the Arrow round trip (fixed cost ~ a few ms).
 MIN_CHUNK_BYTES = 256 << 10
 CHUNK_BYTES = 32 << 20
-
-
-@functools.cache
-def available() -> bool:
-    try:
-        import pyarrow.json  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# Chunks converted by Arrow at once, in threads, while the previous one is written (memory: ~4x chunk each).
+ARROW_THREADS = 2
 
 
 @functools.cache
@@ -67,28 +60,7 @@ def schema():
     return pa.schema([("resourceSpans", resource_spans)])
 
 
-# AnyValue → JSON text, the way otlp_fast renders it: strings quoted, integers and finite doubles bare,
-# booleans, arrays and key/value lists as JSON arrays and objects of their scalars.
-_SCALAR_JSON = """CASE WHEN {v}.stringValue IS NOT NULL THEN to_json({v}.stringValue)
-    WHEN TRY_CAST({v}.intValue AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST({v}.intValue AS HUGEINT) AS VARCHAR)
-    WHEN isfinite({v}.doubleValue) THEN CAST({v}.doubleValue AS VARCHAR)
-    WHEN {v}.boolValue IS NOT NULL THEN CAST({v}.boolValue AS VARCHAR)"""
-_BYTES_JSON = """
-    WHEN {v}.bytesValue IS NOT NULL THEN to_json({v}.bytesValue)"""
-
-MACROS = f"""
-CREATE OR REPLACE TEMP MACRO arrow_scalar_json(v) AS ({_SCALAR_JSON.format(v='v')}{_BYTES_JSON.format(v='v')} ELSE 'null' END);
-CREATE OR REPLACE TEMP MACRO arrow_value_json(v) AS ({_SCALAR_JSON.format(v='v')}
-    WHEN v.arrayValue IS NOT NULL THEN
-        '[' || coalesce(array_to_string(list_transform(v.arrayValue."values", lambda x: arrow_scalar_json(x)), ','), '') || ']'
-    WHEN v.kvlistValue IS NOT NULL THEN
-        '{{' || coalesce(array_to_string(list_transform(v.kvlistValue."values",
-                                lambda x: to_json(x.key) || ':' || arrow_scalar_json(x.value)), ','), '') || '}}'{_BYTES_JSON.format(v='v')}
-    ELSE 'null' END);
-CREATE OR REPLACE TEMP MACRO arrow_attrs_json(l) AS
-    '{{' || coalesce(array_to_string(list_transform(list_filter(l, lambda x: x.key IS NOT NULL),
-                                                  lambda x: to_json(x.key) || ':' || arrow_value_json(x.value)), ','), '') || '}}';
-"""
+MACROS = sql_macros(arrow=True)
 
 # The general path, over the spans of one part (``otlp_arrow_spans``, already checked by ``_checked``) and
 # the resources (``otlp_arrow_resources``): DuckDB renders the attributes with the macros above.
@@ -96,7 +68,7 @@ INSERT_SPANS = f"""
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, r.service, name, kind, start_ns, end_ns, end_ns - start_ns,
        status_code, status_message,
-       {_promoted_sql(strict=True)},
+       {promoted_sql(strict=True)},
        attributes, r.resource, ?
 FROM (
     SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM (
@@ -302,9 +274,6 @@ FROM otlp_arrow_ready
 
 def _resources(resources: list) -> dict:
     """(service, resource JSON) per resource, computed by the same code as the other readers."""
-    from .otlp_json import attributes
-    from .spans import resource_columns
-
     out = {"service": [], "resource": []}
     done: dict[str, tuple[str, str]] = {}
     for attrs in resources:
@@ -312,7 +281,7 @@ def _resources(resources: list) -> dict:
             raise Unfit("a resource attribute without a key")  # the exact path keeps it under "None"
         key = orjson.dumps(attrs)
         if key not in done:
-            svc, rjson = resource_columns(attributes(_drop_nulls(attrs)))
+            svc, rjson = resource_columns(json_attributes(_drop_nulls(attrs)))
             done[key] = (svc or "unknown", rjson)
         out["service"].append(done[key][0])
         out["resource"].append(done[key][1])
@@ -413,3 +382,47 @@ def _insert_sql(con, part, source: str, spans: bool = True) -> None:
         con.execute(INSERT_EVENTS)
     finally:
         con.unregister("otlp_arrow_spans")
+
+
+def load_fitting(chunks, sink: SpanSink, progress=None):
+    """Load each chunk (``(chunk, first line number)``) that fits this path into the sink's store; yield the
+    others, unchanged, for the exact path. The next chunks are converted in background threads while this
+    one is written to DuckDB (both release the GIL), so parsing and writing overlap."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def convert(item):
+        chunk, first_line = item
+        if len(chunk) < MIN_CHUNK_BYTES:
+            return item, None
+        try:
+            return item, prepare(chunk, sink.source)
+        except Exception:  # anything Arrow did not expect: the exact path reads the chunk and explains it
+            return item, None
+
+    with ThreadPoolExecutor(ARROW_THREADS, thread_name_prefix="triage-arrow") as ex:
+        pending: deque = deque()
+        for item in chunks:
+            pending.append(ex.submit(convert, item))
+            if len(pending) > ARROW_THREADS:
+                yield from _write_prepared(pending.popleft().result(), sink, progress)
+        while pending:
+            yield from _write_prepared(pending.popleft().result(), sink, progress)
+
+
+def _write_prepared(result, sink: SpanSink, progress):
+    item, prepared = result
+    if prepared is None:
+        yield item
+        return
+    try:
+        with sink.store.transaction() as con:
+            written = write(con, prepared)
+    except Exception:  # nothing of the chunk stays; the exact path reads it and explains any problem
+        written = None
+    if written is None:
+        yield item
+        return
+    sink.spans_written += written
+    if progress:
+        progress()

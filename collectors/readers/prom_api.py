@@ -2,7 +2,29 @@
 responses. Timestamps are seconds; values are strings ("NaN", "+Inf" included)."""
 from __future__ import annotations
 
-from .problems import Problems
+from .. import streams
+from ..parallel import Pool
+from ..problems import Problems
+from ..salvage import read_document
+from ..sniff import looks_json
+from ..spans import SpanSink
+
+FORMAT = "prometheus-api-json"
+
+
+def sniff(head: bytes, size: int) -> bool:
+    return looks_json(head) and b'"resultType"' in head
+
+
+def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
+    """The samples of the response into the sink's store; returns how many."""
+    doc = read_document(src, sink.problems)
+    if doc is None:
+        return 0
+    if not is_prom_api(doc):
+        sink.problems.add(sink.source, "offset 0", "not a Prometheus API response (no data.resultType)")
+        return 0
+    return sink.store.insert_samples(*parse(doc, sink.source, sink.problems), source=sink.source)
 
 
 def is_prom_api(doc) -> bool:

@@ -1,11 +1,12 @@
-"""The exact path for OTLP JSON lines (and the fast one when pyarrow is missing): Python touches only what
-needs validating (ids, times, kind, status); attributes and events stay raw JSON (``msgspec.Raw``) and DuckDB
-flattens them in bulk, in C++. ``otlp_arrow`` hands it every chunk it cannot load exactly.
+"""The exact path for OTLP JSON lines: msgspec decodes each line into typed structs, Python touches only
+what needs validating (ids, times, kind, status); attributes and events stay raw JSON (``msgspec.Raw``) and
+DuckDB renders them in bulk with the OTLP model's SQL macros (``otlp_model.sql_macros``). It reads every chunk
+the Arrow path (``otlp_lines_arrow``) does not take.
 
-Worker processes decode lines into ``RawSpans``; the main process appends them to the staging table
-``spans_otlp_raw`` and moves them into ``spans`` / ``span_events`` with one SQL statement per batch.
-A line that does not fit the typed shape falls back to the tolerant reader (``otlp_json.parse_request``),
-so problems are still reported per span.
+Worker processes decode lines into ``RawSpans``; the rows are appended to the staging table
+``spans_otlp_raw`` and moved into ``spans`` / ``span_events`` with one SQL statement per batch.
+A line that does not fit the typed shape, and a span whose values the macros do not render (a container
+inside a container), go to the tolerant reader (``otlp_document``), so problems are still reported per span.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import msgspec
 import orjson
 from msgspec import Raw, Struct
 
-from .otlp_json import SPAN_KINDS, STATUS_CODES
-from .spans import (INT64_MAX, INT_PROMOTED, PROMOTED, PROMOTED_COLUMNS, PROMOTED_SQL_TYPES, SpanColumns, _as_int,
-                    normalize_id)
+from .otlp_document import add_span, parse_request, unwrap
+from .otlp_model import KV_JSON, SPAN_KINDS, STATUS_CODES, has_nested_containers, json_attributes, sql_macros
+from .parallel import Pool
+from .spans import (INT64_MAX, INT_PROMOTED, PROMOTED_PATHS, PROMOTED_SQL_TYPES, SpanColumns, SpanSink, _as_int,
+                    int_text_sql, normalize_id, promoted_sql, promoted_text_sql, resource_columns)
 
 _EMPTY_LIST = Raw(b"[]")
 
@@ -66,79 +69,15 @@ CREATE TEMP TABLE IF NOT EXISTS spans_otlp_raw (
     events VARCHAR, resource VARCHAR, source VARCHAR, lineno BIGINT)
 """
 
-# An OTLP AnyValue (JSON) as a JSON value of its own, as the Python readers render it: strings quoted,
-# numbers and booleans bare, arrays and key/value lists as JSON arrays and objects (their elements rendered
-# the same way one level down; deeper nesting is kept as OTLP JSON).
-_SCALAR_WHEN = """
-    WHEN (v->>'stringValue') IS NOT NULL THEN to_json((v->>'stringValue'))
-    WHEN TRY_CAST((v->>'intValue') AS HUGEINT) IS NOT NULL THEN CAST(TRY_CAST((v->>'intValue') AS HUGEINT) AS VARCHAR)
-    WHEN TRY_CAST((v->>'doubleValue') AS DOUBLE) IS NOT NULL
-         AND isfinite(TRY_CAST((v->>'doubleValue') AS DOUBLE)) THEN CAST(TRY_CAST((v->>'doubleValue') AS DOUBLE) AS VARCHAR)
-    WHEN (v->>'boolValue') IN ('true', 'false') THEN (v->>'boolValue')"""
-_BYTES_WHEN = """
-    WHEN (v->>'bytesValue') IS NOT NULL THEN to_json((v->>'bytesValue'))"""
-_VALUE_JSON = f"""CASE{_SCALAR_WHEN}
-    WHEN (v->'arrayValue') IS NOT NULL THEN '[' || coalesce(array_to_string(list_transform(
-        CAST(v->'arrayValue'->'values' AS JSON[]), lambda x: otlp_scalar_json(x)), ','), '') || ']'
-    WHEN (v->'kvlistValue') IS NOT NULL THEN '{{' || coalesce(array_to_string(list_transform(
-        from_json(v->'kvlistValue'->'values', '[{{"key": "VARCHAR", "value": "JSON"}}]'),
-        lambda x: to_json(x.key) || ':' || otlp_scalar_json(x.value)), ','), '') || '}}'{_BYTES_WHEN}
-    ELSE 'null' END"""
-_ELEMENT_JSON = f"""CASE{_SCALAR_WHEN}{_BYTES_WHEN}
-    ELSE coalesce(CAST(v AS VARCHAR), 'null') END"""
-
-
-def int_text_sql(expr: str, sql_type: str = "BIGINT", strict: bool = False) -> str:
-    """SQL: an attribute's text as an integer of the column's type ("200", "200.0" → 200; anything else
-    NULL). A number out of the type's range is NULL too (the exact path reports it, see OUT_OF_RANGE), or,
-    ``strict``, an error: the Arrow path then hands the chunk to the exact path."""
-    return f"{'CAST' if strict else 'TRY_CAST'}(TRY_CAST({expr} AS DOUBLE) AS {sql_type})"
-
-
-def promoted_text_sql(col: str) -> str:
-    """SQL: the text of the promoted column ``col`` from ``p`` (every promoted key extracted in one pass),
-    honouring the same key priority as the Python readers."""
-    keys = list(PROMOTED)
-    picks = sorted((PROMOTED[k][1], i) for i, k in enumerate(keys, start=1) if PROMOTED[k][0] == col)
-    return f"coalesce({', '.join(f'nullif(p[{i}], {chr(39)}{chr(39)})' for _, i in picks)})"
-
-
-def _promoted_sql(strict: bool = False) -> str:
-    """SQL for the promoted columns from ``p`` (every promoted key extracted in one pass), honouring the
-    same key priority as the Python readers."""
-    keys = list(PROMOTED)
-    by_col: dict[str, list[tuple[int, int]]] = {}
-    for idx, key in enumerate(keys, start=1):
-        col, prio = PROMOTED[key]
-        by_col.setdefault(col, []).append((prio, idx))
-    out = []
-    for col in PROMOTED_COLUMNS:
-        picks = ", ".join(f"nullif(p[{i}], '')" for _, i in sorted(by_col[col]))
-        expr = f"coalesce({picks})"
-        if col in INT_PROMOTED:
-            expr = int_text_sql(expr, PROMOTED_SQL_TYPES[col], strict)
-        out.append(f"{expr} AS {col}")
-    return ",\n       ".join(out)
-
-
-PROMOTED_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in PROMOTED) + "]"
-
-MACROS = f"""
-CREATE OR REPLACE TEMP MACRO otlp_scalar_json(v) AS ({_ELEMENT_JSON});
-CREATE OR REPLACE TEMP MACRO otlp_value_json(v) AS ({_VALUE_JSON});
-"""
+PARALLEL_MIN_BYTES = 4 << 20  # a file smaller than this is read in this process (a pool costs more)
+MACROS = sql_macros()
 
 MOVE = f"""
 CREATE OR REPLACE TEMP TABLE otlp_promo AS
 WITH parsed AS (
-    SELECT r.*, from_json(attrs, '[{{"key": "VARCHAR", "value": "JSON"}}]') AS l FROM spans_otlp_raw r
+    SELECT r.*, from_json(attrs, '{KV_JSON}') AS l FROM spans_otlp_raw r
 ),
-flat AS (
-    SELECT *, CASE WHEN len(l) = 0 THEN '{{}}' ELSE
-         '{{' || array_to_string(list_transform(list_filter(l, lambda x: x.key IS NOT NULL),
-                 lambda x: to_json(x.key) || ':' || otlp_value_json(x.value)), ',') || '}}' END AS attributes
-    FROM parsed
-),
+flat AS (SELECT *, otlp_attrs_json(l) AS attributes FROM parsed),
 promo AS (SELECT *, json_extract_string(attributes, {PROMOTED_PATHS}) AS p FROM flat)
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, status_code, status_message,
        attributes, resource, source, lineno, p
@@ -146,13 +85,12 @@ FROM promo;
 INSERT INTO spans
 SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns, end_ns - start_ns,
        status_code, status_message,
-       {_promoted_sql()},
+       {promoted_sql()},
        attributes, resource, source
 FROM otlp_promo;
 INSERT INTO span_events
 SELECT trace_id, span_id, e.name, TRY_CAST(e.timeUnixNano AS BIGINT),
-       CASE WHEN len(e.attributes) = 0 THEN NULL ELSE
-         '{{' || array_to_string(list_transform(e.attributes, lambda x: to_json(x.key) || ':' || otlp_value_json(x.value)), ',') || '}}' END
+       CASE WHEN len(e.attributes) > 0 THEN otlp_attrs_json(e.attributes) END
 FROM (SELECT trace_id, span_id,
              unnest(from_json(events, '[{{"name": "VARCHAR", "timeUnixNano": "VARCHAR",
                                           "attributes": [{{"key": "VARCHAR", "value": "JSON"}}]}}]')) AS e
@@ -191,8 +129,6 @@ def _is_list(raw: bytes) -> bool:
 
 def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
     """Worker entry point: a chunk of JSON lines → RawSpans (fast path) + SpanColumns (fallback lines)."""
-    from .otlp_json import parse_request, unwrap
-
     out = RawSpans(source)
     r = out.raw
     app = tuple(r[c].append for c in RAW_COLUMNS)
@@ -236,7 +172,8 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
                     code = code if type(code) is int else 0 if code is None else STATUS_CODES.get(code, _as_int(code))
                     if tid is None or sid is None or start is None or end is None or start <= 0 or end < start \
                             or end > INT64_MAX or kind is None or not 0 <= kind <= 5 or code is None \
-                            or not 0 <= code <= 2 or not _is_list(attrs) or not _is_list(events):
+                            or not 0 <= code <= 2 or not _is_list(attrs) or not _is_list(events) \
+                            or has_nested_containers(attrs) or has_nested_containers(events):
                         if parsed is None:  # once per line, however many of its spans need the slow path
                             parsed = orjson.loads(line)
                         _slow_span(out, parsed, i, j, k, lineno, service, rjson)  # the tolerant reader explains
@@ -260,8 +197,6 @@ def decode_lines(chunk: bytes, source: str, first_lineno: int) -> RawSpans:
 
 
 def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int, service, rjson) -> None:
-    from .otlp_json import add_span
-
     doc = doc.get("result", doc)
     rs = doc["resourceSpans"][i]
     scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
@@ -269,14 +204,11 @@ def _slow_span(out: RawSpans, doc: dict, i: int, j: int, k: int, lineno: int, se
 
 
 def _resource(raw: bytes) -> tuple[str | None, str]:
-    from .otlp_json import attributes
-    from .spans import resource_columns
-
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         doc = None
-    return resource_columns(attributes(doc.get("attributes")) if isinstance(doc, dict) else {})
+    return resource_columns(json_attributes(doc.get("attributes")) if isinstance(doc, dict) else {})
 
 
 def _tally(per_source: dict | None, source: str, n: int) -> None:
@@ -372,3 +304,24 @@ def load_staged(store, staged: "Staged") -> int:
         except OSError:
             pass
     return staged.spans
+
+
+def load_chunks(chunks, sink: SpanSink, pool: Pool, progress=None, parallel: bool = True) -> None:
+    """Load chunks of JSON lines (``(chunk, first line number)``) into the sink's store: in worker processes
+    when ``parallel`` and the pool has more than one, else in this process."""
+    if not parallel or pool.workers <= 1:
+        for c, n in chunks:
+            batch = decode_lines(c, sink.source, n)
+            sink.spans_written += write(sink.store, batch)
+            sink.problems.merge(batch.problems)
+            if progress:
+                progress()
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="triage-ingest-") as tmp:
+        for staged in pool.map(decode_to_parquet, ((c, sink.source, n, tmp) for c, n in chunks)):
+            sink.spans_written += load_staged(sink.store, staged)
+            sink.problems.merge(staged.problems)
+            if progress:
+                progress()

@@ -8,9 +8,16 @@ Trailing commas in label sets (TorchServe) and metric names with colons (vLLM) a
 """
 from __future__ import annotations
 
+import os
 import re
 
-from .problems import Problems
+from .. import streams
+from ..parallel import Pool
+from ..problems import Problems
+from ..sniff import looks_json, text_of
+from ..spans import SpanSink
+
+FORMAT = "prometheus-text"
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{.*\})?\s*(\S+)(?:\s+(\S+))?\s*$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
@@ -48,6 +55,30 @@ def is_prometheus_text(head: str) -> bool:
         if seen >= 2:
             return True
     return seen >= 1
+
+
+def sniff(head: bytes, size: int) -> bool:
+    text = None if looks_json(head) else text_of(head)
+    return text is not None and is_prometheus_text(text)
+
+
+def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
+    """The samples, chunk by chunk, into the sink's store; returns how many. Samples without a timestamp get
+    the file's modification time."""
+    default_ts = int(os.fstat(src.raw.fileno()).st_mtime * 1000)
+    n = 0
+    last, first_line = b"\n", 1
+    for chunk, first_line in streams.line_chunks(src):
+        cols = parse(chunk.decode("utf-8", errors="replace"), src.name, sink.problems, default_ts, first_line)
+        n += sink.store.insert_samples(*cols, source=src.name)
+        last = chunk
+        if progress:
+            progress()
+    if not last.endswith(b"\n"):  # the exposition format ends every line with a line feed
+        lineno = first_line + last.count(b"\n")
+        sink.problems.add(src.name, f"line {lineno}",
+                          "file ends in the middle of a line (truncated?); its last sample may be cut short")
+    return n
 
 
 def _value(s: str) -> float | None:

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import hashlib
 
-from .spans import SpanColumns, resource_json, us_to_ns
+from .. import streams
+from ..parallel import Pool
+from ..salvage import read_document
+from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
+FORMAT = "zipkin-json"
 KINDS = {"SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
+
+
+def sniff(head: bytes, size: int) -> bool:
+    return head.lstrip()[:1] == b"[" and b'"traceId"' in head and (b'"localEndpoint"' in head or b'"timestamp"' in head)
+
+
+def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
+    doc = read_document(src, sink.problems)
+    if doc is None:
+        return 0
+    if not is_zipkin(doc):
+        sink.problems.add(sink.source, "offset 0", f"does not have the {FORMAT} layout")
+        return 0
+    parse(doc, sink)
+    return 0
 
 
 def is_zipkin(doc) -> bool:
