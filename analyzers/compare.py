@@ -282,7 +282,7 @@ def compare_mix(before: dict, after: dict, n_boot: int = 300, level: float = 0.9
 
 
 def compare_analyses(before, after, constraints: Constraints, n_boot: int = 1000, level: float = 0.95) -> dict:
-    """``compare`` of two analyses (analyzers.session.Analysis), with stages, findings and the mix check."""
+    """``compare`` of two analyses (sessions.offline.Analysis), with stages, findings and the mix check."""
     result = compare(durations_ms(before.store), durations_ms(after.store), constraints, n_boot=n_boot, level=level)
     result["stages"] = compare_stages(stage_times_ms(before.store), stage_times_ms(after.store), n_boot, level)
     result["findings"] = compare_findings(before.findings, after.findings)

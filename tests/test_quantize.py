@@ -1,4 +1,4 @@
-"""One-key model remediation on the demo model (trained and exported by remediations.demo_model): each
+"""One-key model remediation on the demo model (trained and exported by triage.lab.model): each
 mode, guardrail failure, a baked-shape export, an interrupted apply, and byte-identical rollback."""
 import json
 import shutil

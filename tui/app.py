@@ -49,7 +49,7 @@ class TriageApp(App):
         self.applied: list[str] = []   # ledger ids applied in this session, newest last
         self.guardrails: dict | None = None  # [guardrails] of the constraints in force
         self.store = None
-        self.live = live          # an analyzers.live.LiveSession (its caller stops it), or None for a replay
+        self.live = live          # a triage.sessions.live.LiveSession (its caller stops it), or None for a replay
         self.refresh_s = refresh_s
         self.paused = False
         self.cursor: int | None = None  # index into live snapshots while scrubbing; None = follow latest
@@ -69,7 +69,7 @@ class TriageApp(App):
         self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
 
     def run(self, *args, **kwargs):
-        """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (tui/lifecycle.py)."""
+        """Run the app; SIGTERM, SIGHUP or the terminal going away make it exit (triage/lifecycle.py)."""
         from triage import lifecycle
 
         with lifecycle.stopper(self.exit_soon):

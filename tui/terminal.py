@@ -4,7 +4,7 @@ Textual writes to the terminal from a writer thread fed by a bounded queue (30 w
 terminal fails with EIO, which ends that thread; the app's next writes fill the queue and its shutdown then
 blocks for good putting the stop marker into it (seen: a ``triage`` whose terminal was closed, stuck in
 ``WriterThread.stop``). Here the writes go through a file that drops them once the terminal is gone, so the
-writer thread keeps draining its queue and the app can exit. Ending the app on hang-up is tui/lifecycle.py's job.
+writer thread keeps draining its queue and the app can exit. Ending the app on hang-up is triage/lifecycle.py's job.
 
 Textual runs thread workers (the analysis) in the event loop's default executor, and ``asyncio.run`` waits for
 them when the app exits: a hang-up during a long ingest would wait for the ingest. ``StoppableExecutor`` does
