@@ -57,3 +57,15 @@ def read_document(src: streams.Source, problems: Problems, kept: str = "records"
                      f"invalid JSON ({exc}); " + (f"loaded the {kept} before the damage" if doc is not None
                                                   else "nothing recoverable"))
         return doc
+
+
+def document_of(src: streams.Source, problems: Problems, fits, layout: str):
+    """The whole JSON document of ``src`` (salvaged when damaged) when ``fits(doc)``; else None, with the
+    problem ``layout`` saying what the document is not. What the whole-document readers share."""
+    doc = read_document(src, problems)
+    if doc is None:
+        return None
+    if not fits(doc):
+        problems.add(src.name, "offset 0", layout)
+        return None
+    return doc

@@ -155,8 +155,7 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
             os.close(fd)
     except ledger.LedgerError as exc:
         raise RuntimeError(str(exc)) from None
-    out = ledger.new_entry("rollback", of=entry_id, restored=str(path))
-    ledger.record(out, root, store)
+    out = ledger.record_rollback(entry_id, root, store, restored=str(path))
     if reload:
         reload()
     return out

@@ -74,6 +74,13 @@ def rooted_entry(action: str, root: Path, **fields) -> dict:
     return new_entry(action, format=FORMAT, root=str(root), root_id=identity(root), **fields)
 
 
+def record_rollback(of: str, beside: Path, store=None, **what) -> dict:
+    """Record that entry ``of`` was rolled back (``what``: the paths removed or restored); returns the entry."""
+    out = new_entry("rollback", of=of, **what)
+    record(out, beside, store)
+    return out
+
+
 def record(entry: dict, beside: Path, store=None) -> None:
     """Append to the ledger beside the artifacts, to the global ledger, and to the store's table."""
     _append(Path(beside) / LEDGER_NAME, entry)

@@ -309,9 +309,7 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
             os.close(fd)
     except ledger.LedgerError as exc:
         raise RemediationError(str(exc)) from None
-    out = ledger.new_entry("rollback", of=entry_id, removed=str(created))
-    ledger.record(out, root, store)
-    return out
+    return ledger.record_rollback(entry_id, root, store, removed=str(created))
 
 
 def undone(entry: dict, out: dict) -> str:

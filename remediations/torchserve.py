@@ -79,9 +79,7 @@ class TorchServeBatching:
         if self.server.describe(self.name) != {**entry["after"]}:
             raise RuntimeError(f"{self.name}'s registration changed since {entry['id']}; refusing to roll back")
         self._set(entry["before"])
-        out = ledger.new_entry("rollback", of=entry["id"], restored=entry["before"])
-        ledger.record(out, beside, store)
-        return out
+        return ledger.record_rollback(entry["id"], beside, store, restored=entry["before"])
 
 
 _SETTINGS = {"batch_size", "max_batch_delay_ms", "workers"}

@@ -36,28 +36,32 @@ def need(path: Path) -> Path:
     return path
 
 
-def wait_until(pred, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``pred()`` until it returns something truthy (which is returned), or fail naming ``what``."""
+def _deadline(timeout: float, what: str):
+    """A check to call between polls: fails naming ``what`` once ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
+
+    def check() -> None:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    return check
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.02):
+    """Poll ``pred()`` until it returns something truthy (which is returned), or fail naming ``what``."""
+    overdue = _deadline(timeout, what)
+    while not (got := pred()):
+        overdue()
         time.sleep(interval)
+    return got
 
 
 async def async_wait_until(pilot, pred, timeout: float, what: str, interval: float = 0.05):
     """``wait_until`` for Textual pilot tests: lets the app run between polls."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    overdue = _deadline(timeout, what)
+    while not (got := pred()):
+        overdue()
         await pilot.pause(interval)
+    return got
 
 
 def _private(mp: pytest.MonkeyPatch, home: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import streams
 from ..parallel import Pool
-from ..salvage import read_document
+from ..salvage import document_of
 from ..sniff import looks_json
 from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
@@ -34,13 +34,9 @@ def sniff(head: bytes, size: int) -> bool:
 
 
 def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
-    doc = read_document(src, sink.problems)
-    if doc is None:
-        return 0
-    if not is_jaeger(doc):
-        sink.problems.add(sink.source, "offset 0", f"does not have the {FORMAT} layout")
-        return 0
-    parse(doc, sink)
+    doc = document_of(src, sink.problems, is_jaeger, f"does not have the {FORMAT} layout")
+    if doc is not None:
+        parse(doc, sink)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import streams
 from ..parallel import Pool
 from ..problems import Problems
-from ..salvage import read_document
+from ..salvage import document_of
 from ..sniff import looks_json
 from ..spans import SpanSink
 
@@ -18,11 +18,8 @@ def sniff(head: bytes, size: int) -> bool:
 
 def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
     """The samples of the response into the sink's store; returns how many."""
-    doc = read_document(src, sink.problems)
+    doc = document_of(src, sink.problems, is_prom_api, "not a Prometheus API response (no data.resultType)")
     if doc is None:
-        return 0
-    if not is_prom_api(doc):
-        sink.problems.add(sink.source, "offset 0", "not a Prometheus API response (no data.resultType)")
         return 0
     return sink.store.insert_samples(*parse(doc, sink.source, sink.problems), source=sink.source)
 
