@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def write_models(out: Path) -> Path:
     import torch
@@ -22,3 +24,9 @@ def write_models(out: Path) -> Path:
                               output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
                               opset_version=17, dynamo=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def models_master(tmp_path_factory):
+    """The three test models, written once per module that imports this fixture."""
+    return write_models(tmp_path_factory.mktemp("models"))

@@ -13,14 +13,9 @@ import pytest
 pytest.importorskip("torch", reason="torch is in the test extra (pip install torch==2.13.0)")
 pytest.importorskip("onnxruntime")
 
-from h_ledger_models import write_models  # noqa: E402
+from h_ledger_models import models_master  # noqa: E402,F401 (a fixture)
 from triage.remediations import atomic, ledger  # noqa: E402
 from triage.cli.main import main  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def models_master(tmp_path_factory):
-    return write_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
