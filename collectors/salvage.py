@@ -69,3 +69,13 @@ def document_of(src: streams.Source, problems: Problems, fits, layout: str):
         problems.add(src.name, "offset 0", layout)
         return None
     return doc
+
+
+def document_reader(fits, layout: str, parse):
+    """The ``read`` of a whole-document span format: ``parse(doc, sink)`` on the document when ``fits(doc)``."""
+    def read(src: streams.Source, sink, pool=None, progress=None) -> int:
+        doc = document_of(src, sink.problems, fits, layout)
+        if doc is not None:
+            parse(doc, sink)
+        return 0
+    return read

@@ -3,9 +3,7 @@ list of them). Times are microseconds; the parent is the CHILD_OF reference (els
 tags are typed; ``span.kind`` and ``error``/``otel.status_code`` tags carry kind and status."""
 from __future__ import annotations
 
-from .. import streams
-from ..parallel import Pool
-from ..salvage import document_of
+from ..salvage import document_reader
 from ..sniff import looks_json
 from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
@@ -31,13 +29,6 @@ def is_jaeger(doc) -> bool:
 
 def sniff(head: bytes, size: int) -> bool:
     return looks_json(head) and (b'"spanID"' in head or b'"traceID"' in head)
-
-
-def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
-    doc = document_of(src, sink.problems, is_jaeger, f"does not have the {FORMAT} layout")
-    if doc is not None:
-        parse(doc, sink)
-    return 0
 
 
 def _tags(tags) -> dict:
@@ -98,3 +89,6 @@ def parse(doc, cols: SpanColumns) -> int:
                           sp.get("operationName", ""), KINDS.get(str(tags.get("span.kind", "")).lower(), 0),
                           start, end, 2 if err else 0, tags.get("otel.status_description"), tags, events, where)
     return n
+
+
+read = document_reader(is_jaeger, f"does not have the {FORMAT} layout", parse)

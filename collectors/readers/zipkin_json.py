@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .. import streams
-from ..parallel import Pool
-from ..salvage import document_of
+from ..salvage import document_reader
 from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
 
 FORMAT = "zipkin-json"
@@ -15,13 +13,6 @@ KINDS = {"SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 
 def sniff(head: bytes, size: int) -> bool:
     return head.lstrip()[:1] == b"[" and b'"traceId"' in head and (b'"localEndpoint"' in head or b'"timestamp"' in head)
-
-
-def read(src: streams.Source, sink: SpanSink, pool: Pool, progress=None) -> int:
-    doc = document_of(src, sink.problems, is_zipkin, f"does not have the {FORMAT} layout")
-    if doc is not None:
-        parse(doc, sink)
-    return 0
 
 
 def is_zipkin(doc) -> bool:
@@ -70,3 +61,6 @@ def parse(doc, cols: SpanColumns) -> int:
         n += cols.add(_pad(sp.get("traceId"), 32), span_id, parent, service, res_cache[service], sp.get("name", ""),
                       kind, start, end, 2 if err else 0, tags.get("error") if err else None, tags, events, where)
     return n
+
+
+read = document_reader(is_zipkin, f"does not have the {FORMAT} layout", parse)
