@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..salvage import document_reader
 from ..sniff import looks_json
-from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
+from ..spans import SpanColumns, resource_json, us_to_ns
 
 FORMAT = "jaeger-json"
 KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}

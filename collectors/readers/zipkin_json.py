@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from ..salvage import document_reader
-from ..spans import SpanColumns, SpanSink, resource_json, us_to_ns
+from ..spans import SpanColumns, resource_json, us_to_ns
 
 FORMAT = "zipkin-json"
 KINDS = {"SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
