@@ -54,6 +54,15 @@ class CohortReady(Message):
 
 
 @dataclass
+class CompareReady(Message):
+    """``triage compare`` of two captures (analyzers.compare.compare_analyses), or why it could not run."""
+    result: dict | None
+    before: str
+    after: str
+    error: str | None = None
+
+
+@dataclass
 class RequestsPage(Message):
     """A window of the requests table, for the RequestsScreen fetch of the same generation."""
     generation: int
