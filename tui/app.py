@@ -13,7 +13,7 @@ from triage.collectors.store import describe
 from .messages import (AnalysisFailed, AnalysisReady, CaptureLoaded, CohortReady, CompareReady, ExportRequests,
                        FetchRequests,
                        FixDone, IngestProgress, LiveRefreshed, LoadTrace, Notice, OpenTrace, PreviewModelFix,
-                       RequestsPage, RollBackModelFix, RolledBack, TraceLoaded)
+                       RequestsPage, RollBackModelFix, RolledBack, ScopeReady, TraceLoaded)
 from .screens.budget import BudgetScreen
 from .screens.compare import CompareScreen
 from .screens.filter import FilterScreen
@@ -66,7 +66,7 @@ class TriageApp(App):
         self.report: dict | None = None
         from triage.analyzers.requests import Filter
 
-        self.filter = Filter("")       # scopes the requests table; F runs the rules on its cohort
+        self.filter = Filter("")       # scopes the requests table and the overview; F runs the rules on its cohort
         self.cohort: str | None = None  # the filter whose cohort the overview/findings/budget show, if any
         self.overview = OverviewScreen()
         self.findings = FindingsScreen()
@@ -477,17 +477,41 @@ class TriageApp(App):
         self.push_screen(FilterScreen(self.filter.text), self.set_filter)
 
     def set_filter(self, flt) -> None:
-        """Scope the requests table to ``flt`` (None: the dialog was cancelled), shown in the header."""
+        """Scope the requests table and the overview to ``flt`` (None: the dialog was cancelled), shown in
+        the header."""
         if flt is None:
             return
         self.filter = flt
         self.requests.filter = flt
         base = self.sub_title.split(" · filter: ")[0]
         self.sub_title = f"{base} · filter: {flt.text}" if flt else base
+        if not flt:
+            self.overview.set_scope(None)
+        elif self.store is not None and self.live is None:
+            self.scope_overview(flt, self.store)
         if isinstance(self.screen, RequestsScreen):
             self.requests.reload()
         else:
             self.action_show("requests")
+
+    @work(thread=True, exclusive=True, group="scope")
+    def scope_overview(self, flt, store) -> None:
+        from triage.analyzers.latency import cohort_latency
+        from triage.analyzers.requests import cohort_where
+
+        try:
+            where, params = cohort_where(flt)
+            lat, stages, series = cohort_latency(store, where, params)
+            total = int(store.scalar("SELECT count(*) FROM requests") or 0)
+        except Exception as exc:
+            self.post_message(Notice(f"Could not scope the overview to {flt.text}: {describe(exc)}", timeout=8,
+                                     severity="error"))
+            return
+        self.post_message(ScopeReady(flt, lat, stages, series, total))
+
+    def on_scope_ready(self, msg: ScopeReady) -> None:
+        if msg.filter is self.filter:  # not a filter replaced since
+            self.overview.set_scope(msg)
 
     def action_cohort(self) -> None:
         """F: the rules again, on the requests the filter selects (or the whole capture when there is none)."""
