@@ -549,7 +549,7 @@ class TriageApp(App):
         from .widgets.waterfall import Waterfall
 
         return (("everywhere", (cls,)), ("overview", (OverviewScreen,)), ("findings", (FindingsScreen,)),
-                ("requests", (RequestsScreen,)), ("compare", (CompareScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
+                ("budget", (BudgetScreen,)), ("requests", (RequestsScreen,)), ("compare", (CompareScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
                 ("command line", (CommandScreen,)),
                 ("fix preview", (PreviewScreen,)), ("fix result", (ResultScreen,)), ("help", (HelpScreen,)))
 

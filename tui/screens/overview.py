@@ -16,6 +16,7 @@ class OverviewScreen(Screen):
     BINDINGS = [
         Binding("right_square_bracket", "route(1)", "Next route"),
         Binding("left_square_bracket", "route(-1)", "Prev route"),
+        Binding("e", "export", "Export CSV", show=False),
     ]
 
     def __init__(self) -> None:
@@ -81,6 +82,30 @@ class OverviewScreen(Screen):
         if self.routes:
             self.route_index = (self.route_index + step) % len(self.routes)
             self._render_route()
+
+    def action_export(self) -> None:
+        """The stage table of every route (of the filtered requests while a filter is set) to a new CSV."""
+        import csv
+        import io
+
+        from ..export import write_new
+
+        if self.report is None:
+            return
+        sc = self.scope
+        latency, stages = (sc.latency, sc.stages) if sc is not None else (self.report["latency"], self.report["stages"])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["route", "requests", "route_p50_ms", "route_p95_ms", "route_p99_ms", "stage",
+                    "share_of_p95_tail", "stage_p50_ms", "stage_p95_ms", "filter"])
+        n = 0
+        for route, lat in latency.items():
+            for stage, d in sorted(stages.get(route, {}).items(), key=lambda kv: -kv[1]["p95_share"]):
+                w.writerow([route, lat["requests"], lat["p50_ms"], lat["p95_ms"], lat["p99_ms"], stage,
+                            d["p95_share"], d["p50_ms"], d["p95_ms"], sc.filter.text if sc is not None else ""])
+                n += 1
+        path = write_new("overview", ".csv", buf.getvalue())
+        self.notify(f"Wrote {n} stage rows of {len(latency)} route(s) to {path}", timeout=6)
 
     def _render_route(self) -> None:
         rep = self.report
