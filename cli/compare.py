@@ -1,4 +1,5 @@
-"""`triage compare`: two captures, before and after a change."""
+"""`triage compare`: two captures, before and after a change. In a terminal, with no --format and no
+--fail-on-regression, it opens the TUI's compare screen on them; otherwise it prints markdown or JSON."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,8 @@ def register(sub) -> None:
                                           "findings that appeared or went away, mix vs speed")
     cmp_.add_argument("before", metavar="BEFORE", help="capture (file or folder) before the change")
     cmp_.add_argument("after", metavar="AFTER", help="capture (file or folder) after the change")
-    cmp_.add_argument("--format", choices=("md", "json"), default="md")
+    cmp_.add_argument("--format", choices=("md", "json"),
+                      help="print markdown (the default when stdout is not a terminal) or JSON instead of the TUI")
     cmp_.add_argument("--constraints", metavar="FILE", help="triage.toml (SLO used for the verdict)")
     cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any route regressed")
     cmp_.set_defaults(handler=cmd_compare, takes_db=False)
@@ -27,6 +29,12 @@ def cmd_compare(args) -> int:
         if not Path(p).exists():
             print(f"triage compare: no such file or directory: {p}", file=sys.stderr)
             return 2
+    if args.format is None and not args.fail_on_regression and sys.stdout.isatty() and sys.stdin.isatty():
+        from triage.tui.app import TriageApp
+
+        TriageApp(paths=[args.after], constraints_file=args.constraints, compare_before=args.before,
+                  source_title=f"{args.after} (compared with {args.before})").run()
+        return 0
     cons = load_constraints([args.after], args.constraints)
     before = analyze([args.before], constraints=cons)
     after = analyze([args.after], constraints=cons)
@@ -35,6 +43,6 @@ def cmd_compare(args) -> int:
             print(f"triage compare: no requests in {label}", file=sys.stderr)
             return 2
     result = compare_analyses(before, after, cons)
-    emit(result, args.format, to_markdown)
+    emit(result, args.format or "md", to_markdown)
     regressed = any(e["verdict"] == "regressed" for e in result["routes"].values())
     return 1 if args.fail_on_regression and regressed else 0

@@ -10,10 +10,12 @@ from textual.binding import Binding
 
 from triage.collectors.store import describe
 
-from .messages import (AnalysisFailed, AnalysisReady, CaptureLoaded, CohortReady, ExportRequests, FetchRequests,
+from .messages import (AnalysisFailed, AnalysisReady, CaptureLoaded, CohortReady, CompareReady, ExportRequests,
+                       FetchRequests,
                        FixDone, IngestProgress, LiveRefreshed, LoadTrace, Notice, OpenTrace, PreviewModelFix,
-                       RequestsPage, RollBackModelFix, RolledBack, TraceLoaded)
+                       RequestsPage, RollBackModelFix, RolledBack, ScopeReady, TraceLoaded)
 from .screens.budget import BudgetScreen
+from .screens.compare import CompareScreen
 from .screens.filter import FilterScreen
 from .screens.findings import FindingsScreen
 from .screens.help import HelpScreen
@@ -31,6 +33,7 @@ class TriageApp(App):
         Binding("f", "show('findings')", "Findings"),
         Binding("b", "show('budget')", "Budget"),
         Binding("r", "show('requests')", "Requests"),
+        Binding("c", "show('compare')", "Compare", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("F", "cohort", "Rules on filtered cohort"),
         Binding("colon", "command", "Command line"),
@@ -43,7 +46,10 @@ class TriageApp(App):
     ]
 
     def __init__(self, paths: list[str], db: str | None = None, constraints_file: str | None = None,
-                 source_title: str = "", live=None, refresh_s: float = 5.0, model_repo: str | None = None) -> None:
+                 source_title: str = "", live=None, refresh_s: float = 5.0, model_repo: str | None = None,
+                 compare_before: str | None = None) -> None:
+        """``compare_before``: a capture to compare this one with (as its before) once it is analysed, opening
+        on the compare screen (``triage compare BEFORE AFTER`` in a terminal)."""
         super().__init__()
         self.model_repo = model_repo   # where the model fixes act (a Triton model repository)
         self.applied: list[str] = []   # ledger ids applied in this session, newest last
@@ -60,12 +66,14 @@ class TriageApp(App):
         self.report: dict | None = None
         from triage.analyzers.requests import Filter
 
-        self.filter = Filter("")       # scopes the requests table; F runs the rules on its cohort
+        self.filter = Filter("")       # scopes the requests table and the overview; F runs the rules on its cohort
         self.cohort: str | None = None  # the filter whose cohort the overview/findings/budget show, if any
         self.overview = OverviewScreen()
         self.findings = FindingsScreen()
         self.budget = BudgetScreen()
         self.requests = RequestsScreen(self.filter, live=live is not None)
+        self.compare = CompareScreen()
+        self.compare_before = compare_before  # compared when the final report arrives
         self.history: list[str] = []   # named screens shown before this one: Esc goes back through them
 
     def run(self, *args, **kwargs):
@@ -105,7 +113,11 @@ class TriageApp(App):
         self.install_screen(self.findings, "findings")
         self.install_screen(self.budget, "budget")
         self.install_screen(self.requests, "requests")
+        self.install_screen(self.compare, "compare")
         self.push_screen("overview")
+        if self.compare_before is not None:
+            self.compare.pending(self.compare_before, self._capture_label())
+            self.action_show("compare")
         if self.live is None:
             self.analyze()
         else:
@@ -198,6 +210,9 @@ class TriageApp(App):
             return
         self.report = msg.report
         self.notify(f"{msg.report['inputs']['spans']:,} spans, {n} finding(s)", timeout=3)
+        if self.compare_before is not None and self.store is not None:
+            before, self.compare_before = self.compare_before, None
+            self.start_compare(before)
 
     def on_analysis_failed(self, msg: AnalysisFailed) -> None:
         self.overview.set_error(msg.error)
@@ -294,7 +309,8 @@ class TriageApp(App):
 
     def _named(self, screen) -> str | None:
         return next((n for n, s in (("overview", self.overview), ("findings", self.findings),
-                                    ("budget", self.budget), ("requests", self.requests)) if s is screen), None)
+                                    ("budget", self.budget), ("requests", self.requests),
+                                    ("compare", self.compare)) if s is screen), None)
 
     def action_back(self) -> None:
         """Esc: close the screen on top (a trace, a dialog), else the previous named screen."""
@@ -383,6 +399,54 @@ class TriageApp(App):
         else:
             msg.screen.show_trace(msg.trace)
 
+    # -- compare: another capture (before) with this one (after), as `triage compare` does ----------------
+    def _capture_label(self) -> str:
+        return ", ".join(self.paths) or self.db or "this capture"
+
+    def start_compare(self, before: str) -> None:
+        """Compare the capture at ``before`` with the loaded one, in a worker; the compare screen shows it."""
+        if self.store is None or self.report is None or self.live is not None:
+            self.notify("Compare needs a loaded capture (not live mode)", timeout=4)
+            return
+        after = self._capture_label()
+        self.compare.pending(before, after)
+        self.compare_captures(before, after, self.store, self.report["findings"])
+        if self.screen is not self.compare:
+            self.action_show("compare")
+
+    @work(thread=True, exclusive=True, group="compare")
+    def compare_captures(self, before: str, after: str, after_store, after_findings: list) -> None:
+        from types import SimpleNamespace
+
+        from triage.analyzers.compare import compare_analyses
+        from triage.sessions.offline import analyze, load_constraints
+
+        try:
+            if not Path(before).exists():
+                raise FileNotFoundError(f"no such file or directory: {before}")
+            cons = load_constraints(self.paths, self.constraints_file)  # the CLI's: the after capture's
+            a = analyze([before], constraints=cons)
+            try:
+                for label, store in (("BEFORE", a.store), ("AFTER", after_store)):
+                    if not store.scalar("SELECT count(*) FROM requests"):
+                        raise ValueError(f"no requests in {label}")
+                result = compare_analyses(a, SimpleNamespace(store=after_store, findings=after_findings), cons)
+            finally:
+                a.store.close()
+        except Exception as exc:  # shown on the compare screen; the app stays up
+            self.post_message(CompareReady(None, before, after, describe(exc)))
+            return
+        self.post_message(CompareReady(result, before, after))
+
+    def on_compare_ready(self, msg: CompareReady) -> None:
+        if msg.error is not None:
+            self.compare.failed(msg.error)
+            self.notify(f"Compare: {msg.error}", severity="error", timeout=8)
+            return
+        self.compare.show(msg.result, msg.before, msg.after)
+        regressed = sum(e["verdict"] == "regressed" for e in msg.result["routes"].values())
+        self.notify(f"Compared {len(msg.result['routes'])} route(s): {regressed} regressed at p95", timeout=4)
+
     def action_command(self) -> None:
         from .screens.command import CommandScreen
 
@@ -390,8 +454,10 @@ class TriageApp(App):
             if cmd is None:
                 return
             name, arg = cmd
-            if name in ("overview", "findings", "budget", "requests"):
+            if name in ("overview", "findings", "budget", "requests") or (name == "compare" and not arg):
                 self.action_show(name)
+            elif name == "compare":
+                self.start_compare(arg)
             elif name == "trace":
                 self.open_trace(arg)
             elif name == "filter":
@@ -411,17 +477,41 @@ class TriageApp(App):
         self.push_screen(FilterScreen(self.filter.text), self.set_filter)
 
     def set_filter(self, flt) -> None:
-        """Scope the requests table to ``flt`` (None: the dialog was cancelled), shown in the header."""
+        """Scope the requests table and the overview to ``flt`` (None: the dialog was cancelled), shown in
+        the header."""
         if flt is None:
             return
         self.filter = flt
         self.requests.filter = flt
         base = self.sub_title.split(" · filter: ")[0]
         self.sub_title = f"{base} · filter: {flt.text}" if flt else base
+        if not flt:
+            self.overview.set_scope(None)
+        elif self.store is not None and self.live is None:
+            self.scope_overview(flt, self.store)
         if isinstance(self.screen, RequestsScreen):
             self.requests.reload()
         else:
             self.action_show("requests")
+
+    @work(thread=True, exclusive=True, group="scope")
+    def scope_overview(self, flt, store) -> None:
+        from triage.analyzers.latency import cohort_latency
+        from triage.analyzers.requests import cohort_where
+
+        try:
+            where, params = cohort_where(flt)
+            lat, stages, series = cohort_latency(store, where, params)
+            total = int(store.scalar("SELECT count(*) FROM requests") or 0)
+        except Exception as exc:
+            self.post_message(Notice(f"Could not scope the overview to {flt.text}: {describe(exc)}", timeout=8,
+                                     severity="error"))
+            return
+        self.post_message(ScopeReady(flt, lat, stages, series, total))
+
+    def on_scope_ready(self, msg: ScopeReady) -> None:
+        if msg.filter is self.filter:  # not a filter replaced since
+            self.overview.set_scope(msg)
 
     def action_cohort(self) -> None:
         """F: the rules again, on the requests the filter selects (or the whole capture when there is none)."""
@@ -459,7 +549,7 @@ class TriageApp(App):
         from .widgets.waterfall import Waterfall
 
         return (("everywhere", (cls,)), ("overview", (OverviewScreen,)), ("findings", (FindingsScreen,)),
-                ("requests", (RequestsScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
+                ("budget", (BudgetScreen,)), ("requests", (RequestsScreen,)), ("compare", (CompareScreen,)), ("trace", (TraceScreen, Waterfall)), ("filter", (FilterScreen,)),
                 ("command line", (CommandScreen,)),
                 ("fix preview", (PreviewScreen,)), ("fix result", (ResultScreen,)), ("help", (HelpScreen,)))
 

@@ -54,6 +54,25 @@ class CohortReady(Message):
 
 
 @dataclass
+class ScopeReady(Message):
+    """The overview's figures on the requests a filter selects (analyzers.latency.cohort_latency)."""
+    filter: object     # the analyzers.requests.Filter they are of
+    latency: dict      # route -> requests, errors, p50/p95/p99 (the report's "latency" shape)
+    stages: dict       # route -> stage -> p95_share, p50_ms, p95_ms (the report's "stages" shape)
+    series: dict       # route -> time buckets
+    total: int         # requests in the capture, to say how many of them the filter kept
+
+
+@dataclass
+class CompareReady(Message):
+    """``triage compare`` of two captures (analyzers.compare.compare_analyses), or why it could not run."""
+    result: dict | None
+    before: str
+    after: str
+    error: str | None = None
+
+
+@dataclass
 class RequestsPage(Message):
     """A window of the requests table, for the RequestsScreen fetch of the same generation."""
     generation: int

@@ -3,6 +3,7 @@ candidate fix across the findings, ranked by the weighted scorecard (the smalles
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -11,6 +12,8 @@ from ..format import esc
 
 
 class BudgetScreen(Screen):
+    BINDINGS = [Binding("e", "export", "Export CSV", show=False)]
+
     def __init__(self) -> None:
         super().__init__()
         self.report: dict | None = None
@@ -36,6 +39,44 @@ class BudgetScreen(Screen):
         if self.is_mounted:
             self._fill()
 
+    def _fixes(self) -> list[tuple[dict, str]]:
+        """Every candidate fix of the warning-and-above findings, once (its best score), best first."""
+        best: dict[str, tuple[dict, str]] = {}
+        for f in self.report["findings"]:
+            if f["severity"] == "info":
+                continue
+            for fix in f["remediations"]:
+                if fix["id"] not in best or fix["score"] > best[fix["id"]][0]["score"]:
+                    best[fix["id"]] = (fix, f["rule"])
+        return sorted(best.values(), key=lambda x: -x[0]["score"])
+
+    def action_export(self) -> None:
+        """The budget table and the scorecard, each to a new CSV file."""
+        import csv
+        import io
+
+        from ..export import write_new
+
+        if self.report is None:
+            return
+        written = []
+        budget = self.report.get("budget") or {}
+        if budget:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["route", "stage", "budget_ms", "p95_ms", "headroom_ms", "over"])
+            for route, rows in budget.items():
+                for stage, r in rows.items():
+                    w.writerow([route, stage, r["budget_ms"], r["p95_ms"], r["headroom_ms"], r["over"]])
+            written.append(write_new("budget", ".csv", buf.getvalue()))
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["score", "fix", "impact", "feasibility", "risk", "for"])
+        for fix, rule in self._fixes():
+            w.writerow([fix["score"], fix["title"], fix["impact"], fix["feasibility"], fix["risk"], rule])
+        written.append(write_new("scorecard", ".csv", buf.getvalue()))
+        self.notify("Wrote " + " and ".join(str(p) for p in written), timeout=6)
+
     def _fill(self) -> None:
         rep = self.report
         budget = self.query_one("#budget", DataTable)
@@ -54,13 +95,6 @@ class BudgetScreen(Screen):
             budget.display = False
         card = self.query_one("#scorecard", DataTable)
         card.clear()
-        best: dict[str, tuple[dict, str]] = {}
-        for f in rep["findings"]:
-            if f["severity"] == "info":
-                continue
-            for fix in f["remediations"]:
-                if fix["id"] not in best or fix["score"] > best[fix["id"]][0]["score"]:
-                    best[fix["id"]] = (fix, f["rule"])
-        for fix, rule in sorted(best.values(), key=lambda x: -x[0]["score"]):
+        for fix, rule in self._fixes():
             card.add_row(f"{fix['score']:.1f}", esc(fix["title"]), str(fix["impact"]), str(fix["feasibility"]),
                          str(fix["risk"]), rule)

@@ -1,5 +1,6 @@
 """The command line (``:``): ``:requests``, ``:findings``, ``:overview``, ``:budget``, ``:trace ID``,
-``:filter EXPR`` (empty: no filter), ``:cohort`` (F), ``:help``, ``:quit``. An unknown command or a bad
+``:filter EXPR`` (empty: no filter), ``:compare DIR`` (that capture before, this one after; alone: the compare
+screen), ``:cohort`` (F), ``:help``, ``:quit``. An unknown command or a bad
 argument is reported under the input; the line stays open."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.widgets import Input, Static
 
 from ..format import esc
 
-COMMANDS = ("overview", "findings", "budget", "requests", "trace", "filter", "cohort", "help", "quit")
+COMMANDS = ("overview", "findings", "budget", "requests", "trace", "filter", "compare", "cohort", "help", "quit")
 
 
 def parse_command(line: str) -> tuple[str, str]:
@@ -42,7 +43,7 @@ class CommandScreen(ModalScreen[tuple[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="modal-box"):
-            yield Input(placeholder=":requests  :trace ID  :filter EXPR  :findings", id="command-input")
+            yield Input(placeholder=":requests  :trace ID  :filter EXPR  :compare DIR", id="command-input")
             yield Static("", id="command-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

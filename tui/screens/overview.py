@@ -1,4 +1,5 @@
-"""Overview: request count, error rate, p50/p95/p99 over time, and where the p95 goes per route."""
+"""Overview: request count, error rate, p50/p95/p99 over time, and where the p95 goes per route. With a filter
+set (``/``), those figures are of the requests it selects, labelled with its expression."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -15,6 +16,7 @@ class OverviewScreen(Screen):
     BINDINGS = [
         Binding("right_square_bracket", "route(1)", "Next route"),
         Binding("left_square_bracket", "route(-1)", "Prev route"),
+        Binding("e", "export", "Export CSV", show=False),
     ]
 
     def __init__(self) -> None:
@@ -25,6 +27,7 @@ class OverviewScreen(Screen):
         self.live: dict | None = None
         self.route_index = 0
         self.cohort: str | None = None
+        self.scope = None  # a messages.ScopeReady while a filter is set: its figures replace the report's
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -57,10 +60,19 @@ class OverviewScreen(Screen):
         the live session's status (window, refresh time, Prometheus state, scrub position)."""
         self.report, self.series, self.preliminary, self.live = report, series, preliminary, live
         self.cohort = cohort  # the filter expression when this report is of a filtered cohort (F)
+        if cohort:
+            self.scope = None  # the report itself is of the filtered requests
         self.query_one("#loading").display = preliminary is not None
         for wid in ("#summary", "#top-finding", "#plot", "#stages"):
             self.query_one(wid).display = True
         self._render_route()
+
+    def set_scope(self, scope) -> None:
+        """Show the figures of ``scope`` (a messages.ScopeReady: latency, stages and series of the requests a
+        filter selects) instead of the report's; None: the whole capture again."""
+        self.scope = scope
+        if self.report is not None and self.is_mounted:
+            self._render_route()
 
     @property
     def routes(self) -> list[str]:
@@ -70,6 +82,30 @@ class OverviewScreen(Screen):
         if self.routes:
             self.route_index = (self.route_index + step) % len(self.routes)
             self._render_route()
+
+    def action_export(self) -> None:
+        """The stage table of every route (of the filtered requests while a filter is set) to a new CSV."""
+        import csv
+        import io
+
+        from ..export import write_new
+
+        if self.report is None:
+            return
+        sc = self.scope
+        latency, stages = (sc.latency, sc.stages) if sc is not None else (self.report["latency"], self.report["stages"])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["route", "requests", "route_p50_ms", "route_p95_ms", "route_p99_ms", "stage",
+                    "share_of_p95_tail", "stage_p50_ms", "stage_p95_ms", "filter"])
+        n = 0
+        for route, lat in latency.items():
+            for stage, d in sorted(stages.get(route, {}).items(), key=lambda kv: -kv[1]["p95_share"]):
+                w.writerow([route, lat["requests"], lat["p50_ms"], lat["p95_ms"], lat["p99_ms"], stage,
+                            d["p95_share"], d["p50_ms"], d["p95_ms"], sc.filter.text if sc is not None else ""])
+                n += 1
+        path = write_new("overview", ".csv", buf.getvalue())
+        self.notify(f"Wrote {n} stage rows of {len(latency)} route(s) to {path}", timeout=6)
 
     def _render_route(self) -> None:
         rep = self.report
@@ -86,10 +122,15 @@ class OverviewScreen(Screen):
                            f"{len(rep['inputs']['skipped'])} files skipped.")
             return
         route = self.routes[self.route_index]
-        lat = rep["latency"][route]
+        lat, stages, series = rep["latency"][route], rep["stages"].get(route, {}), self.series.get(route, [])
         more = f"  [dim]route {self.route_index + 1}/{len(self.routes)} ([ ])[/]" if len(self.routes) > 1 else ""
         if self.cohort:
             more += f"  [black on cyan] {esc(self.cohort)} [/]"
+        sc = self.scope
+        if sc is not None:
+            kept = sum(x["requests"] for x in sc.latency.values())
+            more += (f"\n[black on cyan] FILTER {esc(sc.filter.text)} [/] [dim]{kept:,} of {sc.total:,} requests · these only[/]")
+            lat, stages, series = sc.latency.get(route), sc.stages.get(route, {}), sc.series.get(route, [])
         if self.preliminary is not None:
             more += f"  [black on yellow] preliminary: {self.preliminary:.0%} ingested [/]"
         if self.live is not None:
@@ -101,9 +142,10 @@ class OverviewScreen(Screen):
                 where += f" · {settling['traces']:,} traces settling ({settling['settle_s']:.0f}s)"
             more += f"\n[dim]LIVE · window {self.live['window_s']:.0f}s · at {self.live['at']}{where}[/] · [{style}]prometheus {esc(prom)}[/]"
         summary.update(
-            f"[b]{esc(route)}[/]{more}\n"
-            f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "
-            f"p50 [b]{lat['p50_ms']:.1f}[/] · p95 [b]{lat['p95_ms']:.1f}[/] · p99 [b]{lat['p99_ms']:.1f}[/] ms")
+            f"[b]{esc(route)}[/]{more}\n" + (
+                f"{lat['requests']:,} requests · errors {lat['error_rate']:.2%} · "
+                f"p50 [b]{lat['p50_ms']:.1f}[/] · p95 [b]{lat['p95_ms']:.1f}[/] · p99 [b]{lat['p99_ms']:.1f}[/] ms"
+                if lat else "no request of this route matches the filter"))
         actionable = [f for f in rep["findings"] if f["severity"] != "info"]
         top = self.query_one("#top-finding", Static)
         if actionable:
@@ -112,10 +154,9 @@ class OverviewScreen(Screen):
             top.update(f"{badge(f['severity'])} [b]{f['rule']}[/] {esc(f['summary'])}{extra}")
         else:
             top.update("[green]No warning or critical findings.[/]")
-        self.query_one("#plot", LatencyPlot).show(self.series.get(route, []), "latency over time (ms)")
+        self.query_one("#plot", LatencyPlot).show(series, "latency over time (ms)")
         table = self.query_one("#stages", DataTable)
         table.clear()
-        stages = rep["stages"].get(route, {})
         for stage, d in sorted(stages.items(), key=lambda kv: -kv[1]["p95_share"]):
             table.add_row(stage, share_bar(d["p95_share"]), f"{d['p95_share']:.0%}", f"{d['p50_ms']:.1f}",
                           f"{d['p95_ms']:.1f}", key=stage)
