@@ -14,7 +14,7 @@ from typing import Callable
 
 import orjson
 
-from . import checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom_text, streams, zipkin_json
+from . import backends, checks, detect, jaeger_json, otlp_json, otlp_proto, prom_api, prom_text, streams, zipkin_json
 from .parallel import Pool
 from .problems import Problems
 from .salvage import salvage
@@ -38,6 +38,7 @@ class IngestResult:
     problems: Problems = field(default_factory=Problems)
     paths: list[str] = field(default_factory=list)
     reloaded: list[dict] = field(default_factory=list)  # inputs whose earlier load (--db) was interrupted
+    backends: list[dict] = field(default_factory=list)  # per trace backend read: exact/sampled figures (backends/)
 
 
 def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -49,8 +50,11 @@ def walk(paths: list[str | Path]) -> tuple[list[Path], list[dict]]:
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
                  workers: int | None = None) -> IngestResult:
-    files, sizes, skipped = safe_walk(paths)
+    sources = [p for p in paths if isinstance(p, backends.Source)]  # trace backends' URLs (collectors/backends)
+    files, sizes, skipped = safe_walk([p for p in paths if not isinstance(p, backends.Source)])
     result = IngestResult(skipped=list(skipped))
+    for source in sources:
+        result.backends.append(backends.ingest(store, source, result.problems))
     total = sum(sizes.values()) or 1
     done = 0
     small = SmallFiles(store, result.problems)
@@ -64,7 +68,7 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
             ingest_file(store, f, result, pool, tick, small)
             done += sizes[f]
     small.flush()
-    if result.files:
+    if result.files or result.backends:
         checks.capture_checks(store, result.problems)
         store.checkpoint()
     if progress:

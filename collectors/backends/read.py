@@ -1,0 +1,11 @@
+"""One entry for every backend: a ``Source`` read into the store by the module of its scheme."""
+from __future__ import annotations
+
+from .source import Source
+
+
+def ingest(store, source: Source, problems) -> dict:
+    """Read a source's window into the store; returns what the report says about it (``figures``)."""
+    from .clickhouse import ingest as read_clickhouse  # clickhouse-connect / chdb are imported only here
+
+    return read_clickhouse(store, source, problems)
