@@ -25,12 +25,12 @@ def annotate(rep: dict, metas: list[dict]) -> dict:
         rep["latency"] = merged
     else:
         rep["latency"] = {r: {**d, "basis": metas[0]["detail"]["basis"]} for r, d in rep["latency"].items()}
-    rates = {m["detail"]["rate"] for m in metas}
+    rates = [m["detail"]["rate"] for m in metas]  # None: the backend returned traces without saying of how many
     detail = "exact" if all(m["detail"]["basis"] == "exact" for m in metas) else "sampled"
     rep["sources"] = [{k: v for k, v in m.items() if k != "latency"} | {
         "latency": {k: v for k, v in (m.get("latency") or {"basis": m["detail"]["basis"]}).items() if k != "routes"}}
         for m in metas]
     rep["figures"] = {"latency": "exact" if exact else detail, "stages": detail, "findings": detail,
-                      "sample_rate": min(rates)}
+                      "sample_rate": None if None in rates else min(rates)}
     return rep
 

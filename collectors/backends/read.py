@@ -6,6 +6,14 @@ from .source import Source
 
 def ingest(store, source: Source, problems) -> dict:
     """Read a source's window into the store; returns what the report says about it (``figures``)."""
+    if source.scheme == "tempo":
+        from .tempo import ingest as read_tempo
+
+        return read_tempo(store, source, problems)
+    if source.scheme == "jaeger":
+        from .jaeger import ingest as read_jaeger
+
+        return read_jaeger(store, source, problems)
     from .clickhouse import ingest as read_clickhouse  # clickhouse-connect / chdb are imported only here
 
     return read_clickhouse(store, source, problems)

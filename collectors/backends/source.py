@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("clickhouse", "clickhouses", "chdb")
+SCHEMES = ("clickhouse", "clickhouses", "chdb", "tempo", "jaeger")
 # Spans of whole traces pulled for stage attribution and the rules when --max-spans is not given: what
 # this tool's store and rules handle in a few seconds and well under a gigabyte (benchmarks/RESULTS.md).
 DEFAULT_MAX_SPANS = 500_000
@@ -98,10 +98,11 @@ def check_url(url: str) -> None:
         parts.port  # noqa: B018  (a port that is not a number raises ValueError)
     except ValueError as exc:
         raise BackendError(f"{url.split('@')[-1]} is not a valid URL ({exc})") from None
+    var = f"TRIAGE_{'CLICKHOUSE' if parts.scheme.startswith(('clickhouse', 'chdb')) else parts.scheme.upper()}_PASSWORD"
     if ":" in parts.netloc.rpartition("@")[0]:
         raise BackendError(f"a password in the URL ({parts.scheme}://***@{parts.netloc.rpartition('@')[2]}) is "
                            f"refused: it would show in `ps`, shell history and logs; put it in the environment "
-                           f"(TRIAGE_CLICKHOUSE_PASSWORD, or TRIAGE_CLICKHOUSE_PASSWORD_FILE naming a file)")
+                           f"({var}, or {var}_FILE naming a file)")
     if parts.scheme != "chdb" and not parts.hostname:
         raise BackendError(f"{url}: no host (e.g. {parts.scheme}://localhost:8123/otel)")
 
