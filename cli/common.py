@@ -94,7 +94,7 @@ def backend_window(sp) -> None:
     g.add_argument("--to", dest="window_to", metavar="ISO8601", help="the window's end (default: now)")
     g.add_argument("--max-spans", type=int, metavar="N",
                    help="most spans of whole traces pulled for stages and rules (sampled by trace id beyond it; "
-                        "default 500000); the latency headline is exact whatever N")
+                        "default 100000); the latency headline is exact whatever N")
 
 
 def resolve_sources(args) -> list:

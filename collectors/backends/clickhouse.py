@@ -26,6 +26,8 @@ import os
 import re
 from pathlib import Path
 
+from orjson import loads
+
 from ..spans import PROMOTED, SpanSink, resource_columns
 from .source import BackendError, Source, Window, iso
 
@@ -105,7 +107,9 @@ FROM roots GROUP BY route ORDER BY requests DESC, route"""
 
 
 def count_sql(table: str, w: Window) -> str:
-    return f"SELECT count() AS spans, uniqExact(TraceId) AS traces {_where(table, w)}"
+    """The window's span count, which sets the sampling rate (distinct traces would cost a pass over every
+    trace id: the requests, counted exactly by the headline, say the same)."""
+    return f"SELECT count() AS spans {_where(table, w)}"
 
 
 def extent_sql(table: str) -> str:
@@ -125,10 +129,13 @@ def spans_sql(table: str, w: Window, threshold: int, events: bool) -> str:
     times in ns)."""
     sample = "" if threshold >= SAMPLE_MOD else f" AND cityHash64(TraceId) % {SAMPLE_MOD} < {threshold}"
     ev = ("arrayMap(x -> toUnixTimestamp64Nano(x), `Events.Timestamp`) AS ev_ts, `Events.Name` AS ev_name, "
-          "`Events.Attributes` AS ev_attrs" if events else "[] AS ev_ts, [] AS ev_name, [] AS ev_attrs")
+          "arrayMap(x -> toJSONString(x), `Events.Attributes`) AS ev_attrs" if events
+          else "[] AS ev_ts, [] AS ev_name, [] AS ev_attrs")
+    # maps travel as JSON text: decoding it (orjson) is ~10x faster than Arrow's map-to-Python conversion
     return (f"SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, {KIND_EXPR} AS kind, "
             f"toUnixTimestamp64Nano(Timestamp) AS start_ns, toInt64(Duration) AS duration_ns, {STATUS_EXPR} AS status, "
-            f"StatusMessage, ResourceAttributes, SpanAttributes, {ev} {_where(table, w)}{sample}")
+            f"StatusMessage, toJSONString(ResourceAttributes) AS ResourceAttributes, "
+            f"toJSONString(SpanAttributes) AS SpanAttributes, {ev} {_where(table, w)}{sample}")
 
 
 def columns_sql(db: str, table: str) -> str:
@@ -283,13 +290,12 @@ def load_spans(table_arrow, sink: SpanSink) -> int:
                                               "start_ns", "duration_ns", "status", "StatusMessage",
                                               "ResourceAttributes", "SpanAttributes", "ev_ts", "ev_name",
                                               "ev_attrs")))):
-        key = tuple(res)
-        rc = resources.get(key)
+        rc = resources.get(res)
         if rc is None:
-            rc = resources[key] = resource_columns(dict(res))
-        events = [(en, et, dict(ea)) for et, en, ea in zip(ev_ts, ev_name, ev_attrs)] if ev_ts else None
+            rc = resources[res] = resource_columns(loads(res))
+        events = [(en, et, loads(ea)) for et, en, ea in zip(ev_ts, ev_name, ev_attrs)] if ev_ts else None
         n += sink.add(tid, sid, pid or None, svc or rc[0], rc[1], name, kind, start, start + max(dur, 0), status,
-                      msg, dict(attrs), events, lambda i=i: f"row {i}")
+                      msg, loads(attrs), events, lambda i=i: f"row {i}")
     sink.flush()
     return n
 
@@ -324,7 +330,7 @@ def ingest(store, source: Source, problems) -> dict:
     return {
         "source": str(source), "kind": "clickhouse", "table": f"{db}.{name}",
         "window": {"start": iso(w.start_ns), "end": iso(w.end_ns)},
-        "spans_in_window": int(counts["spans"]), "traces_in_window": int(counts["traces"]),
+        "spans_in_window": int(counts["spans"]), "requests_in_window": sum(d["requests"] for d in exact.values()),
         "latency": {"basis": "exact", "over": "every root span of the window", "routes": exact},
         "detail": {"basis": "sampled" if sampled else "exact",
                    "rate": round(threshold / SAMPLE_MOD, 6) if sampled else 1.0,

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMES = ("clickhouse", "clickhouses", "chdb", "tempo", "jaeger")
-# Spans of whole traces pulled for stage attribution and the rules when --max-spans is not given: what
-# this tool's store and rules handle in a few seconds and well under a gigabyte (benchmarks/RESULTS.md).
-DEFAULT_MAX_SPANS = 500_000
+# Spans of whole traces pulled for stage attribution and the rules when --max-spans is not given: sized so
+# that a 10M-span window gives its first finding within ~10 s on this project's 2-core machine (500,000 took
+# 38 s there, benchmarks/RESULTS.md); ~15,000 requests of 6-7 spans still give a tail cohort of ~750.
+DEFAULT_MAX_SPANS = 100_000
 DEFAULT_SINCE_S = 15 * 60
 
 
