@@ -111,6 +111,17 @@ def test_sampled_detail_keeps_the_exact_headline_and_whole_traces(current, file_
     assert "stages and findings on " in md and "of the traces (whole traces, sampled by trace id)" in md
 
 
+def test_service_and_name_filters_are_pushed_down(current, file_report):
+    rc, out, err = run("report", current + "?service=gateway&name=POST%20/v1/classify", *WINDOW, "--format", "json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert {r: {k: v for k, v in d.items() if k != "basis"} for r, d in got["latency"].items()} == \
+        file_report[0]["latency"]
+    assert got["inputs"]["spans"] == file_report[0]["inputs"]["spans"]  # whole traces, both services
+    assert "whose ServiceName = 'gateway' and SpanName = 'POST /v1/classify'" in got["sources"][0]["latency"]["over"]
+    _fails([current + "?service=triton", *WINDOW], "no request in otel.otel_traces", "ServiceName = 'triton'")
+
+
 # --- errors the user can fix: one line, exit 2, no traceback ---------------------------------------------
 
 def _fails(args, *needles, env=None):

@@ -1,6 +1,7 @@
 """Trace backends as inputs: a PATH that is a URL reads the incident window from where the traces already are.
 
-    clickhouse://[user@]host:port/db[?table=otel_traces&secure=1]   the OTel Collector's clickhouseexporter schema
+    clickhouse://[user@]host:port/db[?table=otel_traces&secure=1&service=NAME&name=SPAN]
+                                                                     the OTel Collector's clickhouseexporter schema
     chdb:///path/to/dir/db[?table=otel_traces]                       the same SQL, run by chDB in this process
     tempo://host:port[?service=NAME&limit=N]                         Grafana Tempo's HTTP API
     jaeger://host:port[?service=NAME&api=v3|v1]                      Jaeger's query service

@@ -83,10 +83,32 @@ def _where(table: str, w: Window) -> str:
             f"AND Timestamp < fromUnixTimestamp64Nano(toInt64({w.end_ns}))")
 
 
-def headline_sql(table: str, w: Window) -> str:
-    """Per route: requests, p50/p95/p99 of the duration (ns), error rate, over every root span of the window."""
-    server = "SpanKind IN ('SPAN_KIND_SERVER', 'Server', 'SPAN_KIND_CONSUMER', 'Consumer')"
-    no_parent = "ParentSpanId IN ('', '0000000000000000')"
+SERVER = "SpanKind IN ('SPAN_KIND_SERVER', 'Server', 'SPAN_KIND_CONSUMER', 'Consumer')"
+NO_PARENT = "ParentSpanId IN ('', '0000000000000000')"
+
+
+def root_filter(source: Source) -> str:
+    """``?service=`` / ``?name=``: the requests kept are those whose root span has this service / span name;
+    pushed down to ClickHouse (``ServiceName`` and ``SpanName`` lead the exporter's sort key)."""
+    out = ""
+    if source.query("service"):
+        out += f" AND ServiceName = {_lit(source.query('service'))}"
+    if source.query("name"):
+        out += f" AND SpanName = {_lit(source.query('name'))}"
+    return out
+
+
+def _traces_of_roots(table: str, w: Window, rf: str) -> str:
+    """With a root filter: only the spans of traces that have a span able to be such a root."""
+    if not rf:
+        return ""
+    return f" AND TraceId IN (SELECT TraceId {_where(table, w)}{rf} AND ({NO_PARENT} OR {SERVER}))"
+
+
+def headline_sql(table: str, w: Window, rf: str = "") -> str:
+    """Per route: requests, p50/p95/p99 of the duration (ns), error rate, over every root span of the window
+    (those that ``rf``, a ``root_filter``, keeps)."""
+    server, no_parent = SERVER, NO_PARENT
     return f"""
 WITH
   orphan_candidates AS (SELECT cityHash64(TraceId, ParentSpanId) AS h {_where(table, w)}
@@ -97,7 +119,7 @@ WITH
     SELECT if(ServiceName = '', 'unknown', ServiceName) AS service, SpanName AS name, {_route_expr()} AS attr_route,
            greatest(toInt64(Duration), 0) AS d,
            ({STATUS_EXPR} = 2 OR ifNull({_http_status_expr()} >= 500, false)) AS error
-    {_where(table, w)}
+    {_where(table, w)}{rf}
       AND ({no_parent} OR ({server} AND cityHash64(TraceId, ParentSpanId) NOT IN (SELECT h FROM parents_present)))
   )
 SELECT concat(service, ' ', if(attr_route = '' OR position(name, attr_route) > 0, name,
@@ -106,10 +128,10 @@ SELECT concat(service, ' ', if(attr_route = '' OR position(name, attr_route) > 0
 FROM roots GROUP BY route ORDER BY requests DESC, route"""
 
 
-def count_sql(table: str, w: Window) -> str:
+def count_sql(table: str, w: Window, rf: str = "") -> str:
     """The window's span count, which sets the sampling rate (distinct traces would cost a pass over every
     trace id: the requests, counted exactly by the headline, say the same)."""
-    return f"SELECT count() AS spans {_where(table, w)}"
+    return f"SELECT count() AS spans {_where(table, w)}{_traces_of_roots(table, w, rf)}"
 
 
 def extent_sql(table: str) -> str:
@@ -124,7 +146,7 @@ def sample_threshold(rate: float) -> int:
     return max(1, min(SAMPLE_MOD, int(rate * SAMPLE_MOD)))
 
 
-def spans_sql(table: str, w: Window, threshold: int, events: bool) -> str:
+def spans_sql(table: str, w: Window, threshold: int, events: bool, rf: str = "") -> str:
     """Every span of the window's sampled traces, as the store's reader needs them (kind and status as ints,
     times in ns)."""
     sample = "" if threshold >= SAMPLE_MOD else f" AND cityHash64(TraceId) % {SAMPLE_MOD} < {threshold}"
@@ -135,7 +157,8 @@ def spans_sql(table: str, w: Window, threshold: int, events: bool) -> str:
     return (f"SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, {KIND_EXPR} AS kind, "
             f"toUnixTimestamp64Nano(Timestamp) AS start_ns, toInt64(Duration) AS duration_ns, {STATUS_EXPR} AS status, "
             f"StatusMessage, toJSONString(ResourceAttributes) AS ResourceAttributes, "
-            f"toJSONString(SpanAttributes) AS SpanAttributes, {ev} {_where(table, w)}{sample}")
+            f"toJSONString(SpanAttributes) AS SpanAttributes, {ev} {_where(table, w)}{sample}"
+            f"{_traces_of_roots(table, w, rf)}")
 
 
 def columns_sql(db: str, table: str) -> str:
@@ -270,9 +293,9 @@ def check_schema(ex, db: str, table: str, source: Source) -> bool:
     return all(c in names for c in EVENTS)
 
 
-def headline(ex, table: str, w: Window) -> dict[str, dict]:
+def headline(ex, table: str, w: Window, rf: str = "") -> dict[str, dict]:
     """The exact per-route figures, rounded as ``analyzers.latency.route_latency`` rounds them."""
-    t = ex.arrow(headline_sql(table, w))
+    t = ex.arrow(headline_sql(table, w, rf))
     out = {}
     for route, n, q, err in zip(*(t.column(c).to_pylist() for c in ("route", "requests", "q", "error_rate"))):
         out[route] = {"requests": int(n), "p50_ms": round(q[0] / 1e6, 3), "p95_ms": round(q[1] / 1e6, 3),
@@ -309,17 +332,22 @@ def ingest(store, source: Source, problems) -> dict:
     ex = executor(source)
     try:
         events = check_schema(ex, db, name, source)
-        counts = ex.arrow(count_sql(table, w)).to_pylist()[0]
+        rf = root_filter(source)
+        counts = ex.arrow(count_sql(table, w, rf)).to_pylist()[0]
+        exact = headline(ex, table, w, rf) if counts["spans"] else {}
+        if not exact and rf:
+            raise BackendError(f"{source}: no request in {db}.{name} between {iso(w.start_ns)} and {iso(w.end_ns)} "
+                               f"has a root span with" + rf.replace(" AND ", " ", 1).replace(" AND ", " and ")
+                               + "; check ?service= / ?name=, or widen the window")
         if not counts["spans"]:
             ext = ex.arrow(extent_sql(table)).to_pylist()[0]
             held = (f"it holds {ext['n']:,} spans from {iso(ext['t0'])} to {iso(ext['t1'])}" if ext["n"]
                     else "it is empty")
             raise BackendError(f"{source}: no spans in {db}.{name} between {iso(w.start_ns)} and {iso(w.end_ns)} "
                                f"({held}); widen --since or set --from/--to")
-        exact = headline(ex, table, w)
         rate = min(1.0, source.max_spans / counts["spans"])
         threshold = sample_threshold(rate)
-        rows = ex.arrow(spans_sql(table, w, threshold, events))
+        rows = ex.arrow(spans_sql(table, w, threshold, events, rf))
         sink = SpanSink(store, str(source), problems)
         loaded = load_spans(rows, sink)
         transferred = rows.num_rows
@@ -331,7 +359,8 @@ def ingest(store, source: Source, problems) -> dict:
         "source": str(source), "kind": "clickhouse", "table": f"{db}.{name}",
         "window": {"start": iso(w.start_ns), "end": iso(w.end_ns)},
         "spans_in_window": int(counts["spans"]), "requests_in_window": sum(d["requests"] for d in exact.values()),
-        "latency": {"basis": "exact", "over": "every root span of the window", "routes": exact},
+        "latency": {"basis": "exact", "over": "every root span of the window" + (
+            f" whose{rf.replace(' AND ', ' ', 1).replace(' AND ', ' and ')}" if rf else ""), "routes": exact},
         "detail": {"basis": "sampled" if sampled else "exact",
                    "rate": round(threshold / SAMPLE_MOD, 6) if sampled else 1.0,
                    "method": f"whole traces with cityHash64(TraceId) % {SAMPLE_MOD} < {threshold}" if sampled
