@@ -196,3 +196,20 @@ def test_wrong_credentials(tmp_path):
         assert "wrong-password" not in err
     finally:
         srv.shutdown()
+
+
+async def test_replay_opens_the_tui_on_a_backend(current):
+    """`triage replay clickhouse://...`: the TUI's session reads the backend like the report does."""
+    from textual.widgets import Static
+
+    from triage.collectors.backends import resolve
+    from triage.tui.app import TriageApp
+
+    paths = resolve([current, *map(str, _side_inputs())], None, WINDOW[1], WINDOW[3])
+    app = TriageApp(paths=paths, source_title=current)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        assert "1,949 requests" in str(app.screen.query_one("#summary", Static).render())
+        assert "batching-window" in str(app.screen.query_one("#top-finding", Static).render())
