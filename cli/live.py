@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import emit, listen_address, parse_duration
+from .common import backend_window, emit, listen_address, parse_duration
 
 
 def _prometheus_url(text: str) -> str:
@@ -50,8 +50,12 @@ def register(sub) -> None:
     cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
     _source_args(cap)
     cap.add_argument("--out", required=True, metavar="DIR", help="capture folder to write (must not exist or be empty)")
-    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+    cap.add_argument("--for", dest="duration", metavar="DURATION",
                      help="how long to record; then --settle more for the late spans of the traces begun in it")
+    cap.add_argument("--from-backend", metavar="URL",
+                     help="instead of receiving: copy a window of a trace backend (clickhouse://, tempo://, "
+                          "jaeger://; --since or --from/--to, --max-spans)")
+    backend_window(cap)
     cap.set_defaults(handler=cmd_capture, takes_db=False)
 
 
@@ -137,6 +141,11 @@ def cmd_capture(args) -> int:
     if out.exists() and any(out.iterdir()):
         print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
         return 2
+    if args.from_backend:
+        return _capture_backend(args, out)
+    if not args.duration:
+        print("triage capture: give --for DURATION (receive for that long) or --from-backend URL", file=sys.stderr)
+        return 2
     duration_s = parse_duration(args.duration)
     # the window holds everything recorded, and the settle period after it
     session = _live_session(args, max(parse_duration(args.window), 2 * (duration_s + parse_duration(args.settle)) + 60))
@@ -156,4 +165,42 @@ def cmd_capture(args) -> int:
     extra = f"; {later['spans']} spans of traces begun after {args.duration} left out" if later.get("spans") else ""
     print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
           f"(prometheus: {snap.status['prometheus']}){extra}", file=sys.stderr)
+    return 0
+
+
+def _capture_backend(args, out: Path) -> int:
+    """`capture --from-backend URL`: the window's traces as the report reads them (whole traces, sampled past
+    --max-spans), written as a replayable folder, with a note of where they came from and how they were chosen."""
+    from triage.collectors.backends import is_url, resolve
+    from triage.collectors.export import write_traces
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
+
+    if not is_url(args.from_backend):
+        print(f"triage capture: --from-backend {args.from_backend!r} is not a clickhouse://, chdb://, tempo:// or "
+              f"jaeger:// URL", file=sys.stderr)
+        return 2
+    paths = resolve([args.from_backend], args.since, args.window_from, args.window_to, args.max_spans)
+    store = Store()
+    try:
+        result = ingest_paths(store, paths)
+        out.mkdir(parents=True, exist_ok=True)
+        n_spans = write_traces(store, out / "traces.otlp.jsonl")
+    finally:
+        store.close()
+    meta = result.backends[0]
+    d = meta["detail"]
+    how = ("every trace of the window" if d["basis"] == "exact" else
+           f"{d['method']}" + (f" (rate {d['rate']:.4%})" if d["rate"] is not None else ""))
+    lines = [f"# Copied from {meta['source']}", "",
+             f"Window {meta['window']['start']} → {meta['window']['end']}; traces: {how}; "
+             f"{n_spans:,} spans written to traces.otlp.jsonl."]
+    routes = (meta.get("latency") or {}).get("routes")
+    if routes:
+        lines += ["", "The backend's exact headline over every request of the window at copy time:", "",
+                  "| route | requests | p50 ms | p95 ms | p99 ms | error rate |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r} | {x['requests']:,} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['error_rate']} |"
+                  for r, x in routes.items()]
+    (out / "source.md").write_text("\n".join(lines) + "\n")
+    print(f"triage capture: wrote {n_spans} spans from {meta['source']} to {out} ({how})", file=sys.stderr)
     return 0

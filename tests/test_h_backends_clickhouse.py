@@ -213,3 +213,24 @@ async def test_replay_opens_the_tui_on_a_backend(current):
         await pilot.pause()
         assert "1,949 requests" in str(app.screen.query_one("#summary", Static).render())
         assert "batching-window" in str(app.screen.query_one("#top-finding", Static).render())
+
+
+def test_capture_copies_the_window_into_a_replayable_folder(current, file_report, tmp_path):
+    import shutil
+
+    out = tmp_path / "cap"
+    rc, _, err = run("capture", "--from-backend", current, *WINDOW, "--out", out)
+    assert rc == 0, err
+    assert "wrote 13643 spans" in err and "every trace of the window" in err
+    note = (out / "source.md").read_text()
+    assert "| gateway POST /v1/classify | 1,949 | 18.162 | 47.49 | 64.512 | 0.0 |" in note
+    for f in _side_inputs():
+        shutil.copy(f, out)
+    rc, got, err = run("report", out, "--format", "json")
+    assert rc == 0, err
+    got = json.loads(got)
+    key = lambda f: (f["rule"], f["severity"], f["summary"], f["scope"])  # noqa: E731  (evidence names the folder)
+    assert [key(f) for f in got["findings"]] == [key(f) for f in file_report[0]["findings"]]
+    assert got["latency"] == file_report[0]["latency"] and got["stages"] == file_report[0]["stages"]
+    rc, _, err = run("capture", "--out", tmp_path / "none")
+    assert rc == 2 and "--for DURATION" in err
