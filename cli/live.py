@@ -46,6 +46,10 @@ def register(sub) -> None:
                          "print the report, exit with report's codes (2 when nothing was received)")
     lv.add_argument("--format", choices=("md", "json"), default="md")
     lv.add_argument("--fail-on", choices=("warning", "critical"))
+    lv.add_argument("--from-backend", metavar="URL",
+                    help="poll a trace backend (clickhouse://, tempo://, jaeger://) for the moving --window at "
+                         "every refresh (with --otlp-listen off, instead of receiving)")
+    lv.add_argument("--max-spans", type=int, metavar="N", help="with --from-backend: the detail budget per poll")
     lv.set_defaults(handler=cmd_live)
     cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
     _source_args(cap)
@@ -76,7 +80,8 @@ def _live_session(args, window_s: float | None = None, db: str | None = None):
                "token": token_from_env() if address else None}
     session = LiveSession(constraints=cons, listen=address, prometheus_url=args.prometheus,
                           window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
-                          receiver_options=options, db=db).start()
+                          receiver_options=options, db=db, backend=getattr(args, "from_backend", None),
+                          backend_max_spans=getattr(args, "max_spans", None)).start()
     if session.receiver_warning:
         print(f"triage: WARNING: {session.receiver_warning}", file=sys.stderr)
     return session
@@ -124,6 +129,8 @@ def cmd_live(args) -> int:
               f"are not in this report", file=sys.stderr)
     if snap.status["prometheus"].startswith("stale"):
         print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
+    if snap.status["backend"].startswith("stale"):
+        print(f"triage live: trace backend {snap.status['backend']}", file=sys.stderr)
     emit(snap.report, args.format, to_markdown)
     if not snap.report["inputs"]["spans"] and not snap.report["inputs"]["samples"]:
         print(f"triage live: nothing received in {args.duration}: no spans, no metric samples", file=sys.stderr)

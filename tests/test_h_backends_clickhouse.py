@@ -234,3 +234,24 @@ def test_capture_copies_the_window_into_a_replayable_folder(current, file_report
     assert got["latency"] == file_report[0]["latency"] and got["stages"] == file_report[0]["stages"]
     rc, _, err = run("capture", "--out", tmp_path / "none")
     assert rc == 2 and "--for DURATION" in err
+
+
+def test_live_polls_the_backend_window_at_every_refresh(current):
+    """`live --from-backend URL`: each refresh replaces the last poll with the moving window's traces."""
+    from datetime import datetime, timezone
+
+    from triage.analyzers.constraints import Constraints
+    from triage.sessions.live import LiveSession
+
+    s = LiveSession(constraints=Constraints(), listen=None, window_s=3600, settle_s=0, backend=current).start()
+    try:
+        at = datetime(2026, 11, 30, 9, 30, tzinfo=timezone.utc)  # the capture (08:58-08:59) is in the hour
+        first = s.refresh(at)
+        again = s.refresh(at)
+        assert first.report["inputs"]["spans"] == again.report["inputs"]["spans"] == 13643  # replaced, not added
+        assert again.report["figures"]["latency"] == "exact" and again.status["backend"] == "ok"
+        later = s.refresh(datetime(2026, 11, 30, 11, 0, tzinfo=timezone.utc))  # the window has moved past it
+        assert later.report["inputs"]["spans"] == 0 and later.status["backend"].startswith("stale: ")
+        assert "no spans in otel.otel_traces" in later.status["backend"]
+    finally:
+        s.stop()
