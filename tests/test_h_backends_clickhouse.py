@@ -255,3 +255,11 @@ def test_live_polls_the_backend_window_at_every_refresh(current):
         assert "no spans in otel.otel_traces" in later.status["backend"]
     finally:
         s.stop()
+
+
+def test_a_db_store_read_twice_holds_the_window_once(current, tmp_path):
+    db = tmp_path / "t.duckdb"
+    for _ in range(2):
+        rc, out, err = run("--db", db, "report", current, *WINDOW, "--format", "json")
+        assert rc == 0, err
+        assert json.loads(out)["inputs"]["spans"] == 13643

@@ -5,7 +5,12 @@ from .source import Source
 
 
 def ingest(store, source: Source, problems) -> dict:
-    """Read a source's window into the store; returns what the report says about it (``figures``)."""
+    """Read a source's window into the store, replacing what an earlier read of the same URL left there (a
+    ``--db`` store, a live session's last poll); returns what the report says about it (``figures``)."""
+    with store.transaction() as con:
+        con.execute("DELETE FROM span_events WHERE trace_id IN (SELECT trace_id FROM spans WHERE source = ?)",
+                    [str(source)])
+        con.execute("DELETE FROM spans WHERE source = ?", [str(source)])
     if source.scheme == "tempo":
         from .tempo import ingest as read_tempo
 
