@@ -40,6 +40,11 @@ def build(store, ingest, findings: list[Finding], constraints=None) -> dict:
     ttft = llm.ttft_breakdown(store)
     if ttft:
         rep["ttft_breakdown"] = ttft  # only with LLM engine spans
+    backends = getattr(ingest, "backends", None)
+    if backends:  # a trace backend's input: its exact headline, and which figures are exact or sampled
+        from triage.collectors.backends.figures import annotate
+
+        annotate(rep, backends)
     if constraints is not None:
         from .budget import budget_table
 
@@ -100,6 +105,20 @@ def _token_latency_md(report: dict) -> list[str]:
     return lines
 
 
+def _sources_md(report: dict) -> str:
+    """Where a backend's figures come from: which are exact, and the sampling rate of the rest."""
+    f = report["figures"]
+    srcs = ", ".join(md(s["source"]) for s in report.get("sources", []))
+    if f["stages"] == "exact":
+        detail = "stages and findings on every trace of the window"
+    elif f["sample_rate"] is None:
+        detail = "stages and findings on the traces the backend returned (it does not say of how many)"
+    else:
+        detail = f"stages and findings on {f['sample_rate']:.2%} of the traces (whole traces, sampled by trace id)"
+    latency = "exact (aggregated by the backend over every request)" if f["latency"] == "exact" else f["latency"]
+    return f"Source: {srcs} — latency {latency}; {detail}."
+
+
 _ICON = {"error": "⛔", "critical": "🔴", "warning": "🟠", "info": "ℹ️"}
 
 
@@ -108,6 +127,8 @@ def to_markdown(report: dict) -> str:
     inp = report["inputs"]
     lines.append(f"Inputs: {inp['files']} files, {inp['spans']:,} spans in {inp['traces']:,} traces, "
                  f"{inp['samples']:,} metric samples.")
+    if "figures" in report:
+        lines.append(_sources_md(report))
     lines.append("")
     actionable = [f for f in report["findings"] if f["severity"] != "info"]
     lines.append("### Findings")

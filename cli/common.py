@@ -64,7 +64,27 @@ def check_paths(paths: list[str], db: str | None) -> str | None:
     """What is wrong with the inputs of a command that reads captures (None when nothing is)."""
     if not paths and not db:
         return "no input: give one or more files or folders (or --db PATH of an existing store)"
-    missing = [p for p in paths if not Path(p).exists()]
+    from triage.collectors.backends import Source
+
+    missing = [p for p in paths if not isinstance(p, Source) and not Path(p).exists()]
     if missing:
         return f"no such file or directory: {', '.join(missing)}"
     return None
+
+
+def backend_window(sp) -> None:
+    """The options of a trace backend input (a PATH that is a URL): its window and the detail budget."""
+    g = sp.add_argument_group("trace backends (a PATH that is a clickhouse://, tempo:// or jaeger:// URL)")
+    g.add_argument("--since", metavar="DURATION", help="the window: this far back from now (15m, 2h; default 15m)")
+    g.add_argument("--from", dest="window_from", metavar="ISO8601", help="the window's start (2026-12-01T18:00:00Z)")
+    g.add_argument("--to", dest="window_to", metavar="ISO8601", help="the window's end (default: now)")
+    g.add_argument("--max-spans", type=int, metavar="N",
+                   help="most spans of whole traces pulled for stages and rules (sampled by trace id beyond it; "
+                        "default 100000); the latency headline is exact whatever N")
+
+
+def resolve_sources(args) -> list:
+    """The PATH arguments with each backend URL turned into a source carrying the window (UsageError: exit 2)."""
+    from triage.collectors.backends import resolve
+
+    return resolve(args.paths, args.since, args.window_from, args.window_to, args.max_spans)

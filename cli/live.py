@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import emit, listen_address, parse_duration
+from .common import backend_window, emit, listen_address, parse_duration
 
 
 def _prometheus_url(text: str) -> str:
@@ -46,12 +46,20 @@ def register(sub) -> None:
                          "print the report, exit with report's codes (2 when nothing was received)")
     lv.add_argument("--format", choices=("md", "json"), default="md")
     lv.add_argument("--fail-on", choices=("warning", "critical"))
+    lv.add_argument("--from-backend", metavar="URL",
+                    help="poll a trace backend (clickhouse://, tempo://, jaeger://) for the moving --window at "
+                         "every refresh (with --otlp-listen off, instead of receiving)")
+    lv.add_argument("--max-spans", type=int, metavar="N", help="with --from-backend: the detail budget per poll")
     lv.set_defaults(handler=cmd_live)
     cap = sub.add_parser("capture", help="record a replayable capture folder from live sources")
     _source_args(cap)
     cap.add_argument("--out", required=True, metavar="DIR", help="capture folder to write (must not exist or be empty)")
-    cap.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+    cap.add_argument("--for", dest="duration", metavar="DURATION",
                      help="how long to record; then --settle more for the late spans of the traces begun in it")
+    cap.add_argument("--from-backend", metavar="URL",
+                     help="instead of receiving: copy a window of a trace backend (clickhouse://, tempo://, "
+                          "jaeger://; --since or --from/--to, --max-spans)")
+    backend_window(cap)
     cap.set_defaults(handler=cmd_capture, takes_db=False)
 
 
@@ -72,7 +80,8 @@ def _live_session(args, window_s: float | None = None, db: str | None = None):
                "token": token_from_env() if address else None}
     session = LiveSession(constraints=cons, listen=address, prometheus_url=args.prometheus,
                           window_s=window_s or parse_duration(args.window), settle_s=parse_duration(args.settle),
-                          receiver_options=options, db=db).start()
+                          receiver_options=options, db=db, backend=getattr(args, "from_backend", None),
+                          backend_max_spans=getattr(args, "max_spans", None)).start()
     if session.receiver_warning:
         print(f"triage: WARNING: {session.receiver_warning}", file=sys.stderr)
     return session
@@ -120,6 +129,8 @@ def cmd_live(args) -> int:
               f"are not in this report", file=sys.stderr)
     if snap.status["prometheus"].startswith("stale"):
         print(f"triage live: prometheus {snap.status['prometheus']}", file=sys.stderr)
+    if snap.status["backend"].startswith("stale"):
+        print(f"triage live: trace backend {snap.status['backend']}", file=sys.stderr)
     emit(snap.report, args.format, to_markdown)
     if not snap.report["inputs"]["spans"] and not snap.report["inputs"]["samples"]:
         print(f"triage live: nothing received in {args.duration}: no spans, no metric samples", file=sys.stderr)
@@ -136,6 +147,11 @@ def cmd_capture(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"triage capture: {out} exists and is not empty; refusing to overwrite", file=sys.stderr)
+        return 2
+    if args.from_backend:
+        return _capture_backend(args, out)
+    if not args.duration:
+        print("triage capture: give --for DURATION (receive for that long) or --from-backend URL", file=sys.stderr)
         return 2
     duration_s = parse_duration(args.duration)
     # the window holds everything recorded, and the settle period after it
@@ -156,4 +172,42 @@ def cmd_capture(args) -> int:
     extra = f"; {later['spans']} spans of traces begun after {args.duration} left out" if later.get("spans") else ""
     print(f"triage capture: wrote {n_spans} spans and {n_samples} samples to {out} "
           f"(prometheus: {snap.status['prometheus']}){extra}", file=sys.stderr)
+    return 0
+
+
+def _capture_backend(args, out: Path) -> int:
+    """`capture --from-backend URL`: the window's traces as the report reads them (whole traces, sampled past
+    --max-spans), written as a replayable folder, with a note of where they came from and how they were chosen."""
+    from triage.collectors.backends import is_url, resolve
+    from triage.collectors.export import write_traces
+    from triage.collectors.ingest import ingest_paths
+    from triage.collectors.store import Store
+
+    if not is_url(args.from_backend):
+        print(f"triage capture: --from-backend {args.from_backend!r} is not a clickhouse://, chdb://, tempo:// or "
+              f"jaeger:// URL", file=sys.stderr)
+        return 2
+    paths = resolve([args.from_backend], args.since, args.window_from, args.window_to, args.max_spans)
+    store = Store()
+    try:
+        result = ingest_paths(store, paths)
+        out.mkdir(parents=True, exist_ok=True)
+        n_spans = write_traces(store, out / "traces.otlp.jsonl")
+    finally:
+        store.close()
+    meta = result.backends[0]
+    d = meta["detail"]
+    how = ("every trace of the window" if d["basis"] == "exact" else
+           f"{d['method']}" + (f" (rate {d['rate']:.4%})" if d["rate"] is not None else ""))
+    lines = [f"# Copied from {meta['source']}", "",
+             f"Window {meta['window']['start']} → {meta['window']['end']}; traces: {how}; "
+             f"{n_spans:,} spans written to traces.otlp.jsonl."]
+    routes = (meta.get("latency") or {}).get("routes")
+    if routes:
+        lines += ["", "The backend's exact headline over every request of the window at copy time:", "",
+                  "| route | requests | p50 ms | p95 ms | p99 ms | error rate |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r} | {x['requests']:,} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['error_rate']} |"
+                  for r, x in routes.items()]
+    (out / "source.md").write_text("\n".join(lines) + "\n")
+    print(f"triage capture: wrote {n_spans} spans from {meta['source']} to {out} ({how})", file=sys.stderr)
     return 0

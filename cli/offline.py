@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import check_paths, emit, progress_to_stderr
+from .common import backend_window, check_paths, emit, progress_to_stderr, resolve_sources
 
 
 def _inputs(sp) -> None:
-    sp.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
+    sp.add_argument("paths", nargs="*", metavar="PATH",
+                    help="files or folders (walked recursively), or trace backends: clickhouse://[user@]host:port/db"
+                         "[?table=otel_traces], tempo://host:port, jaeger://host:port")
     sp.add_argument("--constraints", metavar="FILE", help="triage.toml (default: one next to the capture)")
     sp.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
                     help="persist the DuckDB store to PATH (reopened if it exists)")
+    backend_window(sp)
 
 
 def register(sub) -> None:
@@ -42,6 +45,7 @@ def cmd_report(args) -> int:
     from triage.analyzers.report import exit_code, failed_rules, to_markdown
     from triage.sessions.offline import analyze
 
+    args.paths = resolve_sources(args)
     err = check_paths(args.paths, args.db)
     if err:
         print(f"triage report: {err}", file=sys.stderr)
@@ -79,6 +83,7 @@ def cmd_replay(args) -> int:
                   file=sys.stderr)
             return 2
         args.paths = [str(sample_traces.path(args.sample))]
+    args.paths = resolve_sources(args)
     err = check_paths(args.paths, args.db)
     if err:
         print(f"triage replay: {err}", file=sys.stderr)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks, detect, streams
+from . import backends, checks, detect, streams
 from .parallel import Pool
 from .problems import Problems
 from .small_files import SmallFiles
@@ -38,12 +38,16 @@ class IngestResult:
     problems: Problems = field(default_factory=Problems)
     paths: list[str] = field(default_factory=list)
     reloaded: list[dict] = field(default_factory=list)  # inputs whose earlier load (--db) was interrupted
+    backends: list[dict] = field(default_factory=list)  # per trace backend read: exact/sampled figures (backends/)
 
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
                  workers: int | None = None) -> IngestResult:
-    files, sizes, skipped = safe_walk(paths)
+    sources = [p for p in paths if isinstance(p, backends.Source)]  # trace backends' URLs (collectors/backends)
+    files, sizes, skipped = safe_walk([p for p in paths if not isinstance(p, backends.Source)])
     result = IngestResult(skipped=list(skipped))
+    for source in sources:
+        result.backends.append(backends.ingest(store, source, result.problems))
     total = sum(sizes.values()) or 1
     done = 0
     small = SmallFiles(store, result.problems)
@@ -57,7 +61,7 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
             ingest_file(store, f, result, pool, tick, small)
             done += sizes[f]
     small.flush()
-    if result.files:
+    if result.files or result.backends:
         checks.capture_checks(store, result.problems)
         store.checkpoint()
     if progress:

@@ -15,6 +15,10 @@ The receiver only stages spans with their arrival time; promotion and the window
 
 Prometheus faults never stop the session: the data is marked stale with the reason, and the next
 attempt waits with exponential backoff (capped), while traces keep flowing.
+
+With ``backend`` (a trace backend URL, ``collectors/backends``), every refresh reads the moving window from
+the backend instead of (or besides) the receiver: what the previous poll loaded is replaced, the backend's
+exact headline and sampling note go into the report, and a backend that fails is marked stale like Prometheus.
 """
 from __future__ import annotations
 
@@ -62,6 +66,9 @@ class LiveSession:
     _backoff_s: float = 0.0
     _next_prom_try: float = 0.0
     _archive: object = None
+    backend: str | None = None          # a trace backend URL polled every refresh (collectors/backends)
+    backend_max_spans: int | None = None
+    backend_state: str = "off"
 
     def start(self) -> "LiveSession":
         if not 0 <= self.settle_s < self.window_s / 2:
@@ -128,6 +135,7 @@ class LiveSession:
                 self._backoff_s = min(max(self._backoff_s * 2, 1.0), 60.0)
                 self._next_prom_try = time.monotonic() + self._backoff_s
                 self.prometheus_state = f"stale: {exc} (retry in {self._backoff_s:.0f}s)"
+        backend_meta = self._poll_backend(start, now) if self.backend else None
         if self._receiver and promote:
             self._staging.promote(self.settle_s, max_hold_s=min(max(6 * self.settle_s, 60.0), self.window_s / 2))
         samples_cut_ms = int(start.timestamp() * 1000)
@@ -143,11 +151,30 @@ class LiveSession:
         ingest = IngestResult(files=0)
         if self._receiver:
             ingest.problems = self._receiver.all_problems()
+        if backend_meta:
+            ingest.backends = [backend_meta]
         rep = report_mod.build(self.store, ingest, findings, self.constraints)
         status = {"window_s": self.window_s, "at": now.isoformat(timespec="seconds"),
                   "prometheus": self.prometheus_state, "otlp_endpoint": self.otlp_endpoint,
+                  "backend": self.backend_state,
                   "receiver": vars(self._receiver.stats).copy() if self._receiver else None,
                   "settling": {**self._staging.pending(), "settle_s": self.settle_s} if self._receiver else None}
         snap = Snapshot(now, rep, status)
         self.snapshots.append(snap)
         return snap
+
+    def _poll_backend(self, start: datetime, now: datetime) -> dict | None:
+        """Replace what the last poll loaded with the backend's current window; None (state: stale) on failure."""
+        from triage.collectors.backends import DEFAULT_MAX_SPANS, BackendError, Source, Window
+        from triage.collectors.backends.read import ingest as read_backend
+        from triage.collectors.problems import Problems
+
+        src = Source(self.backend, Window(int(start.timestamp() * 1e9), int(now.timestamp() * 1e9)),
+                     self.backend_max_spans or DEFAULT_MAX_SPANS)
+        try:  # what the last poll loaded is replaced (backends.read.ingest)
+            meta = read_backend(self.store, src, Problems())
+        except BackendError as exc:
+            self.backend_state = f"stale: {exc}"
+            return None
+        self.backend_state = "ok"
+        return meta
