@@ -1,5 +1,6 @@
 """What the LLM engine rules read (kv-cache-pressure, concurrency-cap, long-prompt-blocking, length-capped):
-the engine's scheduler gauges aligned per scrape, its preemption count, and one row per engine span.
+the engine's scheduler gauges aligned per scrape, its preemption count, one row per engine span, and the
+engine queue's part of each LLM route's tail (the saving of the rules whose cause holds requests in that queue).
 
 Gauges come from the one catalogue (``collectors.metric_catalogue``); of the names a quantity has had, the
 first one present is used (old and new vLLM names are never added together). Per scrape timestamp, request counts are
@@ -12,6 +13,7 @@ import numpy as np
 from triage.collectors.metric_catalogue import CACHE_CONFIG, KV_USAGE, PREEMPTIONS, PROMPT_TOKENS, RUNNING, WAITING
 
 from . import metrics
+from .latency import route_latency, stage_breakdown
 from .stages import per_build
 
 SCHEDULER = KV_USAGE + RUNNING + WAITING  # what scheduler reads
@@ -170,3 +172,22 @@ def kv_full_from(store, fraction: float, name: str, reqs: list[dict]) -> tuple[f
             return fit, (f"{fit:.0%}: the median prompt ({med:.0f} tokens, {source}) needs {need} of the "
                          f"{cfg['num_gpu_blocks']} KV blocks of {cfg['block_size']} tokens")
     return fraction, f"{fraction:.0%} ({name})"
+
+
+def queue_tails(store, reqs: list[dict], min_share: float, calm) -> list[dict]:
+    """Per LLM route (of ``reqs``) whose engine queue is at least ``min_share`` of its p95 tail: ``route``, its
+    queue stage ``q`` (stage_breakdown), ``p95_ms``, ``kept_ms`` (the median queue of its requests for which
+    ``calm(r)`` holds: what stays once the cause is gone, 0 when none), ``kept_n`` of them, and ``saving_ms``:
+    the tail's queue time (queue share of the tail x p95) less ``kept_ms``, never negative."""
+    breakdown = stage_breakdown(store)
+    out = []
+    for route in sorted({r["route"] for r in reqs}):
+        q = breakdown.get(route, {}).get("queue")
+        if not q or q["p95_share"] < min_share:
+            continue
+        p95 = route_latency(store)[route]["p95_ms"]
+        kept = [r["queue"] for r in reqs if r["route"] == route and r["queue"] is not None and calm(r)]
+        kept_ms = float(np.median(kept)) * 1e3 if kept else 0.0
+        out.append({"route": route, "q": q, "p95_ms": p95, "kept_ms": kept_ms, "kept_n": len(kept),
+                    "saving_ms": max(q["p95_share"] * p95 - kept_ms, 0.0)})
+    return out
