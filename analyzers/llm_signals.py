@@ -66,8 +66,9 @@ _FIN = "CASE WHEN isfinite({0}) AND {0} >= 0 THEN {0} END"
 
 @per_build
 def engine_requests(store) -> list[dict]:
-    """One dict per request with an LLM engine span (the first in its trace): route, arrival ``start_s``
-    (the span's start, vLLM's arrival time), ``ttft``, ``queue``, ``prefill`` (seconds), ``prompt_tokens``,
+    """One dict per request with an LLM engine span (the first in its trace): route, the request's own start
+    ``request_start_ns``, arrival ``start_s`` (the engine span's start, vLLM's arrival time), ``ttft``, ``queue``,
+    ``prefill``, ``decode`` (seconds), ``prompt_tokens``,
     ``output_tokens``, ``max_tokens`` and ``finish`` (gen_ai.response.finish_reasons, from any span of the
     trace, e.g. the gateway's client span) where present."""
     rows = store.query(f"""
@@ -89,11 +90,12 @@ def engine_requests(store) -> list[dict]:
                   QUALIFY row_number() OVER (PARTITION BY trace_id, root_id ORDER BY start_ns, ttft) = 1),
         fin AS (SELECT trace_id, min(lower(json_extract_string(attributes, '$."gen_ai.response.finish_reasons"'))) AS f
                 FROM spans WHERE contains(attributes, 'gen_ai.response.finish_reasons') GROUP BY trace_id)
-        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f, f.decode
+        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f, f.decode, q.start_ns
         FROM requests q JOIN first f ON f.trace_id = q.trace_id AND f.root_id = q.root_id
         LEFT JOIN fin ON fin.trace_id = q.trace_id ORDER BY f.start_ns""")
     return [{"route": r[0], "start_s": r[1] / 1e9, "ttft": r[2], "queue": r[3], "prefill": r[4],
-             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8], "decode": r[9]}
+             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8], "decode": r[9],
+             "request_start_ns": r[10]}
             for r in rows]
 
 
@@ -191,3 +193,28 @@ def queue_tails(store, reqs: list[dict], min_share: float, calm) -> list[dict]:
         out.append({"route": route, "q": q, "p95_ms": p95, "kept_ms": kept_ms, "kept_n": len(kept),
                     "saving_ms": max(q["p95_share"] * p95 - kept_ms, 0.0)})
     return out
+
+
+def counter_steps(store, names) -> tuple[np.ndarray, np.ndarray]:
+    """A counter family's increases per scrape interval (the first of ``names`` present; resets handled),
+    summed over its series: (interval end ts_ms ascending, increase). Empty arrays without the counter."""
+    acc: dict[int, float] = {}
+    for s in _first_present(store, names):
+        for t, d in zip(*metrics.counter_increase(s)):
+            if np.isfinite(d):
+                acc[int(t)] = acc.get(int(t), 0.0) + float(d)
+    ts = sorted(acc)
+    return np.array(ts, dtype=np.int64), np.array([acc[t] for t in ts], dtype=float)
+
+
+def histogram_steps(store, names) -> tuple[str | None, np.ndarray, np.ndarray, np.ndarray]:
+    """A histogram family's observations per scrape interval, from its ``_sum`` and ``_count`` counters (the
+    first of ``names`` with both): (name, interval end ts_ms, sum increase, count increase) over the intervals
+    both have; (None, empty...) without it."""
+    for name in names:
+        ts_s, s = counter_steps(store, [f"{name}_sum"])
+        ts_c, c = counter_steps(store, [f"{name}_count"])
+        common, i_s, i_c = np.intersect1d(ts_s, ts_c, return_indices=True)
+        if len(common):
+            return name, common, s[i_s], c[i_c]
+    return None, np.array([], dtype=np.int64), np.array([]), np.array([])
