@@ -164,6 +164,8 @@ RULE = Rule(
         "min_group": Threshold(10, "requests", "requests (or scrape intervals) needed in each group: a median over "
                                "fewer is a few requests' luck"),
     },
-    requires=(Need(stages=("decode",)), Need(metrics=ITL, what="ITL histograms")),
+    # without spans: the prompt-token counter (and the ITL histogram, whose absence detect reports itself:
+    # a histogram is stored as its _bucket/_sum/_count series)
+    requires=(Need(stages=("decode",)), Need(metrics=PROMPT_TOKENS_TOTAL, what="prompt-token counter")),
     metrics=ITL + PROMPT_TOKENS_TOTAL + RUNNING + GENERATION_TOKENS,
     doc=__doc__, detect=detect)
