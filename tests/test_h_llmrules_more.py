@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import VLLM_CAPTURE, need
+from conftest import VLLM_CAPTURE, analysis_of, need, raw_otlp_spans
 
 T0 = 1_800_000_000.0
 LAB = 'engine="0",model_name="tiny"'
@@ -212,8 +212,6 @@ def test_prefill_decode_interference_from_metrics_alone(tmp_path):
 def test_prefill_decode_interference_silent_on_vllm_gateway_mixed():
     """The tiny model's prefills are 15-25 ms against ~5 ms decode steps (README): they do not stall decodes
     measurably at like batch sizes."""
-    from conftest import analysis_of
-
     need(VLLM_CAPTURE)
     assert [f for f in analysis_of(str(VLLM_CAPTURE)).findings
             if f.rule == "prefill-decode-interference" and f.severity in ("critical", "warning")] == []
@@ -308,8 +306,6 @@ def test_spec_decode_acceptance_from_sglang_gauge(tmp_path):
 
 
 def test_spec_decode_acceptance_not_evaluated_without_speculation():
-    from conftest import analysis_of
-
     (f,) = [x for x in analysis_of(str(need(VLLM_CAPTURE))).findings if x.rule == "spec-decode-acceptance"]
     assert not f.evaluated and "speculative-decoding metrics" in f.summary
 
@@ -318,21 +314,13 @@ def test_spec_decode_acceptance_not_evaluated_without_speculation():
 
 def _raw_engine_figures():
     """(ttft s, itl s or None) per vLLM llm_request span of the capture, from the raw OTLP bodies."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     out = []
-    for f in sorted((need(VLLM_CAPTURE) / "otlp").iterdir()):
-        req = ExportTraceServiceRequest()
-        req.ParseFromString(f.read_bytes())
-        for rs in req.resource_spans:
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    a = {x.key: x.value for x in sp.attributes}
-                    if "gen_ai.latency.time_to_first_token" in a:
-                        ot = a["gen_ai.usage.completion_tokens"].int_value
-                        dec = a["gen_ai.latency.time_in_model_decode"].double_value
-                        out.append((a["gen_ai.latency.time_to_first_token"].double_value,
-                                    dec / (ot - 1) if ot >= 2 else None))
+    for sp in raw_otlp_spans(VLLM_CAPTURE):
+        a = {x.key: x.value for x in sp.attributes}
+        if "gen_ai.latency.time_to_first_token" in a:
+            ot = a["gen_ai.usage.completion_tokens"].int_value
+            dec = a["gen_ai.latency.time_in_model_decode"].double_value
+            out.append((a["gen_ai.latency.time_to_first_token"].double_value, dec / (ot - 1) if ot >= 2 else None))
     return out
 
 
