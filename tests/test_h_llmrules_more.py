@@ -273,6 +273,18 @@ def test_prefix_cache_regression_not_evaluated_on_too_few_lookups(tmp_path):
     assert not f.evaluated and "fewer than 4096" in f.summary
 
 
+def test_real_vllm_scrape_alone_is_not_enough_for_the_trend_rules():
+    """A real vLLM /metrics text (DataDog's fixture: prefix-cache counters, prompt tokens, the old ITL name) is one
+    scrape: no earlier level, no interval to compare, so both rules say why they were not evaluated."""
+    from triage.sessions.offline import analyze
+
+    path = need(VLLM_CAPTURE.parent.parent / "metrics" / "real_scrapes" / "vllm_datadog_fixture_excerpt.prom")
+    got = {f.rule: f for f in analyze([path]).findings}
+    assert not got["prefix-cache-regression"].evaluated and "single scrape" in got["prefix-cache-regression"].summary
+    assert not got["prefill-decode-interference"].evaluated
+    assert "two or more scrapes" in got["prefill-decode-interference"].summary
+
+
 # --- spec-decode-acceptance -----------------------------------------------------------------------------
 
 def spec_scrapes(path, accept, drafts_per_s=200, k=4, seconds=30):

@@ -121,8 +121,8 @@ def _metrics(ctx, th) -> list[Finding]:
     name, ts, s, c = sig.histogram_steps(store, ITL)
     pts, ptok = sig.counter_steps(store, PROMPT_TOKENS_TOTAL)
     if name is None or not len(pts):
-        return [not_evaluated(ID, TITLE, "no engine spans with prefill/decode times, and no ITL histogram with "
-                                         "a prompt-token counter")]
+        return [not_evaluated(ID, TITLE, "no engine spans with prefill/decode times, and no ITL histogram and "
+                                         "prompt-token counter over two or more scrapes")]
     prompt = dict(zip(pts.tolist(), ptok.tolist()))
     running = sig.gauge(store, RUNNING)
     rows = [{"itl": s[i] / c[i], "over": prompt[t] > 0, "running": running.get(t, np.nan)}

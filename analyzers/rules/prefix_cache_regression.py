@@ -44,6 +44,8 @@ def _hit_rates(store, lo: int, hi: int, th: dict) -> dict | None:
     ts, q = sig.counter_steps(store, PREFIX_QUERIES)
     if len(ts):
         ts_h, h = sig.counter_steps(store, PREFIX_HITS)
+        if not len(ts_h):
+            return {"why": "prefix-cache queries without the hits counter"}
         hits = dict(zip(ts_h.tolist(), h.tolist()))
         h = np.array([hits.get(t, np.nan) for t in ts.tolist()])
         ok = np.isfinite(h)
