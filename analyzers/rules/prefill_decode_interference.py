@@ -49,20 +49,31 @@ def from_spans(reqs: list[dict], min_share: float) -> list[dict]:
     use = [r for r in reqs if None not in (r["ttft"], r["prefill"], r["decode"], r["output_tokens"])]
     if not use:
         return []
+    # sorted by first token, so each decode window looks only at the requests that can overlap it
+    order = np.argsort([r["start_s"] + r["ttft"] for r in use], kind="stable")
+    use = [use[k] for k in order]
     first = np.array([r["start_s"] + r["ttft"] for r in use])
     pre0 = first - np.array([r["prefill"] for r in use])
     dec = np.array([r["decode"] for r in use])
+    max_pre, max_dec = float((first - pre0).max()), float(dec.max())
     out = []
     for i, r in enumerate(use):
         if r["output_tokens"] < 2 or dec[i] <= 0:
             continue
         d0, d1 = first[i], first[i] + dec[i]
-        p = _overlap(pre0, first, d0, d1)
-        b = _overlap(first, first + dec, d0, d1)
-        p[i] = b[i] = 0.0
+        # others' prefills end at their first token, in (d0, d1 + longest prefill); others' decodes start
+        # at theirs, in (d0 - longest decode, d1)
+        a, b = np.searchsorted(first, d0, "right"), np.searchsorted(first, d1 + max_pre, "right")
+        p = _overlap(pre0[a:b], first[a:b], d0, d1)
+        if a <= i < b:
+            p[i - a] = 0.0
+        a, b = np.searchsorted(first, d0 - max_dec, "left"), np.searchsorted(first, d1, "left")
+        o = _overlap(first[a:b], first[a:b] + dec[a:b], d0, d1)
+        if a <= i < b:
+            o[i - a] = 0.0
         share = float(p.sum()) / dec[i]
         out.append({"route": r["route"], "itl": dec[i] / (r["output_tokens"] - 1), "decode": float(dec[i]),
-                    "tokens": r["output_tokens"], "prefill_share": share, "beside": float(b.sum()) / dec[i],
+                    "tokens": r["output_tokens"], "prefill_share": share, "beside": float(o.sum()) / dec[i],
                     "group": "over" if share >= min_share else ("clear" if share == 0 else None)})
     return out
 
