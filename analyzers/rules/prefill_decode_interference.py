@@ -1,17 +1,18 @@
 """prefill-decode-interference: decoding sequences slow down while other requests prefill in the same engine.
 
 What: the inter-token latency (ITL) of requests whose decode ran while other requests prefilled, against the ITL
-of requests whose decode ran with no prefill beside it, among requests that decoded beside as many other
-sequences (a step's time grows with the sequences in it, so only like batches are compared). From the engine
+of requests whose decode ran with no prefill beside it, batch size by batch size (the mean number of other
+sequences decoding beside, rounded; a step's time can grow with the sequences in it, so only like batches are
+compared, and the per-batch ratios and differences of the medians are averaged). From the engine
 spans (vLLM ``llm_request``): a request's ITL is ``gen_ai.latency.time_in_model_decode`` / (output tokens - 1),
 its decode runs from its first token (arrival + ``time_to_first_token``) for that decode time, and another
 request's prefill runs for ``time_in_model_prefill`` up to its own first token; a request is "during prefills"
 when others' prefills cover at least ``min_prefill_share`` of its decode, "clear" when none does. Without
 spans, per scrape interval: the mean ITL (``vllm:inter_token_latency_seconds`` increases of sum over count)
 in intervals in which prompt tokens were processed (``vllm:prompt_tokens_total`` rose) against intervals with
-none, at no more running sequences (``vllm:num_requests_running``) than the other group saw. Fires when the
-median ITL during prefills is ``min_ratio`` times the clear one and ``min_extra_ms`` above it, with
-``min_group`` requests (intervals) in each group.
+none, batch by batch of the running gauge (``vllm:num_requests_running``) at the interval's end. Fires when
+the ITL during prefills is ``min_ratio`` times the clear one and ``min_extra_ms`` above it, with
+``min_group`` requests (intervals) in each group over the batch sizes compared.
 Why: vLLM runs prefills and decodes in the same engine steps. A decode step is short (each running sequence
 adds one token; the weights are read once for all of them), but a step that also prefills a prompt computes
 all of that prompt's tokens (or a chunk of up to ``--max-num-batched-tokens``) before any sequence gets its next
@@ -78,30 +79,52 @@ def from_spans(reqs: list[dict], min_share: float) -> list[dict]:
     return out
 
 
-def _matched(over: list[dict], clear: list[dict], key: str) -> tuple[list[dict], list[dict]]:
-    """Both groups restricted to what the other saw of ``key`` (the decode batch beside them): at most the
-    smaller of the two groups' largest."""
-    if not over or not clear:
-        return over, clear
-    cap = min(max(x[key] for x in over), max(x[key] for x in clear))
-    return [x for x in over if x[key] <= cap], [x for x in clear if x[key] <= cap]
-
-
-def _finding(ctx, th, scope, over_itl, clear_itl, n_over, n_clear, source, impact_ms, extra_ev) -> Finding | None:
-    m_over, m_clear = float(np.median(over_itl)) * 1e3, float(np.median(clear_itl)) * 1e3
-    if m_over - m_clear < th["min_extra_ms"] or m_over < th["min_ratio"] * m_clear:
+def compare(over: list[dict], clear: list[dict], key: str, min_each: int) -> dict | None:
+    """ITL during prefills against clear, batch size by batch size: per rounded ``key`` (the sequences decoding
+    beside; the running gauge), the strata with at least ``min_each`` of both groups. Returns the strata's
+    requests, each one's clear median ITL (``clear_itl``, s, set on its rows), and the ratio and difference of
+    the medians averaged over the strata (weighted by the smaller group), or None without a stratum."""
+    strata = []
+    for k in sorted({round(x[key]) for x in over} & {round(x[key]) for x in clear}):
+        o = [x for x in over if round(x[key]) == k]
+        c = [x for x in clear if round(x[key]) == k]
+        if len(o) >= min_each and len(c) >= min_each:
+            mo, mc = float(np.median([x["itl"] for x in o])), float(np.median([x["itl"] for x in c]))
+            for x in o + c:
+                x["clear_itl"] = mc
+            strata.append((k, o, c, mo, mc, min(len(o), len(c))))
+    if not strata:
         return None
+    w = np.array([st[5] for st in strata], dtype=float)
+    return {"over": [x for st in strata for x in st[1]], "clear": [x for st in strata for x in st[2]],
+            "ratio": float(np.exp(np.sum(w * np.log([st[3] / st[4] for st in strata])) / w.sum())),
+            "extra_ms": float(np.sum(w * np.array([st[3] - st[4] for st in strata])) / w.sum()) * 1e3,
+            "strata": [{"batch": st[0], "during_prefill": len(st[1]), "clear": len(st[2]),
+                        "itl_ms_p50_during_prefill": round(st[3] * 1e3, 3), "itl_ms_p50_clear": round(st[4] * 1e3, 3)}
+                       for st in strata]}
+
+
+def _finding(ctx, th, scope, cmp: dict, source: str, impact_ms: float, extra_ev: dict) -> Finding | None:
+    n_over, n_clear = len(cmp["over"]), len(cmp["clear"])
+    if n_over < th["min_group"] or n_clear < th["min_group"] \
+            or cmp["extra_ms"] < th["min_extra_ms"] or cmp["ratio"] < th["min_ratio"]:
+        return None
+    over_itl = np.array([x["itl"] for x in cmp["over"]]) * 1e3
+    clear_itl = np.array([x["itl"] for x in cmp["clear"]]) * 1e3
     where = f"{scope['route']}: " if scope.get("route") else ""
     return Finding(
         rule=ID, severity="warning", title=TITLE,
-        summary=(f"{where}median ITL {m_over:.1f} ms while other requests prefilled against {m_clear:.1f} ms "
-                 f"without ({n_over} vs {n_clear} {source}, at like decode batch sizes): prefills in the same "
-                 f"engine steps hold back every decoding sequence's next token."),
+        summary=(f"{where}ITL while other requests prefilled is {cmp['ratio']:.1f}x (+{cmp['extra_ms']:.1f} ms) the "
+                 f"ITL without, at like decode batch sizes ({n_over} vs {n_clear} {source}; medians "
+                 f"{np.median(over_itl):.1f} vs {np.median(clear_itl):.1f} ms): prefills in the same engine steps "
+                 f"hold back every decoding sequence's next token."),
         scope=scope,
-        evidence={"itl_ms_p50_during_prefill": round(m_over, 3), "itl_ms_p50_clear": round(m_clear, 3),
-                  "itl_ms_p95_during_prefill": round(float(np.percentile(over_itl, 95)) * 1e3, 3),
-                  "itl_ms_p95_clear": round(float(np.percentile(clear_itl, 95)) * 1e3, 3),
-                  "during_prefill": n_over, "clear": n_clear, "source": source, **extra_ev},
+        evidence={"itl_ratio_like_batches": round(cmp["ratio"], 3), "itl_extra_ms_like_batches": round(cmp["extra_ms"], 3),
+                  "itl_ms_p50_during_prefill": round(float(np.median(over_itl)), 3),
+                  "itl_ms_p50_clear": round(float(np.median(clear_itl)), 3),
+                  "itl_ms_p95_during_prefill": round(float(np.percentile(over_itl, 95)), 3),
+                  "itl_ms_p95_clear": round(float(np.percentile(clear_itl, 95)), 3),
+                  "during_prefill": n_over, "clear": n_clear, "by_batch": cmp["strata"], "source": source, **extra_ev},
         confidence=min(1.0, min(n_over, n_clear) / 30),
         remediations=scored(FIXES, ctx.constraints.scorecard),
         impact_ms=max(impact_ms, 0.0))
@@ -111,17 +134,14 @@ def _spans(ctx, th, reqs) -> list[Finding]:
     out = []
     rows = from_spans(reqs, th["min_prefill_share"])
     for route in sorted({r["route"] for r in rows}):
-        over, clear = _matched([r for r in rows if r["route"] == route and r["group"] == "over"],
-                               [r for r in rows if r["route"] == route and r["group"] == "clear"], "beside")
-        if len(over) < th["min_group"] or len(clear) < th["min_group"]:
+        cmp = compare([r for r in rows if r["route"] == route and r["group"] == "over"],
+                      [r for r in rows if r["route"] == route and r["group"] == "clear"], "beside", th["min_per_batch"])
+        if cmp is None:
             continue
-        itl_clear = float(np.median([r["itl"] for r in clear]))
-        # the decode time beyond what the clear ITL gives for the same tokens: what prefills added
-        excess = lambda g: float(np.percentile([r["decode"] - (r["tokens"] - 1) * itl_clear for r in g], 95))  # noqa: E731
-        f = _finding(ctx, th, {"route": route}, [r["itl"] for r in over], [r["itl"] for r in clear], len(over),
-                     len(clear), "requests (engine spans)", (excess(over) - excess(clear)) * 1e3,
-                     {"min_prefill_share": th["min_prefill_share"],
-                      "decode_batch_beside_max": round(max(r["beside"] for r in over + clear), 3)})
+        # the decode time beyond what its batch's clear ITL gives for the same tokens: what prefills added
+        excess = lambda g: float(np.percentile([r["decode"] - (r["tokens"] - 1) * r["clear_itl"] for r in g], 95))  # noqa: E731
+        f = _finding(ctx, th, {"route": route}, cmp, "requests (engine spans)",
+                     (excess(cmp["over"]) - excess(cmp["clear"])) * 1e3, {"min_prefill_share": th["min_prefill_share"]})
         if f:
             out.append(f)
     return out
@@ -136,20 +156,17 @@ def _metrics(ctx, th) -> list[Finding]:
                                          "prompt-token counter over two or more scrapes")]
     prompt = dict(zip(pts.tolist(), ptok.tolist()))
     running = sig.gauge(store, RUNNING)
-    rows = [{"itl": s[i] / c[i], "over": prompt[t] > 0, "running": running.get(t, np.nan)}
+    # the running gauge at the interval's end stands for its batch; without it, all intervals are one batch
+    rows = [{"itl": s[i] / c[i], "over": prompt[t] > 0, "running": running.get(t, 0.0) if running else 0.0}
             for i, t in enumerate(ts.tolist()) if c[i] >= 1 and t in prompt]
-    over, clear = [r for r in rows if r["over"]], [r for r in rows if not r["over"]]
-    if rows and all(np.isfinite(r["running"]) for r in rows):  # like batch sizes, where the gauge says them
-        over, clear = _matched(over, clear, "running")
-    if len(over) < th["min_group"] or len(clear) < th["min_group"]:
+    cmp = compare([r for r in rows if r["over"]], [r for r in rows if not r["over"]], "running", th["min_per_batch"])
+    if cmp is None:
         return []
-    d_itl = float(np.median([r["itl"] for r in over]) - np.median([r["itl"] for r in clear]))
     gen = next(iter(histogram_quantiles(store, GENERATION_TOKENS, qs=(0.5,)).values()), None)
     tokens = gen["q"].get(0.5) if gen else None
-    f = _finding(ctx, th, {}, [r["itl"] for r in over], [r["itl"] for r in clear], len(over), len(clear),
-                 f"scrape intervals ({name}, {PROMPT_TOKENS_TOTAL[0]})",
-                 d_itl * (tokens - 1) * 1e3 if tokens and tokens > 1 else 0.0,
-                 {"median_output_tokens": tokens})
+    f = _finding(ctx, th, {}, cmp, f"scrape intervals ({name}, {PROMPT_TOKENS_TOTAL[0]})",
+                 cmp["extra_ms"] * (tokens - 1) if tokens and tokens > 1 else 0.0,
+                 {"median_output_tokens": tokens, "batch_source": RUNNING[0] if running else "none"})
     return [f] if f else []
 
 
@@ -172,8 +189,10 @@ RULE = Rule(
         "min_prefill_share": Threshold(0.05, "fraction", "others' prefill time inside a request's decode from which "
                                        "it decoded during prefills: one prefill step of a prompt among ~20 decode "
                                        "steps"),
-        "min_group": Threshold(10, "requests", "requests (or scrape intervals) needed in each group: a median over "
-                               "fewer is a few requests' luck"),
+        "min_group": Threshold(10, "requests", "requests (or scrape intervals) needed in each group, over the "
+                               "batch sizes compared: a median over fewer is a few requests' luck"),
+        "min_per_batch": Threshold(3, "requests", "requests (or intervals) of each group at one batch size for it "
+                                   "to be compared: the median of fewer is one request"),
     },
     # without spans: the prompt-token counter (and the ITL histogram, whose absence detect reports itself:
     # a histogram is stored as its _bucket/_sum/_count series)
