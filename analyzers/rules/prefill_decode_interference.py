@@ -119,7 +119,8 @@ def _finding(ctx, th, scope, cmp: dict, source: str, impact_ms: float, extra_ev:
                  f"{np.median(over_itl):.1f} vs {np.median(clear_itl):.1f} ms): prefills in the same engine steps "
                  f"hold back every decoding sequence's next token."),
         scope=scope,
-        evidence={"itl_ratio_like_batches": round(cmp["ratio"], 3), "itl_extra_ms_like_batches": round(cmp["extra_ms"], 3),
+        evidence={"itl_ratio_like_batches": round(cmp["ratio"], 3),
+                  "itl_extra_ms_like_batches": round(cmp["extra_ms"], 3),
                   "itl_ms_p50_during_prefill": round(float(np.median(over_itl)), 3),
                   "itl_ms_p50_clear": round(float(np.median(clear_itl)), 3),
                   "itl_ms_p95_during_prefill": round(float(np.percentile(over_itl, 95)), 3),
@@ -130,6 +131,12 @@ def _finding(ctx, th, scope, cmp: dict, source: str, impact_ms: float, extra_ev:
         impact_ms=max(impact_ms, 0.0))
 
 
+def _excess_p95(group: list[dict]) -> float:
+    """p95 over ``group`` of the decode time beyond what its batch's clear ITL gives for the same tokens (s):
+    what prefills added to it."""
+    return float(np.percentile([r["decode"] - (r["tokens"] - 1) * r["clear_itl"] for r in group], 95))
+
+
 def _spans(ctx, th, reqs) -> list[Finding]:
     out = []
     rows = from_spans(reqs, th["min_prefill_share"])
@@ -138,10 +145,9 @@ def _spans(ctx, th, reqs) -> list[Finding]:
                       [r for r in rows if r["route"] == route and r["group"] == "clear"], "beside", th["min_per_batch"])
         if cmp is None:
             continue
-        # the decode time beyond what its batch's clear ITL gives for the same tokens: what prefills added
-        excess = lambda g: float(np.percentile([r["decode"] - (r["tokens"] - 1) * r["clear_itl"] for r in g], 95))  # noqa: E731
         f = _finding(ctx, th, {"route": route}, cmp, "requests (engine spans)",
-                     (excess(cmp["over"]) - excess(cmp["clear"])) * 1e3, {"min_prefill_share": th["min_prefill_share"]})
+                     (_excess_p95(cmp["over"]) - _excess_p95(cmp["clear"])) * 1e3,
+                     {"min_prefill_share": th["min_prefill_share"]})
         if f:
             out.append(f)
     return out

@@ -129,12 +129,14 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
         rule=ID, severity="warning", title=TITLE,
         summary=(f"{route + ': ' if route else ''}prefix cache hit rate {h2:.0%} in the last third of the window "
                  f"against {h1:.0%} in the first ({rates['source']}): prompts now compute "
-                 + (f"{growth:.1f}x the tokens they did" if np.isfinite(growth) else "tokens that all came from the cache before")
+                 + (f"{growth:.1f}x the tokens they did" if np.isfinite(growth)
+                    else "tokens that all came from the cache before")
                  + f"; TTFT {ttft['early']:.0f} -> {ttft['late']:.0f} ms ({ttft['source']})."),
         scope={"route": route} if route else {},
         evidence={"hit_rate_early": round(h1, 4), "hit_rate_late": round(h2, 4), "hit_source": rates["source"],
                   "queried_tokens_early": rates["queried_early"], "queried_tokens_late": rates["queried_late"],
-                  "uncached_growth": round(growth, 3) if np.isfinite(growth) else None, "ttft_ms_early": round(ttft["early"], 3),
+                  "uncached_growth": round(growth, 3) if np.isfinite(growth) else None,
+                  "ttft_ms_early": round(ttft["early"], 3),
                   "ttft_ms_late": round(ttft["late"], 3), "ttft_source": ttft["source"],
                   "prefill_rise_ms": round(ttft["prefill_rise_ms"], 3), "prefill_source": ttft["prefill_source"],
                   "saving_basis": "ttft"},
