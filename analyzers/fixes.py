@@ -74,6 +74,15 @@ CATALOG: dict[str, Fix] = {f.id: f for f in (
         "While KV blocks are free, let the scheduler run more sequences per step; watch KV usage and ITL."),
     Fix("chunk-long-prefills", "Chunk long prefills (--long-prefill-token-threshold, --max-num-batched-tokens)", 4, 4, 2,
         "Cap the tokens one prompt may prefill per step so short prompts and decodes interleave with it."),
+    Fix("stable-prompt-prefix", "Keep the shared prompt prefix identical and first; route by prefix", 4, 4, 1,
+        "Put the system prompt/template first and byte-identical (no timestamps or ids in it), variable parts "
+        "after it, and send requests with the same prefix to the same replica so its cached KV blocks are hit."),
+    Fix("tune-speculative-decoding", "Tune or disable speculative decoding", 3, 4, 2,
+        "Fewer num_speculative_tokens, a draft matched to the target and the traffic, or no speculation for "
+        "this workload; re-measure ITL and throughput."),
+    Fix("separate-prefill", "Keep prefills from stalling decodes (chunked prefill, disaggregated prefill)", 4, 3, 3,
+        "Cap the prefill tokens per step (--max-num-batched-tokens, --long-prefill-token-threshold) so each "
+        "decode step stays short, or run prefill on separate instances (prefill/decode disaggregation)."),
     Fix("raise-max-tokens", "Raise max_tokens (or stop relying on the length cap)", 3, 4, 2,
         "Requests cut off at max_tokens return truncated answers; clients often retry or continue them."),
     Fix("deadline-propagation", "Propagate deadlines; align client timeouts with server latency", 3, 3, 2,

@@ -1,5 +1,6 @@
 """What the LLM engine rules read (kv-cache-pressure, concurrency-cap, long-prompt-blocking, length-capped):
-the engine's scheduler gauges aligned per scrape, its preemption count, and one row per engine span.
+the engine's scheduler gauges aligned per scrape, its preemption count, one row per engine span, and the
+engine queue's part of each LLM route's tail (the saving of the rules whose cause holds requests in that queue).
 
 Gauges come from the one catalogue (``collectors.metric_catalogue``); of the names a quantity has had, the
 first one present is used (old and new vLLM names are never added together). Per scrape timestamp, request counts are
@@ -12,6 +13,7 @@ import numpy as np
 from triage.collectors.metric_catalogue import CACHE_CONFIG, KV_USAGE, PREEMPTIONS, PROMPT_TOKENS, RUNNING, WAITING
 
 from . import metrics
+from .latency import route_latency, stage_breakdown
 from .stages import per_build
 
 SCHEDULER = KV_USAGE + RUNNING + WAITING  # what scheduler reads
@@ -64,8 +66,9 @@ _FIN = "CASE WHEN isfinite({0}) AND {0} >= 0 THEN {0} END"
 
 @per_build
 def engine_requests(store) -> list[dict]:
-    """One dict per request with an LLM engine span (the first in its trace): route, arrival ``start_s``
-    (the span's start, vLLM's arrival time), ``ttft``, ``queue``, ``prefill`` (seconds), ``prompt_tokens``,
+    """One dict per request with an LLM engine span (the first in its trace): route, the request's own start
+    ``request_start_ns``, arrival ``start_s`` (the engine span's start, vLLM's arrival time), ``ttft``, ``queue``,
+    ``prefill``, ``decode`` (seconds), ``prompt_tokens``,
     ``output_tokens``, ``max_tokens`` and ``finish`` (gen_ai.response.finish_reasons, from any span of the
     trace, e.g. the gateway's client span) where present."""
     rows = store.query(f"""
@@ -87,11 +90,12 @@ def engine_requests(store) -> list[dict]:
                   QUALIFY row_number() OVER (PARTITION BY trace_id, root_id ORDER BY start_ns, ttft) = 1),
         fin AS (SELECT trace_id, min(lower(json_extract_string(attributes, '$."gen_ai.response.finish_reasons"'))) AS f
                 FROM spans WHERE contains(attributes, 'gen_ai.response.finish_reasons') GROUP BY trace_id)
-        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f, f.decode
+        SELECT q.route, f.start_ns, f.ttft, f.queue, f.prefill, f.pt, f.ot, f.mt, fin.f, f.decode, q.start_ns
         FROM requests q JOIN first f ON f.trace_id = q.trace_id AND f.root_id = q.root_id
         LEFT JOIN fin ON fin.trace_id = q.trace_id ORDER BY f.start_ns""")
     return [{"route": r[0], "start_s": r[1] / 1e9, "ttft": r[2], "queue": r[3], "prefill": r[4],
-             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8], "decode": r[9]}
+             "prompt_tokens": r[5], "output_tokens": r[6], "max_tokens": r[7], "finish": r[8], "decode": r[9],
+             "request_start_ns": r[10]}
             for r in rows]
 
 
@@ -170,3 +174,47 @@ def kv_full_from(store, fraction: float, name: str, reqs: list[dict]) -> tuple[f
             return fit, (f"{fit:.0%}: the median prompt ({med:.0f} tokens, {source}) needs {need} of the "
                          f"{cfg['num_gpu_blocks']} KV blocks of {cfg['block_size']} tokens")
     return fraction, f"{fraction:.0%} ({name})"
+
+
+def queue_tails(store, reqs: list[dict], min_share: float, calm) -> list[dict]:
+    """Per LLM route (of ``reqs``) whose engine queue is at least ``min_share`` of its p95 tail: ``route``, its
+    queue stage ``q`` (stage_breakdown), ``p95_ms``, ``kept_ms`` (the median queue of its requests for which
+    ``calm(r)`` holds: what stays once the cause is gone, 0 when none), ``kept_n`` of them, and ``saving_ms``:
+    the tail's queue time (queue share of the tail x p95) less ``kept_ms``, never negative."""
+    breakdown = stage_breakdown(store)
+    out = []
+    for route in sorted({r["route"] for r in reqs}):
+        q = breakdown.get(route, {}).get("queue")
+        if not q or q["p95_share"] < min_share:
+            continue
+        p95 = route_latency(store)[route]["p95_ms"]
+        kept = [r["queue"] for r in reqs if r["route"] == route and r["queue"] is not None and calm(r)]
+        kept_ms = float(np.median(kept)) * 1e3 if kept else 0.0
+        out.append({"route": route, "q": q, "p95_ms": p95, "kept_ms": kept_ms, "kept_n": len(kept),
+                    "saving_ms": max(q["p95_share"] * p95 - kept_ms, 0.0)})
+    return out
+
+
+def counter_steps(store, names) -> tuple[np.ndarray, np.ndarray]:
+    """A counter family's increases per scrape interval (the first of ``names`` present; resets handled),
+    summed over its series: (interval end ts_ms ascending, increase). Empty arrays without the counter."""
+    acc: dict[int, float] = {}
+    for s in _first_present(store, names):
+        for t, d in zip(*metrics.counter_increase(s)):
+            if np.isfinite(d):
+                acc[int(t)] = acc.get(int(t), 0.0) + float(d)
+    ts = sorted(acc)
+    return np.array(ts, dtype=np.int64), np.array([acc[t] for t in ts], dtype=float)
+
+
+def histogram_steps(store, names) -> tuple[str | None, np.ndarray, np.ndarray, np.ndarray]:
+    """A histogram family's observations per scrape interval, from its ``_sum`` and ``_count`` counters (the
+    first of ``names`` with both): (name, interval end ts_ms, sum increase, count increase) over the intervals
+    both have; (None, empty...) without it."""
+    for name in names:
+        ts_s, s = counter_steps(store, [f"{name}_sum"])
+        ts_c, c = counter_steps(store, [f"{name}_count"])
+        common, i_s, i_c = np.intersect1d(ts_s, ts_c, return_indices=True)
+        if len(common):
+            return name, common, s[i_s], c[i_c]
+    return None, np.array([], dtype=np.int64), np.array([]), np.array([])

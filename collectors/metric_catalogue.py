@@ -120,7 +120,8 @@ PREFIX_HIT_RATE = _family("prefix_hit_rate", GAUGE, "prefix cache hit rate",
                           ("sglang:cache_hit_rate", "fraction", AVG_BY_NAME),
                           ("vllm:gpu_prefix_cache_hit_rate", "fraction", AVG_BY_NAME))
 SPEC_ACCEPT_RATE = _family("spec_accept_rate", GAUGE, "speculative decoding acceptance rate",
-                           ("sglang:spec_accept_rate", "fraction", AVG_BY_NAME))
+                           ("sglang:spec_accept_rate", "fraction", AVG_BY_NAME),
+                           ("vllm:spec_decode_draft_acceptance_rate", "fraction", AVG_BY_NAME))
 BATCH_MAX_TOKENS = _family("batch_max_tokens", GAUGE, "tokens the current batch may hold",
                            ("tgi_batch_current_max_tokens", "tokens", "sum({m})"))
 CACHE_CONFIG = _family("cache_config", INFO, "the KV cache's configuration in labels (block_size, num_gpu_blocks)",

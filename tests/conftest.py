@@ -36,6 +36,19 @@ def need(path: Path) -> Path:
     return path
 
 
+def raw_otlp_spans(folder: Path):
+    """Every span of a capture's raw OTLP bodies (``otlp/*.pb``, ``ExportTraceServiceRequest`` protobuf), decoded
+    with the OpenTelemetry proto package alone: the independent side of a check against triage."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    for f in sorted((need(folder) / "otlp").iterdir()):
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(f.read_bytes())
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                yield from ss.spans
+
+
 def _deadline(timeout: float, what: str):
     """A check to call between polls: fails naming ``what`` once ``timeout`` has passed."""
     deadline = time.monotonic() + timeout

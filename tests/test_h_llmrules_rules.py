@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import VLLM_CAPTURE, analysis_of, need
+from conftest import VLLM_CAPTURE, analysis_of, need, raw_otlp_spans
 
 T0 = 1_800_000_000.0  # seconds
 GATEWAY = "llm-gateway POST /v1/generate"
@@ -234,19 +234,12 @@ def test_concurrency_cap_negative_when_sequences_were_preempted(tmp_path):
 
 def test_length_capped_on_vllm_gateway_mixed_counts_the_raw_finish_reasons():
     """The capture's load used ignore_eos: every answer ran to max_tokens. Expectation from the OTLP bodies."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     length = total = 0
-    for f in sorted((need(VLLM_CAPTURE) / "otlp").iterdir()):
-        req = ExportTraceServiceRequest()
-        req.ParseFromString(f.read_bytes())
-        for rs in req.resource_spans:
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    for a in sp.attributes:
-                        if a.key == "gen_ai.response.finish_reasons":
-                            total += 1
-                            length += "length" in [v.string_value for v in a.value.array_value.values]
+    for sp in raw_otlp_spans(VLLM_CAPTURE):
+        for a in sp.attributes:
+            if a.key == "gen_ai.response.finish_reasons":
+                total += 1
+                length += "length" in [v.string_value for v in a.value.array_value.values]
     (f,) = [x for x in analysis_of(str(VLLM_CAPTURE)).findings if x.rule == "length-capped"]
     assert (f.evidence["length_finished"], f.evidence["requests_with_reason"]) == (length, total)
     assert f.severity == "info"  # about the answers, not a latency cause: kv-cache-pressure still leads

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from ..rule import Rule
 from . import (batching_window, budget_overrun, cold_start, concurrency_cap, cost_per_inference, gpu_underutilized,
-               io_share, kv_cache_pressure, length_capped, long_prompt_blocking, memory_pressure, preprocessing_share,
-               queueing_growth, retry_spiral, slo_burn, tail_segment, throttling)
+               io_share, kv_cache_pressure, length_capped, long_prompt_blocking, memory_pressure,
+               prefill_decode_interference, prefix_cache_regression, preprocessing_share, queueing_growth, retry_spiral,
+               slo_burn, spec_decode_acceptance, tail_segment, throttling)
 
 RULES: tuple[Rule, ...] = (
     preprocessing_share.RULE,
@@ -12,6 +13,9 @@ RULES: tuple[Rule, ...] = (
     kv_cache_pressure.RULE,
     concurrency_cap.RULE,
     long_prompt_blocking.RULE,
+    prefill_decode_interference.RULE,
+    prefix_cache_regression.RULE,
+    spec_decode_acceptance.RULE,
     length_capped.RULE,
     queueing_growth.RULE,
     retry_spiral.RULE,

@@ -25,7 +25,7 @@ from triage.collectors.metric_catalogue import KV_USAGE, PREEMPTIONS
 from .. import llm_signals as sig
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import route_latency, stage_breakdown, tail_exemplars
+from ..latency import tail_exemplars
 from ..rule import Context, Need, Rule, Threshold
 
 ID = "concurrency-cap"
@@ -86,16 +86,11 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
     preempted = sig.preemptions(store)
     if (preempted or 0.0) >= 1:
         return []  # the cache did run out (a sequence was evicted): more sequences would make that worse
-    breakdown = stage_breakdown(store)
     out = []
-    for route in sorted({r["route"] for r in reqs}):
-        q = breakdown.get(route, {}).get("queue")
-        if not q or q["p95_share"] < th["min_queue_share"]:
-            continue
-        p95 = route_latency(store)[route]["p95_ms"]
-        calm = [r["queue"] for r in reqs if r["route"] == route and r["queue"] is not None
-                and sig.at(s, "waiting", r["start_s"]) == 0]
-        kept_ms = float(np.median(calm)) * 1e3 if calm else 0.0
+    # with KV blocks free, the cap is all that held them: what stays is the queue of requests that arrived
+    # while nothing waited
+    for t in sig.queue_tails(store, reqs, th["min_queue_share"], lambda r: sig.at(s, "waiting", r["start_s"]) == 0):
+        route, q, kept_ms = t["route"], t["q"], t["kept_ms"]
         out.append(Finding(
             rule=ID, severity="warning", title=TITLE,
             summary=(f"{route}: {cap:.0f} request(s) running {pinned_share:.0%} of the busy time, with up to "
@@ -113,7 +108,7 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
                       "exemplar_trace_ids": tail_exemplars(store, "queue", route)},
             confidence=min(1.0, len(pieces) / 40),
             remediations=scored(["raise-max-num-seqs", "autoscale"], ctx.constraints.scorecard),
-            impact_ms=max(q["p95_share"] * p95 - kept_ms, 0.0)))
+            impact_ms=t["saving_ms"]))
     return out
 
 

@@ -22,7 +22,7 @@ from triage.collectors.metric_catalogue import KV_USAGE, PREEMPTIONS, QUEUE
 from .. import llm_signals as sig
 from ..finding import Finding, not_evaluated
 from ..fixes import scored
-from ..latency import route_latency, stage_breakdown, tail_exemplars
+from ..latency import tail_exemplars
 from ..metrics import histogram_quantiles
 from ..rule import Context, Need, Rule, Threshold
 
@@ -62,30 +62,22 @@ def detect(ctx: Context, th: dict) -> list[Finding]:
            + (f", up to {max_waiting:.0f} request(s) waiting while it was full" if max_waiting else ""))
     routes = sorted({r["route"] for r in reqs})
     out = []
-    breakdown = stage_breakdown(store)
-    for route in routes:
-        q = breakdown.get(route, {}).get("queue")
-        if not q or q["p95_share"] < th["min_queue_share"]:
-            continue
-        p95 = route_latency(store)[route]["p95_ms"]
-        tail_queue_ms = q["p95_share"] * p95
-        # what stays after the fix: the queue of this route's requests that arrived while the cache had room
-        # and nothing was waiting (once a backlog exists, arrivals queue behind it whatever the cache holds)
-        calm = [r["queue"] for r in reqs if r["route"] == route and r["queue"] is not None
-                and sig.kv_at(sched, r["start_s"]) < full
-                and sig.at(sched, "waiting", r["start_s"]) == 0]
-        kept_ms = float(np.median(calm)) * 1e3 if calm else 0.0
+    # what stays after the fix: the queue of the route's requests that arrived while the cache had room and
+    # nothing was waiting (once a backlog exists, arrivals queue behind it whatever the cache holds)
+    calm = lambda r: sig.kv_at(sched, r["start_s"]) < full and sig.at(sched, "waiting", r["start_s"]) == 0  # noqa: E731
+    for t in sig.queue_tails(store, reqs, th["min_queue_share"], calm):
+        route, q, kept_ms = t["route"], t["q"], t["kept_ms"]
         out.append(Finding(
             rule=ID, severity="warning", title=TITLE,
             summary=(f"{route}: {why}; the engine queue is {q['p95_share']:.0%} of the p95 tail "
                      f"(queue p95 {q['p95_ms']:.0f} ms, {kept_ms:.0f} ms median while the cache had room)."),
             scope={"route": route},
             evidence={**ev, "queue_p95_share": q["p95_share"], "queue_p95_ms": q["p95_ms"],
-                      "queue_ms_while_kv_had_room": round(kept_ms, 3), "requests_while_kv_had_room": len(calm),
+                      "queue_ms_while_kv_had_room": round(kept_ms, 3), "requests_while_kv_had_room": t["kept_n"],
                       "exemplar_trace_ids": tail_exemplars(store, "queue", route)},
             confidence=min(1.0, len(kv_ok) / 20),
             remediations=scored(FIXES, ctx.constraints.scorecard),
-            impact_ms=max(tail_queue_ms - kept_ms, 0.0)))
+            impact_ms=t["saving_ms"]))
     if not routes:  # metrics only: the engine's queue-time histogram
         for model, h in histogram_quantiles(store, QUEUE).items():
             qp95 = h["q"].get(0.95)
