@@ -61,7 +61,7 @@ class FindingsScreen(Screen):
         table = self.query_one("#findings", DataTable)
         table.clear()
         for i, f in enumerate(self._visible()):
-            table.add_row(badge(f["severity"]), f["rule"], esc(f["summary"]), key=str(i))
+            table.add_row(badge(f["severity"]), _short_id(f["rule"]), esc(f["summary"]), key=str(i))
         if not self._visible():
             self.query_one("#detail", Static).update("[green]No findings.[/]")
         else:
@@ -173,3 +173,11 @@ class FindingsScreen(Screen):
                 if fix.get("how"):
                     lines.append(f"      [dim]{esc(fix['how'])}[/]")
         self.query_one("#detail", Static).update("\n".join(lines))
+
+
+RULE_ID_WIDTH = 20  # the longest ids are cut (the detail pane below names the rule in full), so at 80 columns
+                    # the summary keeps its room and the table needs no horizontal scrolling
+
+
+def _short_id(rule: str) -> str:
+    return rule if len(rule) <= RULE_ID_WIDTH else rule[:RULE_ID_WIDTH - 1] + "…"
