@@ -29,7 +29,7 @@ from pathlib import Path
 from orjson import loads
 
 from ..spans import PROMOTED, SpanSink, resource_columns
-from .source import BackendError, Source, Window, iso
+from .source import BackendError, Source, Window, iso, secret
 
 # The columns triage reads; a table without one of these is not the exporter's schema.
 REQUIRED = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "SpanName", "SpanKind", "ServiceName",
@@ -216,7 +216,7 @@ class ServerExecutor:
         p = source.parts
         secure = source.scheme == "clickhouses" or source.query("secure", "0") in ("1", "true")
         user = p.username or env.get("TRIAGE_CLICKHOUSE_USER") or "default"
-        password = _secret(env, "TRIAGE_CLICKHOUSE_PASSWORD")
+        password = secret(env, "TRIAGE_CLICKHOUSE_PASSWORD")
         self.where = f"{p.hostname}:{p.port or (8443 if secure else 8123)}"
         try:
             self.client = clickhouse_connect.get_client(
@@ -254,18 +254,6 @@ class ServerExecutor:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _secret(env, name: str) -> str | None:
-    if env.get(name):
-        return env[name].strip()
-    path = env.get(f"{name}_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise BackendError(f"{name}_FILE ({path}): {exc.strerror or exc}") from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,23 +8,10 @@ TRIAGE_<NAME>_PASSWORD[_FILE]; TRIAGE_<NAME>_CA names a CA bundle; ``?tls=1`` in
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import orjson
 
-from .source import BackendError, Source
-
-
-def _secret(env, name: str) -> str | None:
-    if env.get(name):
-        return env[name].strip()
-    path = env.get(f"{name}_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise BackendError(f"{name}_FILE ({path}): {exc.strerror or exc}") from None
+from .source import BackendError, Source, secret
 
 
 class Http:
@@ -39,9 +26,9 @@ class Http:
         self.base = f"{'https' if tls else 'http'}://{self.where}"
         self.session = requests.Session()
         self.session.verify = env.get(f"{self.var}_CA") or True
-        token = _secret(env, f"{self.var}_BEARER_TOKEN")
+        token = secret(env, f"{self.var}_BEARER_TOKEN")
         user = (env.get(f"{self.var}_USERNAME") or "").strip()
-        password = _secret(env, f"{self.var}_PASSWORD")
+        password = secret(env, f"{self.var}_PASSWORD")
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         elif user:

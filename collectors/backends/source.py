@@ -5,6 +5,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from triage.errors import UsageError
@@ -133,3 +134,16 @@ def resolve(paths: list, since: str | None = None, start: str | None = None, end
         check_url(u)
     return [Source(p, w, max_spans or DEFAULT_MAX_SPANS) if is_url(p) else p for p in paths]
 
+
+def secret(env, name: str) -> str | None:
+    """A credential from the environment, ``NAME`` or the file ``NAME_FILE`` names (a mounted secret), with
+    surrounding whitespace removed; never from argv. None when neither is set."""
+    if env.get(name):
+        return env[name].strip()
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise BackendError(f"{name}_FILE ({path}): {exc.strerror or exc}") from None
