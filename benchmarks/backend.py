@@ -15,7 +15,8 @@ drawn per trace from hashes of the trace number, with heavy tails on preprocess 
 (3%); 1% of requests answer 500. Children never overlap, so the exact stages are direct differences of span
 durations (request = the root's own time, network = the call minus the callee, queue = InferRequest minus
 compute), computed by ClickHouse from the stored spans. The data is generated once in its own process and
-kept in --dir; the measured run is a fresh process.
+kept in --dir, its parts merged into one (as a server's background merges would leave them; unmerged, the
+measured process would spend its CPU merging them); the measured run is a fresh process.
 """
 from __future__ import annotations
 
@@ -116,6 +117,14 @@ def generate(folder: Path, spans: int) -> None:
             t = time.monotonic()
             s.query(GENERATE.replace("{traces}", str(traces)))
             print(f"generated {traces * SPANS_PER_TRACE:,} spans in {time.monotonic() - t:.1f} s", file=sys.stderr)
+        # merge the insert's parts now, as a server's background merges would have: otherwise every process
+        # that opens the folder, the measured one included, starts merging them (and is stopped before the end)
+        parts = int(s.query("SELECT count() FROM system.parts WHERE database = 'otel' AND table = 'otel_traces' "
+                            "AND active", "CSV").data().strip())
+        if parts > 1:
+            t = time.monotonic()
+            s.query("OPTIMIZE TABLE otel.otel_traces FINAL")
+            print(f"merged {parts} parts in {time.monotonic() - t:.1f} s", file=sys.stderr)
     finally:
         s.close()
 
