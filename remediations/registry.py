@@ -34,6 +34,6 @@ class Remediation(Protocol):
 
 def by_kind() -> dict[str, Remediation]:
     """Every remediation, by the ledger action its apply writes."""
-    from . import batching, quantize, torchserve  # they import RemediationError from here
+    from . import batching, engine_args, quantize, torchserve  # they import RemediationError from here
 
-    return {fix.KIND: fix for fix in (quantize, batching, torchserve)}
+    return {fix.KIND: fix for fix in (quantize, batching, torchserve, engine_args)}
