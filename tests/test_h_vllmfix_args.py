@@ -154,3 +154,25 @@ def test_demo_json_shape_is_declared():
     s = r.summary()
     assert {"ttft_p95_ms", "itl_p95_ms", "p95_ms", "throughput_tok_s", "error_rate"} <= set(s)
     assert json.dumps(s)
+
+
+def test_engine_args_command_on_the_real_vllm_capture(unit, tmp_path, capsys):
+    """`triage engine-args CAPTURE --apply` on the recorded vLLM capture (14 KV blocks, --max-num-seqs 8):
+    kv-cache-pressure first, the KV blocks sized from its own p95 lengths, applied through [vllm], undone."""
+    from conftest import ROOT
+
+    args, u, restarts = unit
+    args.write_text("--max-num-seqs 8\n--num-gpu-blocks-override 14\n")
+    original = args.read_bytes()
+    toml = args.parent / "triage.toml"
+    toml.write_text(f'[vllm]\nargs_file = "{args.name}"\nrestart = {json.dumps(u.restart)}\n'
+                    f'health_url = "{u.health_url}"\ntimeout_s = 3\n')
+    capture = ROOT / "tests" / "fixtures" / "captures" / "vllm-gateway-mixed"
+    assert main(["engine-args", str(capture), "--constraints", str(toml), "--apply", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["finding"]["rule"] == "kv-cache-pressure"
+    # 8 sequences x ceil((729 + 107) / 128) blocks: the capture's p95 prompt and output tokens
+    assert r["proposal"]["changes"] == {"--num-gpu-blocks-override": ["14", "56"]}
+    assert args.read_text() == "--max-num-seqs 8\n--num-gpu-blocks-override 56\n" and restarts.exists()
+    assert main(["rollback", r["applied"]["ledger_id"]]) == 0
+    assert args.read_bytes() == original
