@@ -18,11 +18,13 @@ import requests
 
 INCIDENTS = {
     # name: the unit's engine arguments, the load (requests, prompt words, max_tokens, concurrency, seed), the
-    # rule that should come first. kv-pressure is DESIGN.md §10's recipe (12 KV blocks of 128 tokens);
-    # concurrency-cap is --max-num-seqs 1 with long prompts and short outputs, so the engine (not its API
-    # server) is the bottleneck on 2 cores.
+    # rule that should come first. kv-pressure is DESIGN.md §10's recipe (12 KV blocks of 128 tokens, room
+    # for one or two of these prompts), with as many clients as --max-num-seqs, so the KV cache alone holds
+    # requests back (with more clients than the cap, part of the wait would be the cap's); concurrency-cap is
+    # --max-num-seqs 1 with long prompts and short outputs, so the engine (not its API server) is the
+    # bottleneck on 2 cores. Enough requests for ~20 scrapes of /metrics (every 0.5 s) while the engine works.
     "kv-pressure": {"args": "--max-num-seqs 8\n--num-gpu-blocks-override 12\n--no-enable-prefix-caching\n",
-                    "n": 32, "words": (300, 800), "max_tokens": (48, 96), "concurrency": 16, "seed": 7,
+                    "n": 40, "words": (300, 800), "max_tokens": (96, 160), "concurrency": 8, "seed": 7,
                     "expect": "kv-cache-pressure"},
     "concurrency-cap": {"args": "--max-num-seqs 1\n", "n": 48, "words": (300, 800), "max_tokens": (32, 64),
                         "concurrency": 8, "seed": 3, "expect": "concurrency-cap"},
@@ -133,6 +135,10 @@ def _run(incident, keep, constraints, say, info) -> dict:
                     firing = [f for f in findings if f.severity in ("critical", "warning")]
                     result = {"stack": "vllm", "incident": incident, "expected_rule": spec["expect"],
                               "findings": [f.to_dict() for f in findings if f.severity != "info"],
+                              "inputs": {"spans": store.scalar("SELECT count(*) FROM spans"),
+                                         "requests": store.scalar("SELECT count(*) FROM requests"),
+                                         "metric_scrapes": len(scraper.scrapes),
+                                         "not_evaluated": {f.rule: f.summary for f in findings if not f.evaluated}},
                               "before": before.summary(), "remediation": None, "after": None, "comparison": None}
                     top = firing[0] if firing else None
                     if top is None or top.rule not in ea.RULES:

@@ -11,10 +11,11 @@ the unit running without a server until the next restart: the remediation's heal
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,8 +32,6 @@ def _write(path: Path, text: str) -> None:
 
 
 def serve(args_file: Path, port: int, state: Path, otlp: str | None, ready_s: float) -> int:
-    import os
-
     from triage.remediations.engine_args import argv_of
     from . import vllm_server
 
@@ -71,8 +70,6 @@ def serve(args_file: Path, port: int, state: Path, otlp: str | None, ready_s: fl
 
 def restart(state: Path, timeout_s: float) -> int:
     """Signal the unit and wait until its old server has stopped (the generation counter moved)."""
-    import os
-
     pid = int((state / "pid").read_text())
     before = (state / "generation").read_text()
     os.kill(pid, RESTART)
@@ -112,7 +109,11 @@ class ServingUnit(procs.Server):
             cmd += ["--otlp", self.otlp_url]
         self.log_path = self.workdir / "unit.log"
         self._log = open(self.log_path, "wb")
-        self.proc = procs.popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        (self.workdir / "tmp").mkdir()
+        # vLLM's own folder (cache, TMPDIR, log) is made inside ours, so it goes with ours even when a hang-up
+        # leaves the unit no time to remove it
+        env = {**os.environ, "TMPDIR": str(self.workdir / "tmp")}
+        self.proc = procs.popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         procs.wait_ready(self.proc, f"{self.url}/health", "vllm unit", str(self.log_path), timeout_s, self.stop)
         return self
 

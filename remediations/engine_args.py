@@ -291,9 +291,11 @@ def apply(p: Proposal, unit: Unit, store=None, before: dict | None = None) -> di
     ledger.record(entry, path.parent, store)
     took = restart_and_wait(unit)
     if took is None:
-        rollback(entry["id"], ledger_path=path.parent / ledger.LEDGER_NAME, store=store)
+        back = rollback(entry["id"], ledger_path=path.parent / ledger.LEDGER_NAME, store=store)
+        state = "healthy again" if back["healthy"] else f"NOT healthy within {unit.timeout_s:g}s either"
         raise StartFailed(f"the server did not answer {unit.health_url} within {unit.timeout_s:g}s with the new "
-                          f"arguments; restored the previous ones and restarted ({entry['id']} rolled back)")
+                          f"arguments; restored the previous ones and restarted ({entry['id']} rolled back; "
+                          f"{state})")
     return {**entry, "restart_s": round(took, 2)}
 
 
