@@ -11,9 +11,9 @@ beside a byte-exact backup, record it in the ledger, run the configured restart 
 healthy within the timeout restores the backup and restarts by itself. ``triage rollback ID`` restores the
 previous arguments byte for byte and restarts.
 
-The arguments file holds one engine argument per line (``--flag value`` or ``--flag``, split like a shell
-word list); blank lines and ``#`` comments are kept; a changed flag is rewritten on its own line, a new one
-appended."""
+The arguments file holds one engine argument per line (``--flag value``, ``--flag=value`` or ``--flag``,
+split like a shell word list); blank lines and ``#`` comment lines are kept; a changed flag's line is
+rewritten (a comment at its end goes with it: the diff shows it), a new flag appended."""
 from __future__ import annotations
 
 import difflib
@@ -36,16 +36,26 @@ BACKUP = r"[^/]+\.triage-backup-[0-9a-f]{8}"
 
 # ---- the arguments file -------------------------------------------------------------------------------------
 
+def _line(words: list[str]) -> tuple[str, str | None] | None:
+    """A line's (flag, value or None): ``--flag value``, ``--flag=value`` or ``--flag``; None if it is not one."""
+    if not words[0].startswith("--") or len(words) > 2 or (len(words) == 2 and "=" in words[0]):
+        return None
+    if len(words) == 1 and "=" in words[0]:
+        return tuple(words[0].split("=", 1))
+    return words[0], words[1] if len(words) == 2 else None
+
+
 def parse_args_text(text: str) -> list[tuple[str, str | None]]:
-    """``[(flag, value or None)]`` in file order; raises ValueError on a line that is not ``--flag [value]``."""
+    """``[(flag, value or None)]`` in file order; raises ValueError on a line that is not one argument."""
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         words = shlex.split(line, comments=True)
         if not words:
             continue
-        if not words[0].startswith("--") or len(words) > 2:
+        arg = _line(words)
+        if arg is None:
             raise ValueError(f"line {n}: {line.strip()!r} is not one engine argument (--flag [value])")
-        out.append((words[0], words[1] if len(words) == 2 else None))
+        out.append(arg)
     return out
 
 
@@ -59,10 +69,11 @@ def _set_args(text: str, changes: dict[str, str]) -> str:
     lines, done = text.splitlines(True), set()
     for i, line in enumerate(lines):
         words = shlex.split(line, comments=True)
-        if words and words[0] in changes:
+        flag = _line(words)[0] if words else None
+        if flag in changes:
             end = "\n" if line.endswith("\n") else ""
-            lines[i] = f"{words[0]} {shlex.quote(changes[words[0]])}{end}"
-            done.add(words[0])
+            lines[i] = f"{flag} {shlex.quote(changes[flag])}{end}"
+            done.add(flag)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     lines += [f"{flag} {shlex.quote(v)}\n" for flag, v in changes.items() if flag not in done]

@@ -69,6 +69,16 @@ def test_arguments_file_lines_must_be_one_argument():
     assert ea.argv_of(ARGS) == ["--max-num-seqs", "8", "--num-gpu-blocks-override", "12", "--no-enable-prefix-caching"]
     with pytest.raises(ValueError, match="line 1"):
         ea.parse_args_text("max-num-seqs 8\n")
+    with pytest.raises(ValueError, match="line 2"):
+        ea.parse_args_text("--enforce-eager\n--max-num-seqs=8 9\n")
+
+
+def test_flag_equals_value_lines_are_rewritten_in_place(tmp_path):
+    f = tmp_path / "vllm.args"
+    f.write_text("--max-num-seqs=1  # the lab's cap\n--enforce-eager\n")
+    p = ea.propose(f, "concurrency-cap", measured(demand_peak=4, running_peak=1, num_gpu_blocks=7000))
+    assert p.changes == {"--max-num-seqs": ["1", "4"]}
+    assert p.new_text == "--max-num-seqs 4\n--enforce-eager\n"
 
 
 def test_vllm_section_is_validated(tmp_path):
