@@ -212,9 +212,11 @@ def _stream(session, url: str, body: dict, timeout_s: float) -> tuple[float | No
 
 
 def run_llm(url: str, jobs: list[tuple[str, int]], concurrency: int, path: str = "/v1/generate",
-            model: str = "tiny-llama", timeout_s: float = 120.0) -> LLMResult:
+            model: str = "tiny-llama", timeout_s: float = 120.0, spawn_s: float = 0.0) -> LLMResult:
     """Send ``jobs`` (prompt, max_tokens) from ``concurrency`` closed-loop clients, streaming, to ``url + path``
-    (the lab gateway's ``/v1/generate``, or vLLM's own ``/v1/completions``); client-side TTFT, ITL, end-to-end."""
+    (the lab gateway's ``/v1/generate``, or vLLM's own ``/v1/completions``); client-side TTFT, ITL, end-to-end.
+    ``spawn_s``: the clients start evenly over this many seconds (a ramp-up), so their first requests do not
+    all arrive in the same instant (a burst no steady state has, which would own a small run's tail)."""
     import requests
 
     host = urlparse(url).hostname
@@ -246,9 +248,20 @@ def run_llm(url: str, jobs: list[tuple[str, int]], concurrency: int, path: str =
             itl.extend(g * 1e3 for g in gaps)
             e2e.append(total * 1e3)
 
+    nxt, nxt_lock = iter(jobs), threading.Lock()
+
+    def client(i: int) -> None:
+        time.sleep(spawn_s * i / concurrency)
+        while True:
+            with nxt_lock:
+                job = next(nxt, None)
+            if job is None:
+                return
+            send(job)
+
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(send, jobs))
+        list(pool.map(client, range(concurrency)))
     arr = lambda x: np.asarray(x, dtype=float)  # noqa: E731
     return LLMResult(len(jobs), counts["ok"], counts["errors"], time.perf_counter() - start, arr(ttft), arr(itl),
                      arr(e2e), counts["tokens"])

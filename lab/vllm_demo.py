@@ -22,13 +22,14 @@ INCIDENTS = {
     # for one or two of these prompts), with as many clients as --max-num-seqs, so the KV cache alone holds
     # requests back (with more clients than the cap, part of the wait would be the cap's); concurrency-cap is
     # --max-num-seqs 1 with long prompts and short outputs, so the engine (not its API server) is the
-    # bottleneck on 2 cores. Enough requests for ~20 scrapes of /metrics (every 0.5 s) while the engine works.
+    # bottleneck on 2 cores. Enough requests for the engine to stay busy across many /metrics scrapes.
     "kv-pressure": {"args": "--max-num-seqs 8\n--num-gpu-blocks-override 12\n--no-enable-prefix-caching\n",
                     "n": 40, "words": (300, 800), "max_tokens": (96, 160), "concurrency": 8, "seed": 7,
                     "expect": "kv-cache-pressure"},
-    "concurrency-cap": {"args": "--max-num-seqs 1\n", "n": 48, "words": (300, 800), "max_tokens": (32, 64),
+    "concurrency-cap": {"args": "--max-num-seqs 1\n", "n": 64, "words": (300, 800), "max_tokens": (32, 64),
                         "concurrency": 8, "seed": 3, "expect": "concurrency-cap"},
 }
+SPAWN_S = 2.0  # the load's clients start over this ramp-up, before and after alike
 
 
 def _jobs(spec: dict) -> list[tuple[str, int]]:
@@ -42,10 +43,11 @@ def _jobs(spec: dict) -> list[tuple[str, int]]:
 
 
 class Scraper:
-    """vLLM's /metrics every 0.5 s, each sample stamped with its scrape time (ms), as a capture holds them."""
+    """vLLM's /metrics every ``every_s``, each sample stamped with its scrape time (ms), as a capture holds them.
+    A load of a few seconds needs scrapes this close for the KV and scheduler gauges to show it."""
 
-    def __init__(self, url: str):
-        self.url, self.scrapes, self._stop = url, [], threading.Event()
+    def __init__(self, url: str, every_s: float = 0.2):
+        self.url, self.every_s, self.scrapes, self._stop = url, every_s, [], threading.Event()
         self._th = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
@@ -56,7 +58,7 @@ class Scraper:
                                               for ln in text.splitlines()))
             except requests.RequestException:
                 pass
-            self._stop.wait(0.5)
+            self._stop.wait(self.every_s)
 
     def __enter__(self):
         self._th.start()
@@ -123,7 +125,7 @@ def _run(incident, keep, constraints, say, info) -> dict:
                     say(f"measuring: {len(jobs)} streamed generations from {spec['concurrency']} clients "
                         "through the gateway")
                     with Scraper(f"{unit.url}/metrics") as scraper:
-                        before = loadgen.run_llm(gateway.url, jobs, spec["concurrency"])
+                        before = loadgen.run_llm(gateway.url, jobs, spec["concurrency"], spawn_s=SPAWN_S)
                         time.sleep(1.0)  # one more scrape after the last request
                     gateway.provider.force_flush()
                     _wait_for_spans(store, before.ok)
@@ -158,7 +160,7 @@ def _run(incident, keep, constraints, say, info) -> dict:
                     entry = ea.apply(proposal, ea.Unit.from_config(cfg), store=store, before=result["before"])
                     after_jobs = loadgen.llm_jobs(mix, seed=spec["seed"])
                     say(f"re-measuring: the capture's mix ({len(after_jobs)} requests) again")
-                    after = loadgen.run_llm(gateway.url, after_jobs, spec["concurrency"])
+                    after = loadgen.run_llm(gateway.url, after_jobs, spec["concurrency"], spawn_s=SPAWN_S)
                     cmp = compare({"ttft": before.ttft_ms, "itl": before.itl_ms, "e2e": before.e2e_ms},
                                   {"ttft": after.ttft_ms, "itl": after.itl_ms, "e2e": after.e2e_ms}, cons)["routes"]
                     result["after"] = after.summary()

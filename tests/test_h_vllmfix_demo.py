@@ -26,6 +26,7 @@ def _demo(tmp_path, incident):
                           "--auto-remediate", "--format", "json"], cwd=ROOT, capture_output=True, text=True,
                          timeout=600, env={**os.environ, "TRIAGE_HOME": str(home)})
     assert out.returncode == 0, out.stderr[-3000:]
+    (tmp_path / "demo.json").write_text(out.stdout)  # kept by pytest for a look after a failure
     return json.loads(out.stdout), home
 
 
