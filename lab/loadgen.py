@@ -248,20 +248,30 @@ def run_llm(url: str, jobs: list[tuple[str, int]], concurrency: int, path: str =
             itl.extend(g * 1e3 for g in gaps)
             e2e.append(total * 1e3)
 
-    nxt, nxt_lock = iter(jobs), threading.Lock()
+    nxt, nxt_lock, stop = iter(jobs), threading.Lock(), threading.Event()
 
     def client(i: int) -> None:
-        time.sleep(spawn_s * i / concurrency)
-        while True:
+        if stop.wait(spawn_s * i / concurrency):
+            return
+        while not stop.is_set():
             with nxt_lock:
                 job = next(nxt, None)
             if job is None:
                 return
             send(job)
 
+    # daemon threads: when triage is told to stop (a hang-up, SIGTERM) the clients stop taking jobs and their
+    # streams in flight do not hold the process (a pool would be joined at exit)
+    clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(client, range(concurrency)))
+    for t in clients:
+        t.start()
+    try:
+        for t in clients:
+            t.join()
+    except BaseException:
+        stop.set()
+        raise
     arr = lambda x: np.asarray(x, dtype=float)  # noqa: E731
     return LLMResult(len(jobs), counts["ok"], counts["errors"], time.perf_counter() - start, arr(ttft), arr(itl),
                      arr(e2e), counts["tokens"])

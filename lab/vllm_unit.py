@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +48,9 @@ def serve(args_file: Path, port: int, state: Path, otlp: str | None, ready_s: fl
     while not stop.is_set():
         try:
             extra = tuple(argv_of(args_file.read_text()))
-            server = vllm_server.VLLM(otlp_url=otlp, port=port, extra_args=extra)
+            work = tempfile.mkdtemp(prefix="triage-vllm-")
+            _write(state / "server_dir", work)
+            server = vllm_server.VLLM(otlp_url=otlp, port=port, extra_args=extra, workdir=Path(work))
             server.start(timeout_s=ready_s)
             _write(state / "status", f"ready {generation} {server.ready_s:.1f}")
             print(f"vllm_unit: generation {generation} ready in {server.ready_s:.1f}s with {' '.join(extra)}",
@@ -109,13 +112,22 @@ class ServingUnit(procs.Server):
             cmd += ["--otlp", self.otlp_url]
         self.log_path = self.workdir / "unit.log"
         self._log = open(self.log_path, "wb")
-        (self.workdir / "tmp").mkdir()
-        # vLLM's own folder (cache, TMPDIR, log) is made inside ours, so it goes with ours even when a hang-up
-        # leaves the unit no time to remove it
-        env = {**os.environ, "TMPDIR": str(self.workdir / "tmp")}
-        self.proc = procs.popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        procs.wait_ready(self.proc, f"{self.url}/health", "vllm unit", str(self.log_path), timeout_s, self.stop)
+        # stdin: not the user's terminal (the unit and vLLM run in sessions of their own)
+        self.proc = procs.popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            procs.wait_ready(self.proc, f"{self.url}/health", "vllm unit", str(self.log_path), timeout_s, self.stop)
+        except BaseException:  # a hang-up while vLLM starts: `with` never gets to __exit__
+            self.stop()
+            raise
         return self
+
+    def _after_stop(self) -> None:
+        """vLLM's folder of the generation running when the unit stopped: the unit removes it itself, unless a
+        hang-up left it no time (vLLM's own folder stays short: its IPC socket paths must fit 107 bytes)."""
+        try:
+            shutil.rmtree((self.state / "server_dir").read_text(), ignore_errors=True)
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
