@@ -186,3 +186,10 @@ def test_engine_args_command_on_the_real_vllm_capture(unit, tmp_path, capsys):
     assert args.read_text() == "--max-num-seqs 8\n--num-gpu-blocks-override 56\n" and restarts.exists()
     assert main(["rollback", r["applied"]["ledger_id"]]) == 0
     assert args.read_bytes() == original
+
+
+def test_demo_stack_and_incident_must_match(capsys):
+    assert main(["demo", "--incident", "kv-pressure"]) == 2
+    assert "a vLLM incident (add --stack vllm)" in capsys.readouterr().err
+    assert main(["demo", "--stack", "vllm", "--incident", "overload"]) == 2
+    assert "--stack vllm has the incidents kv-pressure, concurrency-cap" in capsys.readouterr().err
