@@ -91,6 +91,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     # severity from a finding's saving on p95 (analyzers/impact.py, docs/impact.md)
     "severity": {"critical_share": Spec(0, 1, lo_open=True), "warning_share": Spec(0, 1, lo_open=True),
                  "min_saving_ms": NONNEGATIVE, "cause_explains_share": FRACTION, "slo_headroom": FRACTION},
+    # the vLLM serving unit an engine-settings change restarts (remediations/engine_args.py): the arguments
+    # file it reads, its restart command as an argv list (never a shell string), its health URL
+    "vllm": {"args_file": TEXT, "restart": Spec(texts=True), "health_url": TEXT, "timeout_s": POSITIVE},
 }
 
 # Why these defaults (docs/impact.md): a fix that takes a quarter of p95 away changes what users feel at
@@ -131,6 +134,7 @@ class Constraints:
     scorecard: dict = field(default_factory=lambda: {"impact": 0.5, "feasibility": 0.3, "risk": 0.2})
     severity: dict = field(default_factory=lambda: dict(SEVERITY_DEFAULTS))
     caching: dict = field(default_factory=lambda: {"fingerprint_keys": list(CACHING_KEYS)})
+    vllm: dict = field(default_factory=dict)
     stage_rules: tuple[StageRule, ...] = ()
     rules: dict[str, dict] = field(default_factory=dict)
     path: str | None = None
@@ -265,7 +269,7 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
     for section, value in doc.items():
         if section not in (*SCHEMA, "stages", "rules"):
             raise err((section,), "unknown section (allowed: slo, budget, cost, guardrails, scorecard, severity, caching, "
-                                   "stages, rules)")
+                                   "vllm, stages, rules)")
         if not isinstance(value, dict):
             raise err((section,), f"must be a table ([{section}]), got {_kind(value)}")
         if section in SCHEMA:
@@ -276,6 +280,8 @@ def load(path: str | Path, known_rules: dict[str, dict] | None = None,
                 problem = spec.check(v)
                 if problem:
                     raise err((section, k), problem)
+            if section == "vllm" and not str(value.get("health_url", "http://")).startswith(("http://", "https://")):
+                raise err((section, "health_url"), "expected an http:// or https:// URL")
             getattr(c, section).update(value)
             if section == "severity" and c.severity["warning_share"] > c.severity["critical_share"]:
                 key = "warning_share" if "warning_share" in value else "critical_share"

@@ -1,4 +1,5 @@
-"""`triage quantize` and `triage rollback`: model remediations from the command line."""
+"""`triage quantize`, `triage engine-args` and `triage rollback`: model and engine remediations from the
+command line."""
 from __future__ import annotations
 
 import sys
@@ -21,6 +22,14 @@ def register(sub) -> None:
     qz.add_argument("--dry-run", action="store_true", help="build and verify, but do not install")
     qz.add_argument("--format", choices=("md", "json"), default="md")
     qz.set_defaults(handler=cmd_quantize)
+    ea = sub.add_parser("engine-args", help="propose (and with --apply make) the vLLM engine-arguments change "
+                                            "for a capture's top LLM finding")
+    ea.add_argument("paths", nargs="+", metavar="PATH", help="the capture: traces with vLLM's spans, its /metrics")
+    ea.add_argument("--constraints", metavar="FILE", help="triage.toml with [vllm] (default: one next to the capture)")
+    ea.add_argument("--apply", action="store_true", help="write the arguments file, restart ([vllm] restart), wait "
+                    "for [vllm] health_url; a start that does not get healthy is rolled back")
+    ea.add_argument("--format", choices=("md", "json"), default="md")
+    ea.set_defaults(handler=cmd_engine_args, takes_db=False)
     rb = sub.add_parser("rollback", help="undo a change recorded in the ledger")
     rb.add_argument("ledger_id", metavar="LEDGER_ID")
     rb.add_argument("--ledger", metavar="FILE", help="ledger file (default: the global ledger)")
@@ -84,6 +93,63 @@ def _quantize_md(r: dict) -> str:
         lines += ["", f"**Not applied:** {r.get('reason')}"]
         for f in v.get("shape_failures") or []:
             lines.append(f"- fails on input shape {f['shape']}: {f['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_engine_args(args) -> int:
+    from triage.remediations import engine_args as ea
+    from triage.sessions.offline import analyze
+
+    from .common import check_paths
+
+    err = check_paths(args.paths, None)
+    if err:
+        print(f"triage engine-args: {err}", file=sys.stderr)
+        return 2
+    a = analyze(args.paths, constraints_file=args.constraints)
+    cfg = a.constraints.vllm
+    if not cfg.get("args_file"):
+        print("triage engine-args: triage.toml needs [vllm] args_file (the engine arguments file the serving unit "
+              "reads)", file=sys.stderr)
+        return 2
+    args_file = Path(a.constraints.path).parent / cfg["args_file"]  # relative to the triage.toml naming it
+    top = next((f for f in a.findings if f.severity in ("critical", "warning") and f.rule in ea.RULES), None)
+    if top is None:
+        emit({"finding": None, "proposal": None}, args.format,
+             lambda r: "No LLM engine finding at warning or above: nothing to change.\n")
+        return 0
+    try:
+        proposal = ea.propose(args_file, top.rule, ea.measure(a.store), top.evidence)
+    except (OSError, ValueError) as exc:
+        print(f"triage engine-args: {exc}", file=sys.stderr)
+        return 2
+    out = {"finding": {"rule": top.rule, "severity": top.severity, "summary": top.summary},
+           "proposal": proposal.to_dict(), "applied": None}
+    if args.apply and proposal.changes:
+        if not (cfg.get("restart") and cfg.get("health_url")):
+            print("triage engine-args: --apply needs [vllm] restart (an argv list) and health_url", file=sys.stderr)
+            return 2
+        try:
+            entry = ea.apply(proposal, ea.Unit.from_config(cfg))
+        except ea.StartFailed as exc:
+            print(f"triage engine-args: {exc}", file=sys.stderr)
+            return 1
+        out["applied"] = {"ledger_id": entry["id"], "restart_s": entry["restart_s"]}
+    emit(out, args.format, _engine_md)
+    return 0
+
+
+def _engine_md(r: dict) -> str:
+    from triage.analyzers.markdown import md
+
+    f, p = r["finding"], r["proposal"]
+    lines = [f"## triage engine-args — `{f['rule']}`", "", md(f["summary"]), "", "```", *p["arithmetic"], "```"]
+    if not p["changes"]:
+        return "\n".join(lines + ["", "No argument to change."]) + "\n"
+    lines += ["", "```diff", p["diff"].rstrip("\n"), "```"]
+    ap = r["applied"]
+    lines.append(f"\nApplied and restarted in {ap['restart_s']} s (undo: `triage rollback {ap['ledger_id']}`)."
+                 if ap else "\nNot applied (add --apply).")
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,7 @@ class VLLM(procs.Server):
     extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
-    workdir: Path | None = None            # cache, TMPDIR and log; removed by stop()
+    workdir: Path | None = None            # cache, TMPDIR and log (an empty folder, or made by start()); removed by stop()
     log_path: Path | None = None
     ready_s: float | None = None           # seconds from launch to /health 200
 
@@ -80,7 +80,7 @@ class VLLM(procs.Server):
         why = available()
         if why:
             raise RuntimeError(why)
-        work = self.workdir = Path(tempfile.mkdtemp(prefix="triage-vllm-"))
+        work = self.workdir = self.workdir or Path(tempfile.mkdtemp(prefix="triage-vllm-"))  # given: made by the caller
         (work / "tmp").mkdir()
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="auto",
                    VLLM_CACHE_ROOT=str(work / "cache"), TMPDIR=str(work / "tmp"), HF_HUB_OFFLINE="1",
