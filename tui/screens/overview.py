@@ -131,6 +131,8 @@ class OverviewScreen(Screen):
             kept = sum(x["requests"] for x in sc.latency.values())
             more += (f"\n[black on cyan] FILTER {esc(sc.filter.text)} [/] [dim]{kept:,} of {sc.total:,} requests · these only[/]")
             lat, stages, series = sc.latency.get(route), sc.stages.get(route, {}), sc.series.get(route, [])
+        if "figures" in rep:  # read from a trace backend: say which figures are exact and which sampled
+            more += f"\n[dim]{esc(_basis_line(rep))}[/]"
         if self.preliminary is not None:
             more += f"  [black on yellow] preliminary: {self.preliminary:.0%} ingested [/]"
         if self.live is not None:
@@ -160,3 +162,16 @@ class OverviewScreen(Screen):
         for stage, d in sorted(stages.items(), key=lambda kv: -kv[1]["p95_share"]):
             table.add_row(stage, share_bar(d["p95_share"]), f"{d['p95_share']:.0%}", f"{d['p50_ms']:.1f}",
                           f"{d['p95_ms']:.1f}", key=stage)
+
+
+def _basis_line(rep: dict) -> str:
+    """For a trace backend's input: where the figures come from, which are exact and at what sampling rate."""
+    fig = rep["figures"]
+    srcs = ", ".join(src["source"] for src in rep.get("sources", []))
+    if fig["stages"] == "exact":
+        detail = "exact (every trace)"
+    elif fig["sample_rate"] is None:
+        detail = "sampled (the traces the backend returned)"
+    else:
+        detail = f"sampled ({fig['sample_rate']:.2%} of traces, by trace id)"
+    return f"SOURCE {srcs} · latency {fig['latency']} · stages and findings {detail}"
