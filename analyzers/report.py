@@ -107,16 +107,10 @@ def _token_latency_md(report: dict) -> list[str]:
 
 def _sources_md(report: dict) -> str:
     """Where a backend's figures come from: which are exact, and the sampling rate of the rest."""
-    f = report["figures"]
-    srcs = ", ".join(md(s["source"]) for s in report.get("sources", []))
-    if f["stages"] == "exact":
-        detail = "stages and findings on every trace of the window"
-    elif f["sample_rate"] is None:
-        detail = "stages and findings on the traces the backend returned (it does not say of how many)"
-    else:
-        detail = f"stages and findings on {f['sample_rate']:.2%} of the traces (whole traces, sampled by trace id)"
-    latency = "exact (aggregated by the backend over every request)" if f["latency"] == "exact" else f["latency"]
-    return f"Source: {srcs} — latency {latency}; {detail}."
+    from triage.collectors.backends.figures import describe
+
+    srcs, latency, detail = describe(report)
+    return f"Source: {md(srcs)} — latency {latency}; stages and findings {detail}."
 
 
 _ICON = {"error": "⛔", "critical": "🔴", "warning": "🟠", "info": "ℹ️"}

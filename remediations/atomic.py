@@ -101,3 +101,15 @@ def install_dir_atomic(staging: Path, dst: Path) -> None:
                 os.fsync(fh.fileno())
     os.rename(staging, dst)
     _fsync_dir(Path(dst).parent)
+
+
+def restore_backup(dir_fd: int, path: Path, backup: Path, before_sha256: str | None) -> None:
+    """Put the backup triage made back over ``path`` (both named relative to the folder ``dir_fd``, already
+    checked by the caller), once its digest shows it is that backup; then remove the backup."""
+    bfd = os.open(backup.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    with os.fdopen(bfd, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != before_sha256:
+        raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
+    replace_in(dir_fd, path.name, data)
+    os.unlink(backup.name, dir_fd=dir_fd)

@@ -7,7 +7,6 @@ with a backup (and the repository load API under explicit model control), record
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -144,13 +143,7 @@ def rollback(entry_id: str, reload=None, ledger_path: Path | None = None, store=
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if {"dev": st.st_dev, "ino": st.st_ino} != e[key]:
                     raise ledger.LedgerError(f"{root / name} changed while rolling back; refusing")
-            bfd = os.open(backup.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-            with os.fdopen(bfd, "rb") as fh:
-                data = fh.read()
-            if hashlib.sha256(data).hexdigest() != e.get("before_sha256"):
-                raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
-            atomic.replace_in(fd, path.name, data)
-            os.unlink(backup.name, dir_fd=fd)
+            atomic.restore_backup(fd, path, backup, e.get("before_sha256"))
         finally:
             os.close(fd)
     except ledger.LedgerError as exc:

@@ -17,7 +17,6 @@ rewritten (a comment at its end goes with it: the diff shows it), a new flag app
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 import os
 import shlex
@@ -335,21 +334,14 @@ def rollback(entry_id: str, ledger_path: Path | None = None, store=None) -> dict
             raise RuntimeError(f"{path} changed since the change was applied; refusing to overwrite it")
         fd = ledger.open_root(root, e["root_id"])
         try:
-            bfd = os.open(backup.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-            with os.fdopen(bfd, "rb") as fh:
-                data = fh.read()
-            if hashlib.sha256(data).hexdigest() != e.get("before_sha256"):
-                raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
-            atomic.replace_in(fd, path.name, data)
-            os.unlink(backup.name, dir_fd=fd)
+            atomic.restore_backup(fd, path, backup, e.get("before_sha256"))
         finally:
             os.close(fd)
     except ledger.LedgerError as exc:
         raise RuntimeError(str(exc)) from None
     took = restart_and_wait(Unit(restart, e["health_url"], float(e.get("timeout_s") or 180.0)))
-    out = ledger.new_entry("rollback", of=entry_id, restored=str(path), healthy=took is not None,
-                           restart_s=round(took, 2) if took is not None else None)
-    ledger.record(out, root, store)
+    out = ledger.record_rollback(entry_id, root, store, restored=str(path), healthy=took is not None,
+                                 restart_s=round(took, 2) if took is not None else None)
     return out
 
 

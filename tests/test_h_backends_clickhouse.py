@@ -214,7 +214,7 @@ async def test_replay_opens_the_tui_on_a_backend(current):
         summary = str(app.screen.query_one("#summary", Static).render())
         assert "1,949 requests" in summary
         # the screen says which figures are exact (the whole capture fits in --max-spans: all of them)
-        assert "latency exact · stages and findings exact (every trace)" in summary, summary
+        assert "latency exact · stages and findings on every trace of the window" in summary, summary
         assert "batching-window" in str(app.screen.query_one("#top-finding", Static).render())
 
 

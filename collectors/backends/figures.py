@@ -34,3 +34,16 @@ def annotate(rep: dict, metas: list[dict]) -> dict:
                       "sample_rate": None if None in rates else min(rates)}
     return rep
 
+
+def describe(rep: dict) -> tuple[str, str, str]:
+    """(sources, latency basis, stages/findings basis) of a backend's report, in words for the user."""
+    f = rep["figures"]
+    srcs = ", ".join(s["source"] for s in rep.get("sources", []))
+    if f["stages"] == "exact":
+        detail = "on every trace of the window"
+    elif f["sample_rate"] is None:
+        detail = "on the traces the backend returned (it does not say of how many)"
+    else:
+        detail = f"on {f['sample_rate']:.2%} of the traces (whole traces, sampled by trace id)"
+    latency = "exact (aggregated by the backend over every request)" if f["latency"] == "exact" else f["latency"]
+    return srcs, latency, detail

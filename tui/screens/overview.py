@@ -166,12 +166,7 @@ class OverviewScreen(Screen):
 
 def _basis_line(rep: dict) -> str:
     """For a trace backend's input: where the figures come from, which are exact and at what sampling rate."""
-    fig = rep["figures"]
-    srcs = ", ".join(src["source"] for src in rep.get("sources", []))
-    if fig["stages"] == "exact":
-        detail = "exact (every trace)"
-    elif fig["sample_rate"] is None:
-        detail = "sampled (the traces the backend returned)"
-    else:
-        detail = f"sampled ({fig['sample_rate']:.2%} of traces, by trace id)"
-    return f"SOURCE {srcs} · latency {fig['latency']} · stages and findings {detail}"
+    from triage.collectors.backends.figures import describe
+
+    srcs, latency, detail = describe(rep)
+    return f"SOURCE {srcs} · latency {latency.split(' (')[0]} · stages and findings {detail}"
