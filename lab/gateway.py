@@ -12,8 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from .served import Served
 
-class Gateway:
+
+class Gateway(Served):
     def __init__(self, triton_url: str, otlp_endpoint: str, tokenize_us_per_token: float = 2.0,
                  model: str = "clf", vocab: int = 2000, timeout_s: float = 10.0, retries: int = 0):
         import requests
@@ -116,12 +118,3 @@ class Gateway:
             root.set_attribute("http.response.status_code", 200)
             return 200, {"label": label}
 
-    def start(self) -> "Gateway":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.provider.force_flush()
-        self.provider.shutdown()

@@ -11,8 +11,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .served import Served
 
-class LLMGateway:
+
+class LLMGateway(Served):
     def __init__(self, vllm_url: str, otlp_endpoint: str, model: str = "tiny-llama", timeout_s: float = 120.0):
         import requests
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -130,12 +132,3 @@ class LLMGateway:
                 except OSError:
                     pass
 
-    def start(self) -> "LLMGateway":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.provider.force_flush()
-        self.provider.shutdown()

@@ -113,3 +113,14 @@ def restore_backup(dir_fd: int, path: Path, backup: Path, before_sha256: str | N
         raise RuntimeError(f"{backup} is not the backup triage made (its digest differs); refusing")
     replace_in(dir_fd, path.name, data)
     os.unlink(backup.name, dir_fd=dir_fd)
+
+
+def replace_with_backup(path: Path, expected: str, text: str) -> Path:
+    """Replace the text of ``path`` by ``text`` atomically, beside a byte-exact backup (returned); refuses
+    when the file no longer holds ``expected`` (what the proposal was made from)."""
+    if path.read_text() != expected:
+        raise RuntimeError(f"{path} changed since the proposal was made; propose again")
+    backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
+    copy_file_atomic(path, backup)
+    replace_file(path, text.encode())
+    return backup

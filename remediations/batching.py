@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,11 +104,7 @@ def apply(p: Proposal, reload=None, store=None, before: dict | None = None) -> d
     """Write the new config atomically beside a byte-exact backup, reload the model, record it (absolute
     paths, with the identity of the config and the backup, so rollback restores exactly these files)."""
     path = Path(p.config_path).resolve(strict=True)
-    if path.read_text() != p.old_text:
-        raise RuntimeError(f"{path} changed since the proposal was made; propose again")
-    backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
-    atomic.copy_file_atomic(path, backup)
-    atomic.replace_file(path, p.new_text.encode())
+    backup = atomic.replace_with_backup(path, p.old_text, p.new_text)
     entry = ledger.rooted_entry(KIND, path.parent, model=p.model, config=str(path), backup=str(backup),
                                 config_id=ledger.identity(path), backup_id=ledger.identity(backup),
                                 before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),

@@ -22,7 +22,6 @@ import os
 import shlex
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,11 +286,7 @@ def apply(p: Proposal, unit: Unit, store=None, before: dict | None = None) -> di
     """Write the new arguments atomically beside a byte-exact backup, record the change, restart, wait for
     health. A start that does not get healthy is rolled back at once (``StartFailed``)."""
     path = Path(p.args_path).resolve(strict=True)
-    if path.read_text() != p.old_text:
-        raise RuntimeError(f"{path} changed since the proposal was made; propose again")
-    backup = path.with_name(f"{path.name}.triage-backup-{uuid.uuid4().hex[:8]}")
-    atomic.copy_file_atomic(path, backup)
-    atomic.replace_file(path, p.new_text.encode())
+    backup = atomic.replace_with_backup(path, p.old_text, p.new_text)
     entry = ledger.rooted_entry(KIND, path.parent, rule=p.rule, args_file=str(path), backup=str(backup),
                                 args_id=ledger.identity(path), backup_id=ledger.identity(backup),
                                 before_sha256=atomic.sha256(backup), after_sha256=atomic.sha256(path),
