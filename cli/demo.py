@@ -62,11 +62,7 @@ def cmd_demo(args) -> int:
 
 
 def _demo_md(r: dict) -> str:
-    from triage.analyzers.markdown import md
-
-    lines = [f"## triage demo — {r['incident']}", ""]
-    for f in r["findings"][:3]:
-        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {md(f['summary'])}")
+    lines = _head_md(f"triage demo — {r['incident']}", r["findings"])
     rem = r.get("remediation") or {}
     if rem.get("applied"):
         lines += ["", "**Applied:** " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in rem["changes"].items() if v[0] != v[1]),
@@ -105,11 +101,7 @@ def _cmd_vllm(args) -> int:
 
 
 def _vllm_md(r: dict) -> str:
-    from triage.analyzers.markdown import md
-
-    lines = [f"## triage demo — vLLM, {r['incident']}", ""]
-    for f in r["findings"][:3]:
-        lines.append(f"- **{f['severity'].upper()} `{f['rule']}`** — {md(f['summary'])}")
+    lines = _head_md(f"triage demo — vLLM, {r['incident']}", r["findings"])
     rem = r.get("remediation") or {}
     if not rem.get("applied"):
         return "\n".join(lines + ["", f"No change applied: {rem.get('reason')}."]) + "\n"
@@ -126,3 +118,11 @@ def _vllm_md(r: dict) -> str:
     lines.append("Rolled back: arguments restored byte for byte." if rem.get("args_restored")
                  else f"Kept in {rem.get('kept_in')}." if rem.get("kept_in") else "Rolled back: NOT restored.")
     return "\n".join(lines) + "\n"
+
+
+def _head_md(title: str, findings: list[dict]) -> list[str]:
+    """A demo's Markdown heading and its first three findings."""
+    from triage.analyzers.markdown import md
+
+    return [f"## {title}", "", *(f"- **{f['severity'].upper()} `{f['rule']}`** — {md(f['summary'])}"
+                                 for f in findings[:3])]
