@@ -230,7 +230,9 @@ class ServerExecutor:
 
     def _explain(self, exc: Exception, user: str) -> str:
         text = _first_line(exc)
-        if "516" in text or "Authentication failed" in text or "AUTHENTICATION_FAILED" in text:
+        # ClickHouse's own error code, not any "516" (the text of a connection error holds the port and the
+        # query id, whose digits can hold it too: an unreachable port read as a refused password)
+        if "Code: 516" in text or "Authentication failed" in text or "AUTHENTICATION_FAILED" in text:
             return (f"ClickHouse at {self.where} refused user {user!r}: wrong user or password (set "
                     f"TRIAGE_CLICKHOUSE_USER / TRIAGE_CLICKHOUSE_PASSWORD or TRIAGE_CLICKHOUSE_PASSWORD_FILE)")
         full = str(exc)
